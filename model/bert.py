@@ -1,0 +1,287 @@
+"""BERT (Devlin et al., 2018): a post-LayerNorm Transformer encoder with MLM and NSP heads.
+
+Shapes: B batch, T sequence length, H hidden size, nh heads, hs head size, I intermediate size,
+V vocabulary size, P masked slots per sequence, N real masked tokens in the batch.
+The file is single-device and plain; compile, autocast and data parallelism are applied outside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.config import BertConfig
+
+# Hugging Face activation names -> modules; "gelu" is the exact erf form BERT uses.
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "gelu": nn.GELU,
+    "gelu_new": partial(nn.GELU, approximate="tanh"),
+    "relu": nn.ReLU,
+}
+
+# Label value of a masked-LM slot that holds no prediction (padding), as in PyTorch and HF.
+IGNORE_INDEX = -100
+
+
+class Embeddings(nn.Module):
+    """Token + segment + learned position embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        H = config.hidden_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, H, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, H)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, H)
+        self.layer_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
+        T = input_ids.size(1)
+        position_ids = torch.arange(T, device=input_ids.device)  # (T,)
+        x = (
+            self.word_embeddings(input_ids)  # (B, T, H)
+            + self.token_type_embeddings(token_type_ids)  # (B, T, H)
+            + self.position_embeddings(position_ids)  # (T, H), broadcast over B
+        )
+        return self.dropout(self.layer_norm(x))  # (B, T, H)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head bidirectional self-attention with fused SDPA and an output projection."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        H = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.qkv = nn.Linear(H, 3 * H)  # query, key and value in one matmul
+        self.out_proj = nn.Linear(H, H)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, x: Tensor, key_mask: Tensor | None) -> Tensor:
+        B, T, H = x.shape
+        nh, hs = self.num_heads, H // self.num_heads
+        q, k, v = self.qkv(x).split(H, dim=2)  # 3 x (B, T, H)
+        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=key_mask, dropout_p=self.dropout_p if self.training else 0.0
+        )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, H)  # (B, T, H)
+        return self.out_proj(y)  # (B, T, H)
+
+
+class Layer(nn.Module):
+    """One post-LayerNorm Transformer layer: attention then feed-forward, each residual + LN."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        H, eps = config.hidden_size, config.layer_norm_eps
+        self.attention = SelfAttention(config)
+        self.attention_layer_norm = nn.LayerNorm(H, eps=eps)
+        self.intermediate = nn.Linear(H, config.intermediate_size)
+        self.activation = ACTIVATIONS[config.hidden_act]()
+        self.output = nn.Linear(config.intermediate_size, H)
+        self.output_layer_norm = nn.LayerNorm(H, eps=eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: Tensor, key_mask: Tensor | None) -> Tensor:
+        x = self.attention_layer_norm(x + self.dropout(self.attention(x, key_mask)))  # (B, T, H)
+        h = self.activation(self.intermediate(x))  # (B, T, I)
+        return self.output_layer_norm(x + self.dropout(self.output(h)))  # (B, T, H)
+
+
+class Encoder(nn.Module):
+    """A stack of layers; optionally returns the input and every layer's output."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(
+        self, x: Tensor, key_mask: Tensor | None, output_hidden_states: bool = False
+    ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+        hidden_states = [x] if output_hidden_states else None
+        for layer in self.layers:
+            x = layer(x, key_mask)  # (B, T, H)
+            if hidden_states is not None:
+                hidden_states.append(x)
+        return x, tuple(hidden_states) if hidden_states is not None else None
+
+
+class Pooler(nn.Module):
+    """Dense + tanh on the final [CLS] vector, the sentence representation NSP uses."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, sequence_output: Tensor) -> Tensor:
+        return torch.tanh(self.dense(sequence_output[:, 0]))  # (B, H)
+
+
+class BertOutput(NamedTuple):
+    """What BertModel returns."""
+
+    last_hidden_state: Tensor  # (B, T, H)
+    pooled_output: Tensor  # (B, H): Pooler on [CLS]
+    hidden_states: tuple[Tensor, ...] | None  # L+1 of (B, T, H): embeddings, then each layer
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """Initialise one module as BERT does: normal(0, std) weights, zero biases, unit LayerNorm."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, PreTrainingHeads):
+        nn.init.zeros_(module.decoder_bias)
+
+
+class BertModel(nn.Module):
+    """The BERT encoder: embeddings, L layers and the [CLS] pooler."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.encoder = Encoder(config)
+        self.pooler = Pooler(config)
+        self.apply(partial(init_weights, std=config.initializer_range))
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        token_type_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> BertOutput:
+        """Encode (B, T) token ids; attention_mask (B, T) is 1/True for real tokens, 0 for padding."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
+        if input_ids.size(1) > self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {input_ids.size(1)} exceeds max_position_embeddings "
+                f"{self.config.max_position_embeddings}"
+            )
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        # Padded keys are hidden from every query; padded queries still get (unused) outputs.
+        key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
+        x, hidden_states = self.encoder(x, key_mask, output_hidden_states)  # (B, T, H)
+        return BertOutput(x, self.pooler(x), hidden_states)
+
+
+class PreTrainingHeads(nn.Module):
+    """Masked-LM head (transform, then decoder tied to the word embeddings) and NSP head."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        H = config.hidden_size
+        self.transform = nn.Linear(H, H)
+        self.transform_activation = ACTIVATIONS[config.hidden_act]()
+        self.transform_layer_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        # The decoder matrix is the word-embedding matrix (passed in); only the bias is its own.
+        self.decoder_bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.seq_relationship = nn.Linear(H, 2)
+
+    def mlm_logits(self, hidden: Tensor, word_embeddings: Tensor) -> Tensor:
+        """Vocabulary logits (..., V) for hidden vectors (..., H)."""
+        h = self.transform_layer_norm(self.transform_activation(self.transform(hidden)))
+        return F.linear(h, word_embeddings, self.decoder_bias)  # (..., V)
+
+    def nsp_logits(self, pooled_output: Tensor) -> Tensor:
+        """IsNext (0) / NotNext (1) logits (B, 2) from the pooled [CLS] vector (B, H)."""
+        return self.seq_relationship(pooled_output)
+
+
+class PreTrainingOutput(NamedTuple):
+    """What BertForPreTraining returns; the loss and count fields are None without labels.
+
+    mlm_logits is (N, V), one row per real masked slot in row-major (b, p) order, when
+    masked_lm_labels is given; without labels it is (B, P, V), or (B, T, V) when
+    masked_lm_positions is None.
+    """
+
+    loss: Tensor | None  # mlm_loss + nsp_loss (whichever are present), as in the paper
+    mlm_loss: Tensor | None  # mean cross-entropy over the N real masked tokens
+    nsp_loss: Tensor | None  # mean cross-entropy over the B sequences
+    mlm_logits: Tensor  # (N, V) with labels, else (B, P, V) or (B, T, V)
+    nsp_logits: Tensor  # (B, 2)
+    mlm_correct: Tensor | None  # () long: masked tokens predicted right
+    mlm_count: Tensor | None  # () long: N, real masked tokens in the batch
+    nsp_correct: Tensor | None  # () long: sequences whose NSP label was predicted right
+
+
+class BertForPreTraining(nn.Module):
+    """BERT with the masked-LM and next-sentence-prediction heads and the paper's loss."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.heads = PreTrainingHeads(config)
+        self.heads.apply(partial(init_weights, std=config.initializer_range))
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        token_type_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        masked_lm_positions: Tensor | None = None,
+        masked_lm_labels: Tensor | None = None,
+        next_sentence_label: Tensor | None = None,
+    ) -> PreTrainingOutput:
+        """Run the heads on (B, P) masked positions, or on all T positions when they are None.
+
+        masked_lm_labels is (B, P) (or (B, T)) with IGNORE_INDEX at slots that hold no
+        prediction; the decoder runs only on the other slots. next_sentence_label is (B,).
+        """
+        sequence_output, pooled_output, _ = self.bert(input_ids, token_type_ids, attention_mask)
+        if masked_lm_positions is None:
+            hidden = sequence_output  # (B, T, H)
+        else:
+            index = masked_lm_positions.unsqueeze(-1).expand(-1, -1, sequence_output.size(-1))
+            hidden = torch.gather(sequence_output, 1, index)  # (B, P, H)
+        word_embeddings = self.bert.embeddings.word_embeddings.weight  # (V, H), the tied decoder
+
+        mlm_loss = mlm_correct = mlm_count = None
+        if masked_lm_labels is None:
+            mlm_logits = self.heads.mlm_logits(hidden, word_embeddings)  # (B, P, V)
+        else:
+            real = masked_lm_labels != IGNORE_INDEX  # (B, P)
+            labels = masked_lm_labels[real]  # (N,)
+            mlm_logits = self.heads.mlm_logits(hidden[real], word_embeddings)  # (N, V)
+            mlm_count = real.sum()
+            # Sum over tokens / count: the batch mean, and 0 (not NaN) when nothing is masked.
+            mlm_loss = F.cross_entropy(mlm_logits, labels, reduction="sum") / mlm_count.clamp(min=1)
+            mlm_correct = (mlm_logits.argmax(dim=-1) == labels).sum()
+
+        nsp_logits = self.heads.nsp_logits(pooled_output)  # (B, 2)
+        nsp_loss = nsp_correct = None
+        if next_sentence_label is not None:
+            nsp_loss = F.cross_entropy(nsp_logits, next_sentence_label)
+            nsp_correct = (nsp_logits.argmax(dim=-1) == next_sentence_label).sum()
+
+        if mlm_loss is not None and nsp_loss is not None:
+            loss = mlm_loss + nsp_loss
+        else:
+            loss = mlm_loss if mlm_loss is not None else nsp_loss
+        return PreTrainingOutput(
+            loss, mlm_loss, nsp_loss, mlm_logits, nsp_logits, mlm_correct, mlm_count, nsp_correct
+        )

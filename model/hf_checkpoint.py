@@ -1,0 +1,374 @@
+"""Hugging Face interop: config.json and weight names to and from our BERT, in one place.
+
+Reads `BertModel` checkpoints (no prefix), `BertForPreTraining` ones ("bert." prefix plus
+"cls.predictions.*" / "cls.seq_relationship.*") and old ones with LayerNorm gamma/beta names.
+Writes config.json + model.safetensors that `transformers` loads with no missing or unexpected
+weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from model.bert import BertForPreTraining, BertModel
+from model.config import BertConfig
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+SAFETENSORS_NAME = "model.safetensors"
+PYTORCH_NAME = "pytorch_model.bin"
+
+# Fields that change the weights' shapes or the function computed. Dropout, init range and the
+# pad id may differ between a checkpoint and the model it is loaded into.
+ARCHITECTURE_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "layer_norm_eps",
+    "hidden_act",
+)
+
+# Buffers HF checkpoints may carry that hold no learned state.
+_IGNORED_HF_KEYS = {"embeddings.position_ids", "embeddings.token_type_ids"}
+# HF stores the tied decoder matrix and bias under these names in some checkpoints.
+_HF_DECODER_WEIGHT = "cls.predictions.decoder.weight"
+_HF_DECODER_BIAS = "cls.predictions.decoder.bias"
+
+# Our BertForPreTraining.heads names -> HF BertForPreTraining names.
+_HEAD_NAMES = {
+    "heads.transform.weight": "cls.predictions.transform.dense.weight",
+    "heads.transform.bias": "cls.predictions.transform.dense.bias",
+    "heads.transform_layer_norm.weight": "cls.predictions.transform.LayerNorm.weight",
+    "heads.transform_layer_norm.bias": "cls.predictions.transform.LayerNorm.bias",
+    "heads.decoder_bias": "cls.predictions.bias",
+    "heads.seq_relationship.weight": "cls.seq_relationship.weight",
+    "heads.seq_relationship.bias": "cls.seq_relationship.bias",
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoadReport:
+    """What a load did beyond copying matching tensors."""
+
+    source: str  # the weights file read
+    missing_keys: tuple[str, ...]  # our parameters the checkpoint lacked: left freshly initialised
+    unexpected_keys: tuple[str, ...]  # checkpoint tensors (HF names) the model has no place for
+
+
+class LoadedCheckpoint(NamedTuple):
+    """A model built from a checkpoint and the report of how its weights were filled."""
+
+    model: BertModel | BertForPreTraining
+    report: LoadReport
+
+
+def config_from_hf(hf_config: dict[str, Any]) -> BertConfig:
+    """Our BertConfig from a Hugging Face BERT config.json dict; unsupported variants raise."""
+    model_type = hf_config.get("model_type", "bert")
+    if model_type != "bert":
+        raise ValueError(f"config model_type must be 'bert', got {model_type!r}")
+    position_type = hf_config.get("position_embedding_type", "absolute")
+    if position_type != "absolute":
+        raise ValueError(
+            f"config position_embedding_type must be 'absolute', got {position_type!r}"
+        )
+    for flag in ("is_decoder", "add_cross_attention"):
+        if hf_config.get(flag):
+            raise ValueError(f"config {flag} must be false: only the bidirectional encoder exists")
+    values = {
+        field.name: hf_config[field.name]
+        for field in dataclasses.fields(BertConfig)
+        if hf_config.get(field.name) is not None
+    }
+    return BertConfig(**values)
+
+
+def config_to_hf(
+    config: BertConfig, *, architecture: str = "BertForPreTraining", dtype: str = "float32"
+) -> dict[str, Any]:
+    """A Hugging Face config.json dict for our config."""
+    return {
+        "architectures": [architecture],
+        "model_type": "bert",
+        **config.to_dict(),
+        "position_embedding_type": "absolute",
+        "tie_word_embeddings": True,
+        "dtype": dtype,
+    }
+
+
+def _hf_encoder_names(config: BertConfig) -> dict[str, str]:
+    """Our BertModel parameter names -> HF BertModel names, except the fused qkv."""
+    names = {
+        "embeddings.word_embeddings.weight": "embeddings.word_embeddings.weight",
+        "embeddings.position_embeddings.weight": "embeddings.position_embeddings.weight",
+        "embeddings.token_type_embeddings.weight": "embeddings.token_type_embeddings.weight",
+        "embeddings.layer_norm.weight": "embeddings.LayerNorm.weight",
+        "embeddings.layer_norm.bias": "embeddings.LayerNorm.bias",
+        "pooler.dense.weight": "pooler.dense.weight",
+        "pooler.dense.bias": "pooler.dense.bias",
+    }
+    for i in range(config.num_hidden_layers):
+        for ours, hf in (
+            ("attention.out_proj", "attention.output.dense"),
+            ("attention_layer_norm", "attention.output.LayerNorm"),
+            ("intermediate", "intermediate.dense"),
+            ("output", "output.dense"),
+            ("output_layer_norm", "output.LayerNorm"),
+        ):
+            for kind in ("weight", "bias"):
+                names[f"encoder.layers.{i}.{ours}.{kind}"] = f"encoder.layer.{i}.{hf}.{kind}"
+    return names
+
+
+def _hf_qkv_names(layer: int, kind: str) -> tuple[str, str, str]:
+    prefix = f"encoder.layer.{layer}.attention.self"
+    return tuple(f"{prefix}.{part}.{kind}" for part in ("query", "key", "value"))
+
+
+def to_hf_state_dict(model: BertModel | BertForPreTraining) -> dict[str, Tensor]:
+    """Our weights under HF names: BertModel names, or BertForPreTraining ones with heads.
+
+    The tied decoder matrix is left out, as transformers' own save_pretrained does.
+    """
+    pretraining = isinstance(model, BertForPreTraining)
+    bert = model.bert if pretraining else model
+    prefix = "bert." if pretraining else ""
+    ours = bert.state_dict()
+    out = {prefix + hf: ours[name] for name, hf in _hf_encoder_names(bert.config).items()}
+    for i in range(bert.config.num_hidden_layers):
+        for kind in ("weight", "bias"):
+            parts = ours[f"encoder.layers.{i}.attention.qkv.{kind}"].chunk(3, dim=0)
+            for hf, part in zip(_hf_qkv_names(i, kind), parts, strict=True):
+                out[prefix + hf] = part
+    if pretraining:
+        heads = model.state_dict()
+        out.update({hf: heads[name] for name, hf in _HEAD_NAMES.items()})
+    # safetensors refuses views that share storage (the qkv chunks), so every tensor is copied.
+    return {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in out.items()}
+
+
+def _normalise_hf_key(key: str) -> str:
+    key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
+    key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
+    return key.removeprefix("bert.")
+
+
+def load_hf_state_dict(
+    model: BertModel | BertForPreTraining, hf_state_dict: dict[str, Tensor], *, source: str
+) -> LoadReport:
+    """Copy HF-named tensors into our model; pooler and heads may be absent (left as they are).
+
+    Raises ValueError naming `source` and the tensor on a shape mismatch, on encoder weights
+    missing from the checkpoint, or on encoder weights the model has no place for.
+    """
+    pretraining = isinstance(model, BertForPreTraining)
+    config = model.config
+    prefix = "bert." if pretraining else ""
+    hf = {}
+    for key, tensor in hf_state_dict.items():
+        hf.setdefault(_normalise_hf_key(key), tensor)
+    for key in _IGNORED_HF_KEYS:
+        hf.pop(key, None)
+
+    expected = model.state_dict()
+    loaded: dict[str, Tensor] = {}
+    not_found: list[str] = []
+
+    def take(ours: str, hf_name: str, expected_shape: torch.Size) -> Tensor | None:
+        tensor = hf.pop(hf_name, None)
+        if tensor is None:
+            not_found.append(ours)
+        elif tensor.shape != expected_shape:
+            raise ValueError(
+                f"{source}: tensor {hf_name} has shape {tuple(tensor.shape)}, "
+                f"but the model (config {_shape_fields(config)}) needs {tuple(expected_shape)}"
+            )
+        return tensor
+
+    names = {prefix + ours: hf_name for ours, hf_name in _hf_encoder_names(config).items()}
+    if pretraining:
+        names.update(_HEAD_NAMES)
+        if "cls.predictions.bias" not in hf and _HF_DECODER_BIAS in hf:
+            hf["cls.predictions.bias"] = hf[_HF_DECODER_BIAS]
+        hf.pop(_HF_DECODER_BIAS, None)
+        decoder = hf.pop(_HF_DECODER_WEIGHT, None)
+        embeddings = hf.get("embeddings.word_embeddings.weight")
+        if decoder is not None and embeddings is not None and not torch.equal(decoder, embeddings):
+            raise ValueError(
+                f"{source}: {_HF_DECODER_WEIGHT} differs from the word embeddings; "
+                "only checkpoints with a tied MLM decoder are supported"
+            )
+    for ours, hf_name in names.items():
+        tensor = take(ours, hf_name, expected[ours].shape)
+        if tensor is not None:
+            loaded[ours] = tensor
+    for i in range(config.num_hidden_layers):
+        for kind in ("weight", "bias"):
+            ours = f"{prefix}encoder.layers.{i}.attention.qkv.{kind}"
+            part_shape = (config.hidden_size,) + expected[ours].shape[1:]
+            parts = [take(ours, name, part_shape) for name in _hf_qkv_names(i, kind)]
+            if all(part is not None for part in parts):
+                loaded[ours] = torch.cat(parts, dim=0)
+    missing = sorted(set(not_found))  # a fused qkv is listed once, not per part
+    unexpected = sorted(hf)
+
+    # Pooler and heads may be trained from scratch; a hole in the encoder is a broken checkpoint.
+    optional = (f"{prefix}pooler.", "heads.")
+    broken = [name for name in missing if not name.startswith(optional)]
+    if broken:
+        raise ValueError(
+            f"{source}: checkpoint lacks encoder weights for {len(broken)} parameter(s), "
+            f"e.g. {broken[:3]} (does config.json match the weights?)"
+        )
+    extra = [name for name in unexpected if name.startswith(("embeddings.", "encoder."))]
+    if extra:
+        raise ValueError(
+            f"{source}: checkpoint has encoder weights the model has no place for, e.g. "
+            f"{extra[:3]} (does config.json match the weights?)"
+        )
+
+    model.load_state_dict(loaded, strict=False)
+    report = LoadReport(
+        source=source, missing_keys=tuple(missing), unexpected_keys=tuple(unexpected)
+    )
+    if missing:
+        logger.warning(
+            "%s: %d parameter(s) not in the checkpoint were freshly initialised: %s",
+            source,
+            len(missing),
+            ", ".join(missing),
+        )
+    if unexpected:
+        logger.warning(
+            "%s: %d checkpoint tensor(s) were not used: %s",
+            source,
+            len(unexpected),
+            ", ".join(unexpected),
+        )
+    return report
+
+
+def _shape_fields(config: BertConfig) -> str:
+    names = ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size")
+    return ", ".join(f"{name}={getattr(config, name)}" for name in names)
+
+
+def read_hf_config(directory: str | os.PathLike[str]) -> BertConfig:
+    """Our BertConfig from `directory`/config.json."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no {CONFIG_NAME} in the checkpoint directory")
+    try:
+        hf_config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON: {error}") from error
+    if not isinstance(hf_config, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    try:
+        return config_from_hf(hf_config)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
+def _read_hf_weights(directory: Path) -> tuple[dict[str, Tensor], Path]:
+    safetensors_path = directory / SAFETENSORS_NAME
+    pytorch_path = directory / PYTORCH_NAME
+    try:
+        if safetensors_path.is_file():
+            return load_file(safetensors_path, device="cpu"), safetensors_path
+        if pytorch_path.is_file():
+            state = torch.load(pytorch_path, map_location="cpu", weights_only=True)
+            return state, pytorch_path
+    except Exception as error:  # corrupt or truncated files raise library-specific errors
+        path = safetensors_path if safetensors_path.is_file() else pytorch_path
+        raise ValueError(f"{path}: cannot read weights: {error}") from error
+    raise FileNotFoundError(
+        f"{directory}: no {SAFETENSORS_NAME} or {PYTORCH_NAME} in the checkpoint directory"
+    )
+
+
+def load_hf_weights(
+    model: BertModel | BertForPreTraining, directory: str | os.PathLike[str]
+) -> LoadReport:
+    """Load an HF checkpoint directory into an existing model whose architecture must match."""
+    directory = Path(directory)
+    checkpoint_config = read_hf_config(directory)
+    for name in ARCHITECTURE_FIELDS:
+        theirs, ours = getattr(checkpoint_config, name), getattr(model.config, name)
+        if theirs != ours:
+            raise ValueError(
+                f"{directory / CONFIG_NAME}: config mismatch: {name} is {theirs!r} in the "
+                f"checkpoint but {ours!r} in the model"
+            )
+    state, path = _read_hf_weights(directory)
+    return load_hf_state_dict(model, state, source=str(path))
+
+
+def load_hf_checkpoint(
+    directory: str | os.PathLike[str],
+    *,
+    for_pretraining: bool,
+    config: BertConfig | None = None,
+) -> LoadedCheckpoint:
+    """Build BertForPreTraining (or BertModel) from an HF checkpoint directory.
+
+    `config` overrides config.json (e.g. other dropout) but must agree on ARCHITECTURE_FIELDS.
+    Heads absent from the checkpoint are freshly initialised; the report lists them.
+    """
+    if config is None:
+        config = read_hf_config(directory)
+    model = BertForPreTraining(config) if for_pretraining else BertModel(config)
+    return LoadedCheckpoint(model, load_hf_weights(model, directory))
+
+
+def save_hf_checkpoint(
+    model: BertModel | BertForPreTraining, directory: str | os.PathLike[str]
+) -> Path:
+    """Write config.json + model.safetensors with HF names, atomically; returns the directory."""
+    directory = Path(directory)
+    pretraining = isinstance(model, BertForPreTraining)
+    bert = model.bert if pretraining else model
+    dtype = str(bert.embeddings.word_embeddings.weight.dtype).removeprefix("torch.")
+    hf_config = config_to_hf(
+        model.config,
+        architecture="BertForPreTraining" if pretraining else "BertModel",
+        dtype=dtype,
+    )
+    tensors = to_hf_state_dict(model)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent)
+    )
+    try:
+        save_file(tensors, staging / SAFETENSORS_NAME, metadata={"format": "pt"})
+        (staging / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
+        if directory.is_dir() and any(directory.iterdir()):
+            # Replace file by file, config last: it names the weights that are already in place.
+            for name in (SAFETENSORS_NAME, CONFIG_NAME):
+                os.replace(staging / name, directory / name)
+            staging.rmdir()
+        else:
+            os.chmod(staging, 0o755)
+            os.replace(staging, directory)  # rename(2) also replaces an empty directory
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory

@@ -1,0 +1,220 @@
+"""Deterministic Arrow shard writing and reading for Beam pipelines, local or gs://.
+
+Beam's own sharded sinks place records by bundle, so the same input can land in different
+shards from run to run. Here each row goes to a shard by a hash of its key, each shard is sorted,
+written under a temporary name and renamed, so the same rows always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import posixpath
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo, manifest_hash
+from schemas.spec import SchemaSpec
+from schemas.validation import SchemaMismatchError, check_schema, rows_to_table
+
+SHARD_INDEX_NAME = "_shards.json"  # written by the pipeline, folded into the manifest, removed
+ROWS_PER_BATCH = 1024
+
+
+class CorruptShardError(ValueError):
+    """A shard's bytes do not match its manifest, or it is not a readable Arrow file."""
+
+
+def join(directory: str, name: str) -> str:
+    """Join a file name onto a local or gs:// directory."""
+    if "://" in directory:
+        return posixpath.join(directory, name)
+    return FileSystems.join(directory, name)
+
+
+def shard_name(spec: SchemaSpec, index: int, num_shards: int) -> str:
+    return f"{spec.name}-{index:05d}-of-{num_shards:05d}.arrow"
+
+
+def shard_of(key: str, num_shards: int) -> int:
+    """The shard a key belongs to: a stable hash, independent of worker and run."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % num_shards
+
+
+def read_bytes(path: str) -> bytes:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return f.read()
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write under a temporary name in the same directory, then rename into place."""
+    directory, name = posixpath.split(path) if "://" in path else FileSystems.split(path)
+    tmp = join(directory, f".tmp-{uuid.uuid4().hex}-{name}")
+    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(data)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+def table_to_ipc_bytes(table: pa.Table, compression: str | None) -> bytes:
+    sink = io.BytesIO()
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_file(sink, table.schema, options=options) as writer:
+        for batch in table.to_batches(max_chunksize=ROWS_PER_BATCH):
+            writer.write_batch(batch)
+    return sink.getvalue()
+
+
+def table_from_ipc_bytes(data: bytes, *, source: str) -> pa.Table:
+    try:
+        return pa.ipc.open_file(pa.BufferReader(data)).read_all()
+    except (pa.ArrowInvalid, OSError) as err:
+        raise CorruptShardError(f"{source}: not a readable Arrow file ({err})") from err
+
+
+class _WriteShard(beam.DoFn):
+    def __init__(self, output_dir, spec, num_shards, sort_key, compression):
+        self.output_dir = output_dir
+        self.spec = spec
+        self.num_shards = num_shards
+        self.sort_key = sort_key
+        self.compression = compression
+
+    def process(self, element: tuple[int, Iterable[Any]]) -> Iterator[dict]:
+        index, rows = element
+        rows = sorted((r for r in rows if r is not None), key=self.sort_key)
+        name = shard_name(self.spec, index, self.num_shards)
+        table = rows_to_table(rows, self.spec, source=name)
+        data = table_to_ipc_bytes(table, self.compression)
+        write_atomic(join(self.output_dir, name), data)
+        yield {
+            "path": name,
+            "rows": table.num_rows,
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+
+
+def _write_shard_index(infos: list[dict], output_dir: str) -> None:
+    infos = sorted(infos, key=lambda i: i["path"])
+    write_atomic(join(output_dir, SHARD_INDEX_NAME), json.dumps(infos).encode())
+
+
+class WriteArrowShards(beam.PTransform):
+    """Write dict rows as `num_shards` sorted Arrow files; every shard exists, even if empty."""
+
+    def __init__(
+        self,
+        output_dir: str,
+        spec: SchemaSpec,
+        num_shards: int,
+        *,
+        shard_key: Callable[[dict], str],
+        sort_key: Callable[[dict], Any],
+        compression: str | None = "zstd",
+    ):
+        super().__init__()
+        if num_shards < 1:
+            raise ValueError(f"num_shards must be at least 1, got {num_shards}")
+        self.output_dir = output_dir
+        self.spec = spec
+        self.num_shards = num_shards
+        self.shard_key = shard_key
+        self.sort_key = sort_key
+        self.compression = compression
+
+    def expand(self, rows):
+        n = self.num_shards
+        shard_key = self.shard_key
+        keyed = rows | "KeyByShard" >> beam.Map(lambda r: (shard_of(shard_key(r), n), r))
+        # One placeholder per shard so that shards with no rows are still written.
+        placeholders = rows.pipeline | "AllShards" >> beam.Create([(i, None) for i in range(n)])
+        return (
+            (keyed, placeholders)
+            | "Flatten" >> beam.Flatten()
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShard"
+            >> beam.ParDo(
+                _WriteShard(self.output_dir, self.spec, n, self.sort_key, self.compression)
+            )
+            | "CollectShardInfo" >> beam.combiners.ToList()
+            | "WriteShardIndex" >> beam.Map(_write_shard_index, self.output_dir)
+        )
+
+
+def read_manifest(directory: str) -> tuple[Manifest, str]:
+    """Read a stage's manifest and its hash; a missing manifest means the stage did not finish."""
+    path = join(directory, MANIFEST_NAME)
+    if not FileSystems.exists(path):
+        raise ManifestError(
+            f"{path}: no manifest; the stage that writes {directory} has not finished "
+            "(run it first, or re-run it if it was interrupted)"
+        )
+    data = read_bytes(path)
+    return Manifest.from_json(data, source=path), manifest_hash(data)
+
+
+def read_shard(directory: str, info: ShardInfo, spec: SchemaSpec) -> pa.Table:
+    """Read one shard, check its checksum and schema, and return it as a table."""
+    path = join(directory, info.path)
+    try:
+        data = read_bytes(path)
+    except OSError as err:
+        raise CorruptShardError(
+            f"{path}: cannot read shard listed in the manifest ({err})"
+        ) from err
+    if hashlib.sha256(data).hexdigest() != info.sha256:
+        raise CorruptShardError(
+            f"{path}: checksum differs from the manifest; the shard is corrupt or was "
+            "changed after the stage finished; re-run the stage"
+        )
+    table = table_from_ipc_bytes(data, source=path)
+    try:
+        check_schema(table.schema, spec, source=path)
+    except SchemaMismatchError as err:
+        raise CorruptShardError(str(err)) from err
+    return table
+
+
+class _ReadShard(beam.DoFn):
+    def __init__(self, directory: str, spec: SchemaSpec):
+        self.directory = directory
+        self.spec = spec
+
+    def process(self, info: ShardInfo) -> Iterator[dict]:
+        table = read_shard(self.directory, info, self.spec)
+        for batch in table.to_batches(max_chunksize=ROWS_PER_BATCH):
+            yield from batch.to_pylist()
+
+
+class ReadArrowShards(beam.PTransform):
+    """Rows of a finished stage's shards, after checking its manifest, schema and checksums."""
+
+    def __init__(self, directory: str, spec: SchemaSpec):
+        super().__init__()
+        self.directory = directory
+        self.spec = spec
+        manifest, _ = read_manifest(directory)
+        manifest.expect(
+            schema_name=spec.name,
+            schema_version=spec.version,
+            source=join(directory, MANIFEST_NAME),
+        )
+        self.shards = manifest.shards
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ListShards" >> beam.Create(self.shards)
+            | "SpreadShards" >> beam.Reshuffle()
+            | "ReadShard" >> beam.ParDo(_ReadShard(self.directory, self.spec))
+        )

@@ -1,0 +1,28 @@
+"""Pipeline construction shared by the jobs: local runs never try to download a runner."""
+
+from __future__ import annotations
+
+import logging
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+
+def local_runner() -> FnApiRunner:
+    """The DirectRunner's portable engine (in_memory or multi_processing, by options).
+
+    Beam's DirectRunner first tries Prism, a binary it downloads from the internet; machines
+    without internet access wait for that to fail. This engine is what it falls back to.
+    """
+    return FnApiRunner()
+
+
+def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
+    """A pipeline for Beam's own flags: --runner (DirectRunner by default), Dataflow options..."""
+    logging.getLogger("apache_beam.typehints").setLevel(logging.WARNING)
+    options = PipelineOptions(beam_args)
+    runner_name = options.view_as(StandardOptions).runner
+    if runner_name in (None, "DirectRunner", "direct"):
+        return beam.Pipeline(runner=local_runner(), options=options)
+    return beam.Pipeline(options=options)

@@ -1,0 +1,543 @@
+"""Extraction job: Wikipedia dumps, plain text, JSONL and Parquet to document shards.
+
+    python -m pipelines.extract --input 'dumps/enwiki-*.xml.bz2' --output out/documents \
+        --num-shards 64 [--runner DataflowRunner --project P --region R --temp_location gs://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import logging
+import posixpath
+import re
+import sys
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from pipelines.arrow_shards import WriteArrowShards
+from pipelines.beam_runner import make_pipeline
+from pipelines.sentences import split_long_sentence, split_sentences
+from pipelines.stage import StageRun, file_inputs
+from pipelines.wikidump import DumpReadError, MalformedPage, iter_pages, open_dump
+from pipelines.wikitext import clean_wikitext, is_disambiguation
+from schemas.documents import DOCUMENTS, document_id
+from schemas.manifest import InputRef  # noqa: F401 (re-exported for callers)
+
+STAGE = "extract"
+FORMATS = ("wiki", "text", "jsonl", "parquet")
+log = logging.getLogger(__name__)
+
+
+class BadInputError(ValueError):
+    """Input that the job refuses to read on, with the file and record it came from."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExtractConfig:
+    """Options of the extraction job; all of them go into the manifest and its config hash."""
+
+    num_shards: int = 8  # output shards; aim for 100-500 MB each on a large corpus
+    input_format: str = "auto"  # wiki, text, jsonl, parquet, or auto (by file extension)
+    source_name: str = ""  # source recorded for every document; "" means the file's base name
+    text_field: str = "text"  # JSONL/Parquet field that holds the text
+    id_field: str = ""  # JSONL/Parquet field with the document id; "" means the line/row number
+    title_field: str = ""  # JSONL/Parquet field with the title; "" means no title
+    keep_headings: bool = False  # keep wiki section headings as their own sentences
+    skip_disambiguation: bool = True  # drop wiki disambiguation pages
+    min_document_chars: int = 200  # shorter documents (after cleaning) are dropped and counted
+    min_sentences: int = 2  # documents with fewer sentences are dropped and counted
+    max_sentence_chars: int = 1000  # longer sentences are split at whitespace (or dropped)
+    long_sentences: str = "split"  # "split" or "drop"
+    max_document_chars: int = 1_000_000  # longer documents are cut into parts at sentence ends
+    dedup: bool = True  # drop exact duplicate documents (same normalised text)
+    on_bad_record: str = "skip"  # "skip" (count and log) or "fail" on a malformed page/line/row
+    allow_truncated: bool = False  # keep the pages before the break of a truncated dump
+
+    def validate(self) -> None:
+        if self.num_shards < 1:
+            raise ValueError(f"num_shards must be at least 1, got {self.num_shards}")
+        if self.input_format not in (*FORMATS, "auto"):
+            raise ValueError(f"input_format must be one of {FORMATS} or auto")
+        if self.long_sentences not in ("split", "drop"):
+            raise ValueError("long_sentences must be 'split' or 'drop'")
+        if self.on_bad_record not in ("skip", "fail"):
+            raise ValueError("on_bad_record must be 'skip' or 'fail'")
+        if self.max_sentence_chars < 20:
+            raise ValueError("max_sentence_chars must be at least 20")
+        if self.max_document_chars < self.max_sentence_chars:
+            raise ValueError("max_document_chars must be at least max_sentence_chars")
+
+
+def detect_format(path: str) -> str:
+    """The input format from a file name: .xml[.bz2], .txt[.gz], .jsonl[.gz], .parquet."""
+    name = posixpath.basename(path).lower()
+    name = re.sub(r"\.(bz2|gz|zst|deflate)$", "", name)
+    if name.endswith(".xml") or "pages-articles" in name:
+        return "wiki"
+    if name.endswith((".jsonl", ".json", ".ndjson")):
+        return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith((".txt", ".text")):
+        return "text"
+    raise BadInputError(f"{path}: cannot tell the format from the name; pass --format")
+
+
+def normalized_text_hash(sentences: list[str]) -> str:
+    """Hash of the text with case, Unicode form and whitespace normalised: the duplicate key."""
+    text = unicodedata.normalize("NFKC", " ".join(sentences)).casefold()
+    return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
+
+
+def _decode_line(raw: bytes, counter) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        counter.inc()
+        return raw.decode("utf-8", errors="replace")
+
+
+def _readlines(f) -> Iterator[bytes]:
+    while True:
+        line = f.readline()
+        if not line:
+            return
+        yield line
+
+
+class ReadSourceFile(beam.DoFn):
+    """Reads one input file into raw documents: wikitext pages, paragraphs or sentences."""
+
+    def __init__(self, config: ExtractConfig):
+        self.config = config
+        c = lambda name: Metrics.counter(STAGE, name)  # noqa: E731
+        self.pages = c("wiki_pages_read")
+        self.non_article = c("skipped_non_article_pages")
+        self.redirects = c("skipped_redirects")
+        self.disambiguation = c("skipped_disambiguation_pages")
+        self.malformed = c("skipped_malformed_records")
+        self.invalid_utf8 = c("invalid_utf8_lines")
+        self.invalid_utf8_bytes = c("invalid_utf8_bytes_in_dumps")
+        self.truncated = c("truncated_files")
+        self.records = c("records_read")
+
+    def process(self, element: tuple[str, str]) -> Iterator[dict]:
+        path, fmt = element
+        source = self.config.source_name or posixpath.basename(path)
+        if fmt == "wiki":
+            yield from self._read_wiki(path, source)
+        elif fmt == "text":
+            yield from self._read_text(path, source)
+        elif fmt == "jsonl":
+            yield from self._read_jsonl(path, source)
+        else:
+            yield from self._read_parquet(path, source)
+
+    def _bad_record(self, where: str, reason: str) -> None:
+        if self.config.on_bad_record == "fail":
+            raise BadInputError(f"{where}: {reason} (use --on-bad-record skip to count and skip)")
+        self.malformed.inc()
+        log.warning("skipping %s: %s", where, reason)
+
+    def _read_wiki(self, path: str, source: str) -> Iterator[dict]:
+        stats: dict[str, int] = {}
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+            try:
+                for page in iter_pages(open_dump(raw, path), path, stats=stats):
+                    if isinstance(page, MalformedPage):
+                        title = f" '{page.title}'" if page.title else ""
+                        self._bad_record(f"{path} page #{page.index}{title}", page.reason)
+                        continue
+                    self.pages.inc()
+                    if page.namespace != 0:
+                        self.non_article.inc()
+                    elif page.redirect:
+                        self.redirects.inc()
+                    elif self.config.skip_disambiguation and is_disambiguation(page.text):
+                        self.disambiguation.inc()
+                    else:
+                        self.records.inc()
+                        yield {
+                            "source": source,
+                            "original_id": page.page_id,
+                            "title": page.title,
+                            "kind": "wikitext",
+                            "body": page.text,
+                        }
+            except DumpReadError as err:
+                if not self.config.allow_truncated:
+                    raise BadInputError(
+                        f"{err} (re-download the file, or pass --allow-truncated to keep "
+                        "the pages before the break)"
+                    ) from err
+                self.truncated.inc()
+                log.error("%s; keeping the pages read before it", err)
+        self.invalid_utf8_bytes.inc(stats.get("invalid_utf8_bytes", 0))
+
+    def _read_text(self, path: str, source: str) -> Iterator[dict]:
+        # google-research/bert format: one sentence per line, a blank line between documents.
+        ordinal = 0
+        sentences: list[str] = []
+        with FileSystems.open(path) as f:
+            for raw in _readlines(f):
+                line = _decode_line(raw, self.invalid_utf8).strip()
+                if line:
+                    sentences.append(line)
+                    continue
+                if sentences:
+                    self.records.inc()
+                    yield self._raw(source, str(ordinal), "", "sentences", sentences)
+                    ordinal += 1
+                    sentences = []
+        if sentences:
+            self.records.inc()
+            yield self._raw(source, str(ordinal), "", "sentences", sentences)
+
+    def _read_jsonl(self, path: str, source: str) -> Iterator[dict]:
+        with FileSystems.open(path) as f:
+            for lineno, raw in enumerate(_readlines(f), start=1):
+                line = _decode_line(raw, self.invalid_utf8).strip()
+                if not line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    self._bad_record(f"{path} line {lineno}", f"not JSON ({err.msg})")
+                    continue
+                raw_doc = self._from_record(record, f"{path} line {lineno}", source, lineno)
+                if raw_doc is not None:
+                    yield raw_doc
+
+    def _read_parquet(self, path: str, source: str) -> Iterator[dict]:
+        import pyarrow.parquet as pq
+
+        cfg = self.config
+        wanted = [f for f in (cfg.text_field, cfg.id_field, cfg.title_field) if f]
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            data = pq.ParquetFile(io.BytesIO(f.read()))
+            missing = [name for name in wanted if name not in data.schema_arrow.names]
+            if missing:
+                raise BadInputError(
+                    f"{path}: no column {missing[0]!r}; columns are {data.schema_arrow.names} "
+                    "(set --text-field/--id-field/--title-field)"
+                )
+            row = 0
+            for batch in data.iter_batches(columns=wanted, batch_size=1024):
+                for record in batch.to_pylist():
+                    row += 1
+                    raw_doc = self._from_record(record, f"{path} row {row}", source, row)
+                    if raw_doc is not None:
+                        yield raw_doc
+
+    def _from_record(self, record, where: str, source: str, number: int) -> dict | None:
+        cfg = self.config
+        if not isinstance(record, dict):
+            self._bad_record(where, "not a JSON object")
+            return None
+        text = record.get(cfg.text_field)
+        if not isinstance(text, str):
+            reason = "no" if text is None else "a non-string"
+            self._bad_record(where, f"{reason} text field {cfg.text_field!r}")
+            return None
+        original_id = str(record.get(cfg.id_field, number)) if cfg.id_field else str(number)
+        title = str(record.get(cfg.title_field) or "") if cfg.title_field else ""
+        self.records.inc()
+        return self._raw(source, original_id, title, "text", text)
+
+    @staticmethod
+    def _raw(source: str, original_id: str, title: str, kind: str, body) -> dict:
+        return {
+            "source": source,
+            "original_id": original_id,
+            "title": title,
+            "kind": kind,
+            "body": body,
+        }
+
+
+class BuildDocument(beam.DoFn):
+    """Cleans and splits a raw document into sentences, applies the filters, emits rows."""
+
+    def __init__(self, config: ExtractConfig):
+        self.config = config
+        c = lambda name: Metrics.counter(STAGE, name)  # noqa: E731
+        self.empty = c("skipped_empty_documents")
+        self.too_short = c("skipped_short_documents")
+        self.too_few = c("skipped_few_sentence_documents")
+        self.long_split = c("long_sentences_split")
+        self.long_dropped = c("long_sentences_dropped")
+        self.doc_parts = c("long_documents_split")
+
+    def process(self, raw: dict) -> Iterator[dict]:
+        cfg = self.config
+        kind, body = raw["kind"], raw["body"]
+        if kind == "sentences":
+            candidates = body
+        else:
+            if kind == "wikitext":
+                paragraphs = clean_wikitext(body, keep_headings=cfg.keep_headings)
+            else:
+                paragraphs = [p for p in body.splitlines() if p.strip()]
+            candidates = [s for p in paragraphs for s in split_sentences(p)]
+        sentences: list[str] = []
+        for sentence in candidates:
+            sentence = " ".join(sentence.split())
+            if not sentence:
+                continue
+            if len(sentence) <= cfg.max_sentence_chars:
+                sentences.append(sentence)
+            elif cfg.long_sentences == "split":
+                self.long_split.inc()
+                sentences.extend(split_long_sentence(sentence, cfg.max_sentence_chars))
+            else:
+                self.long_dropped.inc()
+        if not sentences:
+            self.empty.inc()
+            return
+        parts = list(_parts(sentences, cfg.max_document_chars))
+        if len(parts) > 1:
+            self.doc_parts.inc()
+        for k, part in enumerate(parts):
+            original_id = raw["original_id"] if len(parts) == 1 else f"{raw['original_id']}#{k}"
+            num_chars = sum(len(s) for s in part)
+            if num_chars < cfg.min_document_chars:
+                self.too_short.inc()
+                continue
+            if len(part) < cfg.min_sentences:
+                self.too_few.inc()
+                continue
+            yield {
+                "doc_id": document_id(raw["source"], original_id),
+                "source": raw["source"],
+                "original_id": original_id,
+                "title": raw["title"],
+                "sentences": part,
+                "num_chars": num_chars,
+                "num_words": sum(len(s.split()) for s in part),
+            }
+
+
+def _parts(sentences: list[str], max_chars: int) -> Iterator[list[str]]:
+    """Consecutive runs of sentences of at most max_chars characters each."""
+    part: list[str] = []
+    size = 0
+    for s in sentences:
+        if part and size + len(s) > max_chars:
+            yield part
+            part, size = [], 0
+        part.append(s)
+        size += len(s)
+    if part:
+        yield part
+
+
+class _KeepFirst(beam.DoFn):
+    """Of documents sharing a key, keeps the one with the smallest (doc_id, text hash)."""
+
+    def __init__(self, counter_name: str):
+        self.counter_name = counter_name
+        self.dropped = Metrics.counter(STAGE, counter_name)
+
+    def process(self, element) -> Iterator[dict]:
+        _, docs = element
+        docs = list(docs)
+        if len(docs) > 1:
+            self.dropped.inc(len(docs) - 1)
+        yield min(docs, key=lambda d: (d["doc_id"], normalized_text_hash(d["sentences"])))
+
+
+class ExtractDocuments(beam.PTransform):
+    """(path, format) pairs -> filtered, de-duplicated document rows."""
+
+    def __init__(self, config: ExtractConfig):
+        super().__init__()
+        self.config = config
+
+    def expand(self, files):
+        docs = (
+            files
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadFiles" >> beam.ParDo(ReadSourceFile(self.config))
+            # Reading is cheap and per file; cleaning is costly: spread the documents out.
+            | "SpreadDocuments" >> beam.Reshuffle()
+            | "BuildDocuments" >> beam.ParDo(BuildDocument(self.config))
+            | "KeyById" >> beam.Map(lambda d: (d["doc_id"], d))
+            | "GroupById" >> beam.GroupByKey()
+            | "OnePerId" >> beam.ParDo(_KeepFirst("skipped_duplicate_ids"))
+        )
+        if not self.config.dedup:
+            return docs
+        return (
+            docs
+            | "KeyByText" >> beam.Map(lambda d: (normalized_text_hash(d["sentences"]), d))
+            | "GroupByText" >> beam.GroupByKey()
+            | "OnePerText" >> beam.ParDo(_KeepFirst("skipped_duplicate_documents"))
+        )
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline, config: ExtractConfig, inputs: list[InputRef], output_dir: str
+) -> None:
+    """Adds the extraction job to `pipeline`."""
+    files = [
+        (
+            ref.path,
+            detect_format(ref.path) if config.input_format == "auto" else config.input_format,
+        )
+        for ref in inputs
+    ]
+    (
+        pipeline
+        | "ListFiles" >> beam.Create(files)
+        | "Extract" >> ExtractDocuments(config)
+        | "Write"
+        >> WriteArrowShards(
+            output_dir,
+            DOCUMENTS,
+            config.num_shards,
+            shard_key=lambda d: d["doc_id"],
+            sort_key=lambda d: d["doc_id"],
+        )
+    )
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ExtractConfig, list[str]]:
+    defaults = ExtractConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.extract",
+        description=(
+            "Extract documents from Wikipedia XML dumps (.xml, .xml.bz2, multistream too), "
+            "plain text (one sentence per line, blank line between documents), JSONL or Parquet "
+            "into Arrow shards of sentence-split documents. Paths may be local or gs://. "
+            "Any other flag is passed to Beam, e.g. --runner DataflowRunner --project P "
+            "--region R --temp_location gs://B/tmp --sdk_container_image IMAGE (see dataflow/Dockerfile), or "
+            "--direct_num_workers 2 --direct_running_mode multi_processing."
+        ),
+    )
+    parser.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="GLOB",
+        help="input file or glob; repeat for several",
+    )
+    parser.add_argument("--output", required=True, help="output directory (local or gs://)")
+    parser.add_argument("--num-shards", type=int, default=defaults.num_shards)
+    parser.add_argument(
+        "--format",
+        dest="input_format",
+        choices=(*FORMATS, "auto"),
+        default="auto",
+        help="input format; auto decides by file extension",
+    )
+    parser.add_argument(
+        "--source-name",
+        default="",
+        help="source recorded in each document (default: the file's base name); "
+        "part of the stable document id",
+    )
+    parser.add_argument("--text-field", default=defaults.text_field)
+    parser.add_argument("--id-field", default="")
+    parser.add_argument("--title-field", default="")
+    parser.add_argument(
+        "--keep-headings", action="store_true", help="keep wiki section headings as sentences"
+    )
+    parser.add_argument(
+        "--keep-disambiguation",
+        action="store_true",
+        help="keep wiki disambiguation pages (dropped by default)",
+    )
+    parser.add_argument("--min-document-chars", type=int, default=defaults.min_document_chars)
+    parser.add_argument("--min-sentences", type=int, default=defaults.min_sentences)
+    parser.add_argument("--max-sentence-chars", type=int, default=defaults.max_sentence_chars)
+    parser.add_argument("--long-sentences", choices=("split", "drop"), default="split")
+    parser.add_argument(
+        "--max-document-chars",
+        type=int,
+        default=defaults.max_document_chars,
+        help="longer documents are cut into parts at sentence ends",
+    )
+    parser.add_argument("--no-dedup", action="store_true", help="keep exact duplicate documents")
+    parser.add_argument(
+        "--on-bad-record",
+        choices=("skip", "fail"),
+        default="skip",
+        help="a malformed page, line or row: count and skip it, or fail the job",
+    )
+    parser.add_argument(
+        "--allow-truncated",
+        action="store_true",
+        help="keep the pages read before the break of a truncated dump",
+    )
+    args, beam_args = parser.parse_known_args(argv)
+    config = ExtractConfig(
+        num_shards=args.num_shards,
+        input_format=args.input_format,
+        source_name=args.source_name,
+        text_field=args.text_field,
+        id_field=args.id_field,
+        title_field=args.title_field,
+        keep_headings=args.keep_headings,
+        skip_disambiguation=not args.keep_disambiguation,
+        min_document_chars=args.min_document_chars,
+        min_sentences=args.min_sentences,
+        max_sentence_chars=args.max_sentence_chars,
+        long_sentences=args.long_sentences,
+        max_document_chars=args.max_document_chars,
+        dedup=not args.no_dedup,
+        on_bad_record=args.on_bad_record,
+        allow_truncated=args.allow_truncated,
+    )
+    config.validate()
+    return args, config, beam_args
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Runs the job; returns the manifest as a dict. Does nothing if the output is up to date."""
+    args, config, beam_args = parse_args(argv)
+    inputs = file_inputs(args.input)
+    stage = StageRun(
+        stage=STAGE,
+        spec=DOCUMENTS,
+        output_dir=args.output,
+        config=asdict(config),
+        inputs=inputs,
+    )
+    existing = stage.up_to_date()
+    if existing is not None:
+        log.info("%s is up to date (%d documents); nothing to do", args.output, existing.total_rows)
+        return json.loads(existing.to_json())
+    stage.begin()
+    pipeline = make_pipeline(beam_args)
+    build_pipeline(pipeline, config, inputs, args.output)
+    result = pipeline.run()
+    result.wait_until_finish()
+    manifest = stage.finish(result)
+    return json.loads(manifest.to_json())
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        manifest = run(argv)
+    except (BadInputError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    counters = manifest["counters"]
+    print(f"wrote {manifest['total_rows']} documents in {len(manifest['shards'])} shards")
+    for name, value in counters.items():
+        print(f"  {name}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

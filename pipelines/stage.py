@@ -1,0 +1,121 @@
+"""What every Beam stage does around its pipeline: skip if up to date, then write the manifest last."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+
+from pipelines.arrow_shards import SHARD_INDEX_NAME, join, read_bytes, write_atomic
+from schemas.manifest import MANIFEST_NAME, InputRef, Manifest, ManifestError, ShardInfo
+from schemas.spec import SchemaSpec
+
+log = logging.getLogger(__name__)
+
+
+def code_version() -> str:
+    try:
+        return metadata.version("bert-pipeline")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageRun:
+    """One run of a stage: where it writes, what it reads and how it is configured."""
+
+    stage: str  # also the namespace of its Beam metrics counters
+    spec: SchemaSpec
+    output_dir: str
+    config: dict[str, Any]
+    inputs: list[InputRef]
+
+    @property
+    def manifest_path(self) -> str:
+        return join(self.output_dir, MANIFEST_NAME)
+
+    def up_to_date(self) -> Manifest | None:
+        """The existing manifest if it was written by this stage from the same inputs and config."""
+        if not FileSystems.exists(self.manifest_path):
+            return None
+        try:
+            existing = Manifest.from_json(read_bytes(self.manifest_path), source=self.manifest_path)
+        except ManifestError:
+            return None
+        same = (
+            existing.stage == self.stage
+            and existing.config == self.config
+            and existing.inputs == self.inputs
+            and existing.schema_name == self.spec.name
+            and existing.schema_version == self.spec.version
+        )
+        if not same:
+            return None
+        for shard in existing.shards:
+            path = join(self.output_dir, shard.path)
+            if not FileSystems.exists(path):
+                return None
+        return existing
+
+    def begin(self) -> None:
+        """Create the output directory and drop an old manifest, so a killed run never looks done."""
+        FileSystems.mkdirs(self.output_dir) if not FileSystems.exists(self.output_dir) else None
+        if FileSystems.exists(self.manifest_path):
+            FileSystems.delete([self.manifest_path])
+
+    def finish(self, result) -> Manifest:
+        """After the pipeline: fold shard infos and counters into the manifest, written last."""
+        index_path = join(self.output_dir, SHARD_INDEX_NAME)
+        shards = [ShardInfo(**s) for s in json.loads(read_bytes(index_path))]
+        manifest = Manifest(
+            stage=self.stage,
+            schema_name=self.spec.name,
+            schema_version=self.spec.version,
+            shards=shards,
+            config=self.config,
+            inputs=self.inputs,
+            counters=counters(result, self.stage),
+            code_version=code_version(),
+        )
+        self._remove_stale_shards({s.path for s in shards})
+        write_atomic(self.manifest_path, manifest.to_json().encode())
+        FileSystems.delete([index_path])
+        return manifest
+
+    def _remove_stale_shards(self, keep: set[str]) -> None:
+        pattern = join(self.output_dir, f"{self.spec.name}-*-of-*.arrow")
+        stale = [
+            m.path
+            for m in FileSystems.match([pattern])[0].metadata_list
+            if m.path.rsplit("/", 1)[-1] not in keep
+        ]
+        if stale:
+            log.info("removing %d shard(s) left by an earlier run", len(stale))
+            FileSystems.delete(stale)
+
+
+def counters(result, namespace: str) -> dict[str, int]:
+    """Committed values of a finished pipeline's counters in `namespace`."""
+    found = result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]
+    totals: dict[str, int] = {}
+    for c in found:
+        value = c.committed if c.committed is not None else c.attempted
+        totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + int(value or 0)
+    return dict(sorted(totals.items()))
+
+
+def file_inputs(patterns: list[str]) -> list[InputRef]:
+    """Expand globs into sorted files with sizes; an empty glob is an error that names it."""
+    refs: list[InputRef] = []
+    for pattern, match in zip(patterns, FileSystems.match(patterns), strict=True):
+        files = sorted(match.metadata_list, key=lambda m: m.path)
+        if not files:
+            raise FileNotFoundError(f"input '{pattern}' matches no file")
+        refs.extend(InputRef(path=m.path, bytes=m.size_in_bytes) for m in files)
+    # One file named by two patterns is read once.
+    return sorted({r.path: r for r in refs}.values(), key=lambda r: r.path)
