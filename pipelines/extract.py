@@ -33,6 +33,25 @@ from schemas.documents import DOCUMENTS, document_id
 from schemas.manifest import InputRef  # noqa: F401 (re-exported for callers)
 
 STAGE = "extract"
+COUNTERS = (
+    "wiki_pages_read",
+    "records_read",
+    "skipped_non_article_pages",
+    "skipped_redirects",
+    "skipped_disambiguation_pages",
+    "skipped_malformed_records",
+    "invalid_utf8_lines",
+    "invalid_utf8_bytes_in_dumps",
+    "truncated_files",
+    "skipped_empty_documents",
+    "skipped_short_documents",
+    "skipped_few_sentence_documents",
+    "long_sentences_split",
+    "long_sentences_dropped",
+    "long_documents_split",
+    "skipped_duplicate_ids",
+    "skipped_duplicate_documents",
+)
 FORMATS = ("wiki", "text", "jsonl", "parquet")
 log = logging.getLogger(__name__)
 
@@ -511,6 +530,7 @@ def run(argv: list[str] | None = None) -> dict:
         output_dir=args.output,
         config=asdict(config),
         inputs=inputs,
+        counter_names=COUNTERS,
     )
     existing = stage.up_to_date()
     if existing is not None:
@@ -532,9 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     except (BadInputError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    counters = manifest["counters"]
-    print(f"wrote {manifest['total_rows']} documents in {len(manifest['shards'])} shards")
-    for name, value in counters.items():
+    print(f"{manifest['total_rows']} documents in {len(manifest['shards'])} shards")
+    for name, value in manifest["counters"].items():
         print(f"  {name}: {value}")
     return 0
 

@@ -34,6 +34,7 @@ class StageRun:
     output_dir: str
     config: dict[str, Any]
     inputs: list[InputRef]
+    counter_names: tuple[str, ...] = ()  # reported as 0 in the manifest when never incremented
 
     @property
     def manifest_path(self) -> str:
@@ -79,7 +80,7 @@ class StageRun:
             shards=shards,
             config=self.config,
             inputs=self.inputs,
-            counters=counters(result, self.stage),
+            counters={name: 0 for name in self.counter_names} | counters(result, self.stage),
             code_version=code_version(),
         )
         self._remove_stale_shards({s.path for s in shards})
