@@ -1,0 +1,213 @@
+"""Masked-LM predictions as the BERT paper describes: pure functions with an explicit rng.
+
+Of the tokens that may be masked (every token but [CLS], [SEP], [PAD], [UNK] and [MASK]),
+masked_lm_prob are chosen, at most max_predictions_per_seq; each chosen token becomes [MASK]
+80% of the time, a random token 10% (never a special or [unused] token), and stays 10%.
+
+Where this differs from google-research/bert, and why:
+- the number to predict is masked_lm_prob of the maskable tokens (not of all tokens including
+  [CLS]/[SEP]), rounded at random so that its expectation is exactly masked_lm_prob
+  (round() pushes short sequences well above 15%, and max(1, ...) more so);
+- the random replacement is never [PAD], [CLS], [SEP], [MASK], [UNK] or [unusedN];
+- with whole-word masking, the 80/10/10 choice is made once per word, so a word is either all
+  [MASK], all random, or left whole (the reference decides per piece).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from pipelines.pairs import gather_runs
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_BRACKETED = re.compile(r"^\[[^\[\]\s]+\]$")  # [CLS], [unused7], ...: never a random replacement
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaskingConfig:
+    """How many tokens to predict and how to corrupt them."""
+
+    masked_lm_prob: float = 0.15  # share of the maskable tokens to predict
+    max_predictions_per_seq: int = 20  # cap per sequence (20 at length 128, 80 at 512)
+    whole_word_mask: bool = False  # choose whole words (a piece and its '##' continuations)
+    mask_token_prob: float = 0.8  # share of chosen tokens (or words) replaced with [MASK]
+    random_token_prob: float = 0.1  # share replaced with a random token; the rest stay
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first option out of range."""
+        if not 0.0 < self.masked_lm_prob < 1.0:
+            raise ValueError(f"masked_lm_prob must be in (0, 1), got {self.masked_lm_prob}")
+        if self.max_predictions_per_seq < 1:
+            raise ValueError(
+                f"max_predictions_per_seq must be at least 1, got {self.max_predictions_per_seq}"
+            )
+        if not (
+            0.0 <= self.mask_token_prob
+            and 0.0 <= self.random_token_prob
+            and self.mask_token_prob + self.random_token_prob <= 1.0
+        ):
+            raise ValueError(
+                "mask_token_prob and random_token_prob must be non-negative with a sum <= 1, "
+                f"got {self.mask_token_prob} and {self.random_token_prob}"
+            )
+
+
+@dataclass(frozen=True)
+class MaskingVocab:
+    """What masking needs to know about a vocabulary."""
+
+    mask_id: int
+    maskable: np.ndarray  # (vocab_size,) bool: may be chosen for prediction
+    random_token_ids: np.ndarray  # ids a chosen token may be replaced with (no special tokens)
+    is_continuation: np.ndarray  # (vocab_size,) bool: a '##' piece that continues a word
+
+    @classmethod
+    def from_tokens(cls, tokens: list[str]) -> MaskingVocab:
+        """From the vocabulary's tokens in id order (the lines of vocab.txt)."""
+        index = {t: i for i, t in enumerate(tokens)}
+        missing = [t for t in SPECIAL_TOKENS if t not in index]
+        if missing:
+            raise ValueError(f"vocabulary lacks the special token(s) {', '.join(missing)}")
+        maskable = np.ones(len(tokens), dtype=bool)
+        maskable[[index[t] for t in SPECIAL_TOKENS]] = False
+        bracketed = np.fromiter((bool(_BRACKETED.match(t)) for t in tokens), bool, len(tokens))
+        return cls(
+            mask_id=index["[MASK]"],
+            maskable=maskable,
+            random_token_ids=np.flatnonzero(maskable & ~bracketed),
+            is_continuation=np.fromiter((t.startswith("##") for t in tokens), bool, len(tokens)),
+        )
+
+
+class MaskedBatch(NamedTuple):
+    """Sequences after masking, and what the model must predict, one row per sequence."""
+
+    input_ids: np.ndarray  # (total tokens,) masked copies of the sequences
+    masked_lm_positions: np.ndarray  # (total predictions,) int64, ascending within a sequence
+    masked_lm_offsets: np.ndarray  # (num_sequences + 1,) int64, rows of the two arrays above
+    masked_lm_ids: np.ndarray  # (total predictions,) original ids
+
+
+def num_to_predict(
+    num_maskable: np.ndarray, u: np.ndarray, masked_lm_prob: float, max_predictions: int
+) -> np.ndarray:
+    """masked_lm_prob of the maskable tokens, rounded down or up at random (by uniform `u`)
+    so that the expectation is exact, capped at max_predictions."""
+    count = np.floor(num_maskable * masked_lm_prob + u).astype(np.int64)
+    return np.minimum(np.minimum(count, num_maskable), max_predictions)
+
+
+def mask_sequences(
+    input_ids: np.ndarray,
+    offsets: np.ndarray,
+    rng: np.random.Generator,
+    vocab: MaskingVocab,
+    config: MaskingConfig,
+) -> MaskedBatch:
+    """Choose and corrupt masked-LM predictions in a batch of sequences (see the module doc)."""
+    if config.whole_word_mask:
+        return _mask_whole_words(input_ids, offsets, rng, vocab, config)
+    num_seqs = len(offsets) - 1
+    lengths = np.diff(offsets)
+    seq_of_token = np.repeat(np.arange(num_seqs), lengths)
+    candidates = np.flatnonzero(vocab.maskable[input_ids])
+    num_maskable = np.bincount(seq_of_token[candidates], minlength=num_seqs)
+    counts = num_to_predict(
+        num_maskable, rng.random(num_seqs), config.masked_lm_prob, config.max_predictions_per_seq
+    )
+    keys = rng.random(len(candidates))
+    chosen = _smallest_keys(seq_of_token[candidates], num_maskable, keys, counts, candidates)
+    masked_ids, originals = _corrupt(input_ids, chosen, rng.random(len(chosen)), rng, vocab, config)
+    return MaskedBatch(
+        masked_ids, chosen - offsets[seq_of_token[chosen]], _offsets(counts), originals
+    )
+
+
+def _smallest_keys(seq, num_per_seq, keys, counts, items) -> np.ndarray:
+    """Per sequence, the `count` items with the smallest keys (a uniform random subset), sorted.
+
+    `seq` gives each item's sequence, ascending. A (sequences, most items) key matrix and a
+    partial sort: about twice as fast as sorting every key.
+    """
+    if len(items) == 0 or counts.max(initial=0) == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = np.cumsum(num_per_seq) - num_per_seq
+    col = np.arange(len(items)) - np.repeat(first, num_per_seq)
+    matrix = np.full((len(num_per_seq), int(num_per_seq.max())), np.inf)  # (S, W)
+    matrix[seq, col] = keys
+    k = min(int(counts.max()), matrix.shape[1])
+    smallest = np.argpartition(matrix, k - 1, axis=1)[:, :k]  # (S, k), unordered
+    ranked = np.take_along_axis(
+        smallest, np.argsort(np.take_along_axis(matrix, smallest, 1), axis=1), 1
+    )
+    take = np.arange(k)[None, :] < counts[:, None]  # (S, k)
+    rows = np.nonzero(take)[0]
+    return np.sort(items[first[rows] + ranked[take]])
+
+
+def _corrupt(input_ids, chosen, decision, rng, vocab, config):
+    """Replace the chosen positions: [MASK] if decision < p_mask, random if < p_mask + p_random."""
+    out = input_ids.copy()
+    originals = input_ids[chosen]
+    to_mask = decision < config.mask_token_prob
+    to_random = ~to_mask & (decision < config.mask_token_prob + config.random_token_prob)
+    out[chosen[to_mask]] = vocab.mask_id
+    picks = rng.integers(0, len(vocab.random_token_ids), int(to_random.sum()))
+    out[chosen[to_random]] = vocab.random_token_ids[picks]
+    return out, originals
+
+
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
+def _mask_whole_words(input_ids, offsets, rng, vocab, config) -> MaskedBatch:
+    """Whole-word masking: words (a piece and its '##' continuations) are chosen in random
+    order while they fit in the count to predict; one 80/10/10 choice per word."""
+    num_seqs = len(offsets) - 1
+    maskable = vocab.maskable[input_ids]
+    # A word starts at a maskable token that is not a continuation of a maskable token before it.
+    continues = vocab.is_continuation[input_ids] & np.concatenate(([False], maskable[:-1]))
+    continues[offsets[:-1]] = False
+    word_start = maskable & ~continues
+    lengths = np.diff(offsets)
+    seq_of_token = np.repeat(np.arange(num_seqs), lengths)
+    num_maskable = np.bincount(seq_of_token[maskable], minlength=num_seqs)
+    counts = num_to_predict(
+        num_maskable, rng.random(num_seqs), config.masked_lm_prob, config.max_predictions_per_seq
+    )
+    starts = np.flatnonzero(word_start)
+    # Word w covers starts[w] up to the next start or the next unmaskable token.
+    word_len = np.zeros(len(starts), dtype=np.int64)
+    if len(starts):
+        run_id = np.cumsum(word_start) - 1
+        word_len = np.bincount(run_id[maskable], minlength=len(starts))
+    word_seq = seq_of_token[starts]
+    first_word = np.searchsorted(word_seq, np.arange(num_seqs + 1))
+    keys = rng.random(len(starts))
+    picked: list[int] = []
+    for s in range(num_seqs):
+        lo, hi = first_word[s], first_word[s + 1]
+        need = int(counts[s])
+        words_of_seq = []
+        for w in lo + np.argsort(keys[lo:hi], kind="stable"):
+            if need == 0:
+                break
+            if word_len[w] <= need:
+                words_of_seq.append(int(w))
+                need -= int(word_len[w])
+        picked.extend(sorted(words_of_seq))
+    words = np.asarray(picked, dtype=np.int64)
+    lens = word_len[words]
+    chosen = gather_runs(starts[words], lens)
+    decision = np.repeat(rng.random(len(words)), lens)
+    masked_ids, originals = _corrupt(input_ids, chosen, decision, rng, vocab, config)
+    per_seq = np.bincount(seq_of_token[chosen], minlength=num_seqs)
+    positions = chosen - offsets[seq_of_token[chosen]]
+    return MaskedBatch(masked_ids, positions, _offsets(per_seq), originals)

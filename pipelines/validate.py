@@ -1,0 +1,457 @@
+"""Validation stage: checks the invariants of pretraining shards, writes stats.json, can fail.
+
+    python -m pipelines.validate --data out/pretraining/seq128 [--vocab out/vocab] \
+        [--output out/pretraining/seq128/stats.json]
+
+Exit status 1 when a check fails (the failures are printed and in stats.json), 2 when the data
+cannot be read (no manifest, a corrupt shard, a different vocabulary). Hard checks: every
+example is `[CLS] A [SEP] B [SEP]` with both segments non-empty and the length within the
+maximum, masked positions are valid, no special token is masked or used as a random
+replacement, no NotNext pair takes B from its own document, shards differ by at most one
+example. Statistical checks, with tolerances: the mask rate, the 80/10/10 split, the NotNext
+share, the unknown-token rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from pipelines.arrow_shards import join, read_bytes, read_manifest, read_shard, write_atomic
+from pipelines.beam_runner import make_pipeline
+from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo
+from schemas.pretraining import NOT_NEXT, PRETRAINING_NAME, PRETRAINING_VERSION, pretraining_spec
+
+STATS_NAME = "stats.json"
+ERROR_KINDS = (
+    "too_long",  # longer than max_seq_length
+    "bad_segment_lengths",  # A or B empty, or A longer than the sequence allows
+    "bad_layout",  # [CLS] / [SEP] not where segment_a_length puts them
+    "stray_special_tokens",  # [CLS], [SEP] or [PAD] inside a segment (after unmasking)
+    "bad_masked_positions",  # not ascending, out of range, on [CLS]/[SEP], or over the cap
+    "masked_special_tokens",  # a special token chosen for prediction
+    "special_random_replacements",  # a masked position holds a special token other than [MASK]
+    "self_negatives",  # NotNext with B from A's own document
+    "is_next_from_other_document",  # IsNext whose B names another document
+    "bad_labels",  # next_sentence_label not 0 or 1
+)
+
+
+class ValidationError(Exception):
+    """The data broke an invariant; the message lists every failed check."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidationConfig:
+    """Tolerances of the statistical checks."""
+
+    mask_rate_tolerance: float = 0.005  # |observed - expected| masked share of maskable tokens
+    share_slack: float = 0.01  # allowed on top of z standard errors for the 80/10/10 shares
+    not_next_slack: float = 0.01  # allowed on top of z standard errors for the 50% NotNext
+    z: float = 5.0  # standard errors a share may stray by chance
+    max_unknown_rate: float = 0.01  # [UNK] share of the text tokens; more means a vocab mismatch
+    max_errors_listed: int = 20  # examples of broken records kept in stats.json
+    histogram_bins: int = 16  # bins of the length histogram, from 0 to max_seq_length
+
+
+def shard_stats(
+    table: pa.Table,
+    *,
+    shard: str,
+    max_seq_length: int,
+    max_predictions: int,
+    special_ids: dict[str, int],
+    masked_lm_prob: float,
+    histogram_bins: int = 16,
+    max_errors_listed: int = 20,
+) -> dict[str, Any]:
+    """Counts and broken records of one shard; `merge_stats` adds shards together."""
+    cls, sep, pad, unk, mask = (
+        special_ids[t] for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]")
+    )
+    specials = np.array(sorted(special_ids.values()))
+    n = table.num_rows
+    ids_col = table.column("input_ids").combine_chunks()
+    ids = ids_col.values.to_numpy().astype(np.int64)
+    off = ids_col.offsets.to_numpy().astype(np.int64)
+    length = np.diff(off)
+    a_len = table.column("segment_a_length").to_numpy().astype(np.int64)
+    b_len = length - a_len - 3
+    pos_col = table.column("masked_lm_positions").combine_chunks()
+    lab_col = table.column("masked_lm_ids").combine_chunks()
+    pos = pos_col.values.to_numpy().astype(np.int64)
+    pos_off = pos_col.offsets.to_numpy().astype(np.int64)
+    labels = lab_col.values.to_numpy().astype(np.int64)
+    num_masked = np.diff(pos_off)
+    nsp = table.column("next_sentence_label").to_numpy().astype(np.int64)
+    doc_id = table.column("doc_id").to_pylist()
+    b_doc_id = table.column("b_doc_id").to_pylist()
+    bad: dict[str, np.ndarray] = {}
+
+    bad["too_long"] = length > max_seq_length
+    seg_ok = (a_len >= 1) & (b_len >= 1)
+    bad["bad_segment_lengths"] = ~seg_ok
+    start = off[:-1]
+    ok = np.flatnonzero(seg_ok)  # rows of at least 5 tokens: the layout positions exist
+    bad["bad_layout"] = np.zeros(n, bool)
+    bad["bad_layout"][ok] = (
+        (ids[start[ok]] != cls)
+        | (ids[start[ok] + a_len[ok] + 1] != sep)
+        | (ids[off[ok + 1] - 1] != sep)
+    )
+    # The original text: masked positions restored.
+    row_of_pred = np.repeat(np.arange(n), num_masked)
+    valid_pos = (
+        (pos >= 1) & (pos < length[row_of_pred] - 1) & (pos != a_len[row_of_pred] + 1)
+        if len(pos)
+        else np.zeros(0, bool)
+    )
+    ascending = np.ones(len(pos), bool)
+    if len(pos) > 1:
+        same_row = row_of_pred[1:] == row_of_pred[:-1]
+        ascending[1:] = ~same_row | (pos[1:] > pos[:-1])
+    pos_bad = ~(valid_pos & ascending)
+    bad["bad_masked_positions"] = (num_masked > max_predictions) | (
+        np.bincount(row_of_pred[pos_bad], minlength=n) > 0
+    )
+    bad["bad_masked_positions"] |= np.diff(lab_col.offsets.to_numpy()) != num_masked
+    global_pos = np.where(valid_pos, start[row_of_pred] + pos, 0) if len(pos) else pos
+    original = ids.copy()
+    if len(pos) and len(labels) == len(pos):
+        original[global_pos[valid_pos]] = labels[valid_pos]
+    masked_now = ids[global_pos] if len(pos) else np.zeros(0, np.int64)
+    label_special = (
+        np.isin(labels, specials) if len(labels) == len(pos) else np.zeros(len(pos), bool)
+    )
+    bad["masked_special_tokens"] = np.bincount(row_of_pred[label_special], minlength=n) > 0
+    random_special = np.isin(masked_now, specials) & (masked_now != mask) & valid_pos
+    bad["special_random_replacements"] = np.bincount(row_of_pred[random_special], minlength=n) > 0
+    row_of_token = np.repeat(np.arange(n), length)
+    structural = np.isin(original, [cls, sep, pad])
+    bad["stray_special_tokens"] = np.bincount(row_of_token[structural], minlength=n) != 3
+    is_not_next = nsp == NOT_NEXT
+    same_doc = np.fromiter((a == b for a, b in zip(doc_id, b_doc_id, strict=True)), bool, n)
+    bad["bad_labels"] = (nsp != 0) & (nsp != 1)
+    bad["self_negatives"] = is_not_next & same_doc
+    bad["is_next_from_other_document"] = (nsp == 0) & ~same_doc
+
+    maskable_tok = ~np.isin(original, specials)
+    maskable = np.bincount(row_of_token[maskable_tok], minlength=n)
+    text_tokens = int(maskable_tok.sum()) + int((original == unk).sum())
+    lab_ok = len(labels) == len(pos)
+    kept = int((masked_now == labels).sum()) if lab_ok else 0
+    as_mask = int((masked_now == mask).sum())
+    edges = np.linspace(0, max_seq_length, histogram_bins + 1)
+    hist, _ = np.histogram(length, bins=edges)
+    errors = []
+    for kind in ERROR_KINDS:
+        for row in np.flatnonzero(bad[kind])[:max_errors_listed].tolist():
+            errors.append({"shard": shard, "row": row, "kind": kind, "doc_id": doc_id[row]})
+    return {
+        "shards": 1,
+        "examples": n,
+        "tokens": int(length.sum()),
+        "segment_a_tokens": int(a_len.sum()),
+        "not_next": int(is_not_next.sum()),
+        "maskable_tokens": int(maskable.sum()),
+        "expected_masked": float(np.minimum(maskable * masked_lm_prob, max_predictions).sum()),
+        "masked": int(num_masked.sum()),
+        "masked_as_mask_token": as_mask,
+        "masked_kept": kept,
+        "masked_random": int(num_masked.sum()) - as_mask - kept,
+        "text_tokens": text_tokens,
+        "unknown_tokens": int((original == unk).sum()),
+        "length_histogram": hist.tolist(),
+        "error_counts": {kind: int(bad[kind].sum()) for kind in ERROR_KINDS},
+        "errors": errors,
+    }
+
+
+def merge_stats(a: dict[str, Any], b: dict[str, Any], max_errors_listed: int = 20) -> dict:
+    """Sum of two shards' (or partial sums') stats."""
+    out: dict[str, Any] = {}
+    for key, value in a.items():
+        if key == "length_histogram":
+            out[key] = [x + y for x, y in zip(value, b[key], strict=True)]
+        elif key == "error_counts":
+            out[key] = {k: value[k] + b[key][k] for k in value}
+        elif key == "errors":
+            errors = sorted(value + b[key], key=lambda e: (e["shard"], e["row"], e["kind"]))
+            out[key] = errors[:max_errors_listed]
+        else:
+            out[key] = value + b[key]
+    return out
+
+
+def _share_check(name, observed, count, expected, slack, z) -> dict[str, Any]:
+    se = math.sqrt(expected * (1 - expected) / count) if count else 0.0
+    tolerance = slack + z * se
+    value = observed / count if count else 0.0
+    return {
+        "name": name,
+        "passed": count > 0 and abs(value - expected) <= tolerance,
+        "value": round(value, 6),
+        "expected": expected,
+        "tolerance": round(tolerance, 6),
+    }
+
+
+def evaluate(
+    stats: dict[str, Any], manifest: Manifest, config: ValidationConfig
+) -> list[dict[str, Any]]:
+    """The checks on merged stats: each a dict with name, passed, value and what was expected."""
+    cfg = manifest.config
+    checks = []
+    for kind, count in stats["error_counts"].items():
+        checks.append({"name": kind, "passed": count == 0, "value": count, "expected": 0})
+    rows = [s.rows for s in manifest.shards]
+    checks.append(
+        {
+            "name": "equal_shards",
+            "passed": max(rows) - min(rows) <= 1,
+            "value": [min(rows), max(rows)],
+            "expected": "max - min <= 1",
+        }
+    )
+    checks.append(
+        {
+            "name": "examples_match_manifest",
+            "passed": stats["examples"] == manifest.total_rows,
+            "value": stats["examples"],
+            "expected": manifest.total_rows,
+        }
+    )
+    maskable = stats["maskable_tokens"]
+    if cfg.get("dynamic_masking"):
+        checks.append(
+            {
+                "name": "unmasked_for_dynamic_masking",
+                "passed": stats["masked"] == 0,
+                "value": stats["masked"],
+                "expected": 0,
+            }
+        )
+    else:
+        rate = stats["masked"] / maskable if maskable else 0.0
+        expected = stats["expected_masked"] / maskable if maskable else 0.0
+        checks.append(
+            {
+                "name": "mask_rate",
+                "passed": maskable > 0 and abs(rate - expected) <= config.mask_rate_tolerance,
+                "value": round(rate, 6),
+                "expected": round(expected, 6),
+                "tolerance": config.mask_rate_tolerance,
+            }
+        )
+        masked = stats["masked"]
+        for name, key, p in (
+            ("mask_token_share", "masked_as_mask_token", 0.8),
+            ("random_token_share", "masked_random", 0.1),
+            ("kept_token_share", "masked_kept", 0.1),
+        ):
+            checks.append(_share_check(name, stats[key], masked, p, config.share_slack, config.z))
+    checks.append(
+        _share_check(
+            "not_next_share",
+            stats["not_next"],
+            stats["examples"],
+            0.5,
+            config.not_next_slack,
+            config.z,
+        )
+    )
+    unknown = stats["unknown_tokens"] / stats["text_tokens"] if stats["text_tokens"] else 0.0
+    checks.append(
+        {
+            "name": "unknown_token_rate",
+            "passed": unknown <= config.max_unknown_rate,
+            "value": round(unknown, 6),
+            "expected": f"<= {config.max_unknown_rate}",
+        }
+    )
+    return checks
+
+
+def summary(stats: dict, manifest: Manifest, manifest_hash: str, config: ValidationConfig) -> dict:
+    """stats.json: the numbers, the checks and whether all passed."""
+    checks = evaluate(stats, manifest, config)
+    n = stats["examples"] or 1
+    length = manifest.config["max_seq_length"]
+    edges = np.linspace(0, length, config.histogram_bins + 1).round(1).tolist()
+    return {
+        "passed": all(c["passed"] for c in checks),
+        "data_manifest_hash": manifest_hash,
+        "max_seq_length": length,
+        "examples": stats["examples"],
+        "shards": stats["shards"],
+        "mean_length": round(stats["tokens"] / n, 2),
+        "mean_segment_a_length": round(stats["segment_a_tokens"] / n, 2),
+        "not_next_share": round(stats["not_next"] / n, 6),
+        "mask_rate": round(stats["masked"] / max(stats["maskable_tokens"], 1), 6),
+        "masked_per_example": round(stats["masked"] / n, 3),
+        "unknown_token_rate": round(stats["unknown_tokens"] / max(stats["text_tokens"], 1), 6),
+        "length_histogram": {"edges": edges, "counts": stats["length_histogram"]},
+        "counts": {
+            k: v
+            for k, v in stats.items()
+            if k not in ("length_histogram", "errors", "error_counts")
+        },
+        "error_counts": stats["error_counts"],
+        "checks": checks,
+        "errors": stats["errors"],
+        "validation_config": asdict(config),
+    }
+
+
+class _ShardStats(beam.DoFn):
+    def __init__(self, directory: str, manifest: Manifest, config: ValidationConfig):
+        self.directory = directory
+        self.manifest = manifest
+        self.config = config
+
+    def process(self, info: ShardInfo) -> Iterator[dict]:
+        cfg = self.manifest.config
+        table = read_shard(self.directory, info, pretraining_spec(cfg["token_id_type"]))
+        yield shard_stats(
+            table,
+            shard=info.path,
+            max_seq_length=cfg["max_seq_length"],
+            max_predictions=cfg["max_predictions_per_seq"],
+            special_ids=cfg["special_token_ids"],
+            masked_lm_prob=cfg["masked_lm_prob"],
+            histogram_bins=self.config.histogram_bins,
+            max_errors_listed=self.config.max_errors_listed,
+        )
+
+
+class _MergeStats(beam.CombineFn):
+    def __init__(self, max_errors_listed: int):
+        self.max_errors_listed = max_errors_listed
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, stats):
+        return stats if acc is None else merge_stats(acc, stats, self.max_errors_listed)
+
+    def merge_accumulators(self, accs):
+        out = None
+        for acc in accs:
+            if acc is not None:
+                out = acc if out is None else merge_stats(out, acc, self.max_errors_listed)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+def _write_summary(stats, path, manifest, manifest_hash, config) -> None:
+    if stats is None:
+        raise ValidationError(f"{path}: the data has no shards")
+    body = summary(stats, manifest, manifest_hash, config)
+    write_atomic(path, (json.dumps(body, indent=2) + "\n").encode())
+
+
+def check_vocabulary(manifest: Manifest, vocab_dir: str, *, source: str) -> None:
+    """Raise ManifestError unless the data was built from this vocabulary directory."""
+    _, vocab_hash = read_manifest(vocab_dir)
+    if all(ref.manifest_hash != vocab_hash for ref in manifest.inputs):
+        raise ManifestError(
+            f"{source}: built from another vocabulary than {vocab_dir} (manifest hash "
+            f"{vocab_hash[:12]} is not among its inputs); re-run the pretraining data stage"
+        )
+
+
+def validate(
+    data_dir: str,
+    *,
+    vocab_dir: str | None = None,
+    output: str | None = None,
+    config: ValidationConfig | None = None,
+    beam_args: list[str] | None = None,
+) -> dict[str, Any]:
+    """Check a pretraining output directory and write stats.json; raise ValidationError on failure."""
+    config = config or ValidationConfig()
+    manifest, digest = read_manifest(data_dir)
+    source = join(data_dir, MANIFEST_NAME)
+    manifest.expect(schema_name=PRETRAINING_NAME, schema_version=PRETRAINING_VERSION, source=source)
+    if vocab_dir:
+        check_vocabulary(manifest, vocab_dir, source=source)
+    output = output or join(data_dir, STATS_NAME)
+    pipeline = make_pipeline(beam_args or [])
+    _ = (
+        pipeline
+        | "ListShards" >> beam.Create(manifest.shards)
+        | "SpreadShards" >> beam.Reshuffle()
+        | "ShardStats" >> beam.ParDo(_ShardStats(data_dir, manifest, config))
+        | "Merge" >> beam.CombineGlobally(_MergeStats(config.max_errors_listed))
+        | "WriteStats" >> beam.Map(_write_summary, output, manifest, digest, config)
+    )
+    pipeline.run().wait_until_finish()
+    body = json.loads(read_bytes(output))
+    if not body["passed"]:
+        failed = [c for c in body["checks"] if not c["passed"]]
+        lines = [f"{c['name']}: {c['value']} (expected {c['expected']})" for c in failed]
+        where = [f"{e['shard']} row {e['row']}: {e['kind']}" for e in body["errors"][:5]]
+        raise ValidationError(
+            f"{data_dir}: {len(failed)} check(s) failed (see {output}):\n  "
+            + "\n  ".join(lines + where)
+        )
+    return body
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = ValidationConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.validate", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--data", required=True, help="a pretraining output directory (seq128/...)")
+    parser.add_argument(
+        "--vocab", default=None, help="check the data was built from this vocabulary"
+    )
+    parser.add_argument("--output", default=None, help=f"default: <data>/{STATS_NAME}")
+    parser.add_argument("--mask-rate-tolerance", type=float, default=defaults.mask_rate_tolerance)
+    parser.add_argument("--share-slack", type=float, default=defaults.share_slack)
+    parser.add_argument("--not-next-slack", type=float, default=defaults.not_next_slack)
+    parser.add_argument("--max-unknown-rate", type=float, default=defaults.max_unknown_rate)
+    args, beam_args = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    config = ValidationConfig(
+        mask_rate_tolerance=args.mask_rate_tolerance,
+        share_slack=args.share_slack,
+        not_next_slack=args.not_next_slack,
+        max_unknown_rate=args.max_unknown_rate,
+    )
+    try:
+        body = validate(
+            args.data, vocab_dir=args.vocab, output=args.output, config=config, beam_args=beam_args
+        )
+    except ValidationError as err:
+        print(f"FAILED {err}", file=sys.stderr)
+        return 1
+    except (ManifestError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"passed: {body['examples']} examples, NotNext {body['not_next_share']:.4f}, mask rate "
+        f"{body['mask_rate']:.4f}, unknown {body['unknown_token_rate']:.5f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the imported module's main, so that the classes of the elements pickle under their
+    # module's name (not __main__) for worker processes.
+    from pipelines.validate import main as _main
+
+    sys.exit(_main())

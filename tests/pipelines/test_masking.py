@@ -1,0 +1,211 @@
+"""Masked-LM predictions: exact behaviour on small inputs, rates on thousands of sequences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.masking import MaskingConfig, MaskingVocab, mask_sequences, num_to_predict
+
+# A small BERT-layout vocabulary: specials, reserved slots, words and '##' pieces.
+TOKENS = [
+    "[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+    "the", "cat", "sat", "on", "mat", "play", "##ing", "##ed", "un", "##believ", "##able",
+    "[", "]", ".", "dog", "ran", "far",
+]  # fmt: skip
+IDS = {t: i for i, t in enumerate(TOKENS)}
+PAD, UNK, CLS, SEP, MASK = (IDS[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"))
+SPECIAL = {PAD, UNK, CLS, SEP, MASK, IDS["[unused0]"], IDS["[unused1]"]}
+VOCAB = MaskingVocab.from_tokens(TOKENS)
+
+
+def sequence(a: list[str], b: list[str]) -> list[int]:
+    return [CLS, *(IDS[t] for t in a), SEP, *(IDS[t] for t in b), SEP]
+
+
+def batch(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.concatenate(([0], np.cumsum([len(s) for s in seqs]))).astype(np.int64)
+    return np.concatenate([np.array(s, dtype=np.uint16) for s in seqs]), offsets
+
+
+def random_batch(rng: np.random.Generator, n: int, words=range(7, 24)) -> tuple:
+    seqs = []
+    for _ in range(n):
+        a, b = rng.integers(1, 60), rng.integers(1, 60)
+        seqs.append([CLS, *rng.choice(list(words), a), SEP, *rng.choice(list(words), b), SEP])
+    return batch(seqs)
+
+
+def test_vocab_facts_come_from_the_tokens():
+    assert VOCAB.mask_id == MASK
+    assert not VOCAB.maskable[[PAD, UNK, CLS, SEP, MASK]].any()
+    assert VOCAB.maskable[IDS["[unused0]"]]  # never in text, but not special to masking
+    pool = set(VOCAB.random_token_ids.tolist())
+    assert pool.isdisjoint(SPECIAL) and {IDS["["], IDS["]"], IDS["cat"]} <= pool
+    assert VOCAB.is_continuation[[IDS["##ing"], IDS["##able"]]].all()
+    assert not VOCAB.is_continuation[IDS["play"]]
+    with pytest.raises(ValueError, match=r"\[MASK\]"):
+        MaskingVocab.from_tokens([t for t in TOKENS if t != "[MASK]"])
+
+
+def test_config_refuses_out_of_range_options():
+    for bad in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="masked_lm_prob"):
+            MaskingConfig(masked_lm_prob=bad).validate()
+    with pytest.raises(ValueError, match="max_predictions_per_seq"):
+        MaskingConfig(max_predictions_per_seq=0).validate()
+    with pytest.raises(ValueError, match="sum <= 1"):
+        MaskingConfig(mask_token_prob=0.9, random_token_prob=0.2).validate()
+
+
+def test_num_to_predict_rounds_at_random_to_an_exact_expectation_and_caps():
+    u = np.random.default_rng(0).random(100000)
+    counts = num_to_predict(np.full(100000, 3), u, 0.15, 20)
+    assert set(counts.tolist()) == {0, 1}
+    assert abs(counts.mean() - 0.45) < 0.005  # round() would give 0 every time
+    assert num_to_predict(np.array([500]), np.array([0.99]), 0.15, 80).tolist() == [75]
+    assert num_to_predict(np.array([600]), np.array([0.0]), 0.15, 80).tolist() == [80]
+    assert num_to_predict(np.array([1]), np.array([0.99]), 0.9, 20).tolist() == [1]
+
+
+def test_all_mask_tokens_when_mask_token_prob_is_one():
+    ids, offsets = batch([sequence(["the", "cat", "sat"] * 10, ["on", "the", "mat"] * 10)])
+    config = MaskingConfig(masked_lm_prob=0.5, mask_token_prob=1.0, random_token_prob=0.0)
+    out = mask_sequences(ids, offsets, np.random.default_rng(1), VOCAB, config)
+    pos = out.masked_lm_positions
+    assert len(pos) == 20  # min(cap 20, 0.5 * 60)
+    assert np.all(np.diff(pos) > 0)
+    assert not np.isin(pos, [0, 31, 62]).any()  # never [CLS] or either [SEP]
+    assert np.all(out.input_ids[pos] == MASK)
+    assert out.masked_lm_ids.tolist() == ids[pos].tolist()
+    untouched = np.setdiff1d(np.arange(len(ids)), pos)
+    assert out.input_ids[untouched].tolist() == ids[untouched].tolist()
+    assert out.masked_lm_offsets.tolist() == [0, 20]
+
+
+def test_random_replacements_are_never_special_tokens():
+    ids, offsets = random_batch(np.random.default_rng(2), 300)
+    config = MaskingConfig(mask_token_prob=0.0, random_token_prob=1.0)
+    out = mask_sequences(ids, offsets, np.random.default_rng(3), VOCAB, config)
+    replaced = out.input_ids[
+        np.repeat(offsets[:-1], np.diff(out.masked_lm_offsets)) + out.masked_lm_positions
+    ]
+    assert len(replaced) > 1000
+    assert not np.isin(replaced, list(SPECIAL)).any()
+    # Uniform over the pool of 17 ordinary tokens.
+    counts = np.bincount(replaced, minlength=len(TOKENS))[VOCAB.random_token_ids]
+    assert counts.min() > 0.7 * counts.mean()
+
+
+def test_unk_and_specials_in_the_text_are_never_chosen():
+    ids, offsets = batch([[CLS, UNK, UNK, IDS["cat"], SEP, UNK, IDS["dog"], SEP]] * 200)
+    out = mask_sequences(
+        ids, offsets, np.random.default_rng(4), VOCAB, MaskingConfig(masked_lm_prob=0.9)
+    )
+    assert set(out.masked_lm_ids.tolist()) <= {IDS["cat"], IDS["dog"]}
+
+
+def test_same_seed_same_masks_other_seed_other_masks():
+    ids, offsets = random_batch(np.random.default_rng(5), 20)
+    config = MaskingConfig()
+    a = mask_sequences(ids, offsets, np.random.default_rng(6), VOCAB, config)
+    b = mask_sequences(ids, offsets, np.random.default_rng(6), VOCAB, config)
+    c = mask_sequences(ids, offsets, np.random.default_rng(7), VOCAB, config)
+    assert a.input_ids.tolist() == b.input_ids.tolist()
+    assert a.masked_lm_positions.tolist() == b.masked_lm_positions.tolist()
+    assert a.masked_lm_positions.tolist() != c.masked_lm_positions.tolist()
+
+
+def test_rates_on_thousands_of_sequences():
+    ids, offsets = random_batch(np.random.default_rng(8), 5000)
+    out = mask_sequences(ids, offsets, np.random.default_rng(9), VOCAB, MaskingConfig())
+    maskable = int(VOCAB.maskable[ids].sum())
+    masked = len(out.masked_lm_ids)
+    assert abs(masked / maskable - 0.15) < 0.003
+    seq = np.repeat(np.arange(5000), np.diff(out.masked_lm_offsets))
+    now = out.input_ids[offsets[seq] + out.masked_lm_positions]
+    as_mask = np.mean(now == MASK)
+    kept = np.mean(now == out.masked_lm_ids)
+    assert abs(as_mask - 0.8) < 0.01
+    # A random token equals the original 1 time in 17 here, so "kept" gains a little.
+    assert abs(kept - (0.1 + 0.1 / 17)) < 0.01
+    assert abs(1 - as_mask - kept - 0.1 * 16 / 17) < 0.01
+    # Every position of a sequence is equally likely: first and last words of A alike.
+    relative = out.masked_lm_positions
+    assert abs(np.mean(relative == 1) - np.mean(relative == 2)) < 0.01
+
+
+def test_the_cap_holds_per_sequence():
+    ids, offsets = batch([sequence(["cat"] * 200, ["dog"] * 200)] * 5)
+    out = mask_sequences(
+        ids, offsets, np.random.default_rng(0), VOCAB, MaskingConfig(max_predictions_per_seq=7)
+    )
+    assert np.diff(out.masked_lm_offsets).tolist() == [7] * 5
+
+
+def _words(ids: np.ndarray) -> list[list[int]]:
+    """Positions of each word (a piece and its '##' continuations) of one sequence."""
+    words: list[list[int]] = []
+    for i, t in enumerate(ids.tolist()):
+        if not VOCAB.maskable[t]:
+            continue
+        if VOCAB.is_continuation[t] and words and words[-1][-1] == i - 1:
+            words[-1].append(i)
+        else:
+            words.append([i])
+    return words
+
+
+def test_whole_word_masking_masks_every_piece_with_one_choice_per_word():
+    rng = np.random.default_rng(10)
+    words_a = [["play", "##ing"], ["un", "##believ", "##able"], ["cat"], ["dog", "##ed"]]
+    words_b = [["play", "##ed"], ["mat"], ["un", "##believ", "##able"]]
+    seqs = []
+    for _ in range(2000):
+        a = [t for k in rng.integers(0, len(words_a), 8) for t in words_a[k]]
+        b = [t for k in rng.integers(0, len(words_b), 6) for t in words_b[k]]
+        seqs.append(sequence(a, b))
+    ids, offsets = batch(seqs)
+    out = mask_sequences(
+        ids, offsets, np.random.default_rng(11), VOCAB, MaskingConfig(whole_word_mask=True)
+    )
+    fates = {"mask": 0, "kept": 0, "random": 0}
+    for s in range(len(seqs)):
+        seq = ids[offsets[s] : offsets[s + 1]]
+        now = out.input_ids[offsets[s] : offsets[s + 1]]
+        chosen = set(
+            out.masked_lm_positions[
+                out.masked_lm_offsets[s] : out.masked_lm_offsets[s + 1]
+            ].tolist()
+        )
+        assert len(chosen) <= 20
+        for word in _words(seq):
+            hit = [p in chosen for p in word]
+            assert all(hit) or not any(hit), "a word is masked whole or not at all"
+            if all(hit):
+                if all(now[p] == MASK for p in word):
+                    fates["mask"] += 1
+                elif all(now[p] == seq[p] for p in word):
+                    fates["kept"] += 1
+                else:
+                    assert not any(now[p] == MASK for p in word), "one choice per word"
+                    fates["random"] += 1
+    total = sum(fates.values())
+    assert total > 4000
+    assert abs(fates["mask"] / total - 0.8) < 0.02
+    assert abs(fates["kept"] / total - 0.1) < 0.02
+    maskable = int(VOCAB.maskable[ids].sum())
+    assert abs(len(out.masked_lm_ids) / maskable - 0.15) < 0.01
+
+
+def test_whole_word_masking_counts_pieces_against_the_number_to_predict():
+    # A word of 3 pieces and a word of 1: 2 or 3 to predict (0.7 of 4 maskable, rounded).
+    # A 3-piece word fits only when 3 remain; a word is never cut to fit.
+    ids, offsets = batch([sequence(["un", "##believ", "##able"], ["cat"])] * 400)
+    config = MaskingConfig(masked_lm_prob=0.7, whole_word_mask=True)
+    out = mask_sequences(ids, offsets, np.random.default_rng(12), VOCAB, config)
+    outcomes = {
+        tuple(out.masked_lm_positions[out.masked_lm_offsets[s] : out.masked_lm_offsets[s + 1]])
+        for s in range(400)
+    }
+    assert outcomes == {(5,), (1, 2, 3)}
