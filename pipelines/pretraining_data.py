@@ -829,7 +829,7 @@ def parse_args(argv: list[str] | None):
             "from document shards and a vocabulary directory, as equal-size Arrow shards, one "
             "output directory per sequence length. Paths may be local or gs://. Any other flag "
             "goes to Beam, e.g. --runner DataflowRunner --project P --region R "
-            "--temp_location gs://B/tmp --setup_file ./setup.py, or --direct_num_workers 2 "
+            "--temp_location gs://B/tmp --sdk_container_image IMAGE (dataflow/Dockerfile), or --direct_num_workers 2 "
             "--direct_running_mode multi_processing."
         ),
     )

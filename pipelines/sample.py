@@ -68,15 +68,43 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     dump = fetch_sample()
     print(f"sample dump: {dump}")
-    from pipelines import extract
+    from pipelines import extract, pretraining_data, validate, vocab
 
-    documents = f"{args.workdir}/documents"
-    code = extract.main(
-        ["--input", str(dump), "--output", documents, "--num-shards", str(args.num_shards)]
-    )
-    if code:
-        return code
-    print(f"documents: {documents}")
+    work = args.workdir
+    stages = [
+        (
+            extract.main,
+            [
+                "--input",
+                str(dump),
+                "--output",
+                f"{work}/documents",
+                "--num-shards",
+                str(args.num_shards),
+            ],
+        ),
+        (vocab.main, ["--documents", f"{work}/documents", "--output", f"{work}/vocab"]),
+        (
+            pretraining_data.main,
+            [
+                "--documents",
+                f"{work}/documents",
+                "--vocab",
+                f"{work}/vocab",
+                "--output",
+                f"{work}/pretraining",
+                "--num-shards",
+                str(args.num_shards),
+            ],
+        ),
+        (validate.main, ["--data", f"{work}/pretraining/seq128", "--vocab", f"{work}/vocab"]),
+        (validate.main, ["--data", f"{work}/pretraining/seq512", "--vocab", f"{work}/vocab"]),
+    ]
+    for stage_main, stage_args in stages:
+        code = stage_main(stage_args)
+        if code:
+            return code
+    print(f"outputs under {work}/: documents/, vocab/, pretraining/seq128/, pretraining/seq512/")
     return 0
 
 
