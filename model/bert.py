@@ -1,8 +1,12 @@
 """BERT (Devlin et al., 2018): a post-LayerNorm Transformer encoder with MLM and NSP heads.
 
 Shapes: B batch, T sequence length, H hidden size, nh heads, hs head size, I intermediate size,
-V vocabulary size, P masked slots per sequence, N real masked tokens in the batch.
+V vocabulary size, P masked slots per sequence, N real masked tokens in the batch,
+R real (not padding) tokens in the batch.
 The file is single-device and plain; compile, autocast and data parallelism are applied outside.
+
+For training, `Unpadding` lets every layer but attention run on the R real tokens only, and
+`BertForPreTraining.pretraining_loss` keeps every shape static (for torch.compile).
 """
 
 from __future__ import annotations
@@ -28,6 +32,46 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 IGNORE_INDEX = -100
 
 
+class Unpadding(NamedTuple):
+    """Where the real tokens of a padded (B, T) batch are, so that layers skip the padding.
+
+    Embeddings, projections, feed-forward and LayerNorm run on (R, H); attention pads back to
+    (B, T) around the fused kernel, which is where the padding mask (and dropout) apply.
+    """
+
+    token_index: Tensor  # (R,) long: flat index b * T + t of every real token, ascending
+    batch_size: int  # B
+    seq_length: int  # T
+
+    @classmethod
+    def from_attention_mask(cls, attention_mask: Tensor) -> Unpadding:
+        """From a (B, T) mask. nonzero() waits for the device, so loaders build it ahead."""
+        B, T = attention_mask.shape
+        return cls(attention_mask.flatten().nonzero().squeeze(1), B, T)
+
+    def pad(self, x: Tensor) -> Tensor:
+        """(R, ...) -> (B, T, ...), zeros at padding."""
+        B, T = self.batch_size, self.seq_length
+        flat = x.new_zeros((B * T, *x.shape[1:])).index_copy(0, self.token_index, x)
+        return flat.view(B, T, *x.shape[1:])
+
+    def unpad(self, x: Tensor) -> Tensor:
+        """(B, T, ...) -> (R, ...)."""
+        return x.flatten(0, 1).index_select(0, self.token_index)
+
+    def gather(self, x: Tensor, positions: Tensor) -> Tensor:
+        """Vectors of the real tokens (R, H) at (B, P) positions of the padded batch -> (B, P, H).
+
+        A position that holds padding gets row 0 (slots labelled IGNORE_INDEX may point anywhere).
+        """
+        B, T = self.batch_size, self.seq_length
+        index = self.token_index
+        row_of = torch.zeros(B * T, dtype=index.dtype, device=index.device)
+        row_of = row_of.index_copy(0, index, torch.arange(index.numel(), device=index.device))
+        flat = positions + T * torch.arange(B, device=positions.device).unsqueeze(1)  # (B, P)
+        return x[row_of[flat]]  # (B, P, H)
+
+
 class Embeddings(nn.Module):
     """Token + segment + learned position embeddings, then LayerNorm and dropout."""
 
@@ -40,15 +84,23 @@ class Embeddings(nn.Module):
         self.layer_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
+    def forward(
+        self, input_ids: Tensor, token_type_ids: Tensor, unpadding: Unpadding | None = None
+    ) -> Tensor:
         T = input_ids.size(1)
-        position_ids = torch.arange(T, device=input_ids.device)  # (T,)
+        if unpadding is None:
+            position_ids = torch.arange(T, device=input_ids.device)  # (T,)
+        else:
+            index = unpadding.token_index  # (R,)
+            input_ids = input_ids.flatten().index_select(0, index)  # (R,)
+            token_type_ids = token_type_ids.flatten().index_select(0, index)  # (R,)
+            position_ids = index % T  # (R,)
         x = (
-            self.word_embeddings(input_ids)  # (B, T, H)
-            + self.token_type_embeddings(token_type_ids)  # (B, T, H)
-            + self.position_embeddings(position_ids)  # (T, H), broadcast over B
+            self.word_embeddings(input_ids)  # (B, T, H) or (R, H)
+            + self.token_type_embeddings(token_type_ids)  # (B, T, H) or (R, H)
+            + self.position_embeddings(position_ids)  # (T, H) broadcast over B, or (R, H)
         )
-        return self.dropout(self.layer_norm(x))  # (B, T, H)
+        return self.dropout(self.layer_norm(x))  # (B, T, H) or (R, H)
 
 
 class SelfAttention(nn.Module):
@@ -62,10 +114,15 @@ class SelfAttention(nn.Module):
         self.out_proj = nn.Linear(H, H)
         self.dropout_p = config.attention_probs_dropout_prob
 
-    def forward(self, x: Tensor, key_mask: Tensor | None) -> Tensor:
-        B, T, H = x.shape
+    def forward(
+        self, x: Tensor, key_mask: Tensor | None, unpadding: Unpadding | None = None
+    ) -> Tensor:
+        qkv = self.qkv(x)  # (B, T, 3H) or (R, 3H)
+        if unpadding is not None:
+            qkv = unpadding.pad(qkv)  # (B, T, 3H)
+        B, T, H = qkv.size(0), qkv.size(1), x.size(-1)
         nh, hs = self.num_heads, H // self.num_heads
-        q, k, v = self.qkv(x).split(H, dim=2)  # 3 x (B, T, H)
+        q, k, v = qkv.split(H, dim=2)  # 3 x (B, T, H)
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
@@ -73,7 +130,9 @@ class SelfAttention(nn.Module):
             q, k, v, attn_mask=key_mask, dropout_p=self.dropout_p if self.training else 0.0
         )  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, H)  # (B, T, H)
-        return self.out_proj(y)  # (B, T, H)
+        if unpadding is not None:
+            y = unpadding.unpad(y)  # (R, H)
+        return self.out_proj(y)  # (B, T, H) or (R, H)
 
 
 class Layer(nn.Module):
@@ -90,10 +149,13 @@ class Layer(nn.Module):
         self.output_layer_norm = nn.LayerNorm(H, eps=eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: Tensor, key_mask: Tensor | None) -> Tensor:
-        x = self.attention_layer_norm(x + self.dropout(self.attention(x, key_mask)))  # (B, T, H)
-        h = self.activation(self.intermediate(x))  # (B, T, I)
-        return self.output_layer_norm(x + self.dropout(self.output(h)))  # (B, T, H)
+    def forward(
+        self, x: Tensor, key_mask: Tensor | None, unpadding: Unpadding | None = None
+    ) -> Tensor:
+        attention = self.attention(x, key_mask, unpadding)  # (B, T, H) or (R, H)
+        x = self.attention_layer_norm(x + self.dropout(attention))  # (B, T, H) or (R, H)
+        h = self.activation(self.intermediate(x))  # (B, T, I) or (R, I)
+        return self.output_layer_norm(x + self.dropout(self.output(h)))  # (B, T, H) or (R, H)
 
 
 class Encoder(nn.Module):
@@ -104,11 +166,15 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
 
     def forward(
-        self, x: Tensor, key_mask: Tensor | None, output_hidden_states: bool = False
+        self,
+        x: Tensor,
+        key_mask: Tensor | None,
+        output_hidden_states: bool = False,
+        unpadding: Unpadding | None = None,
     ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
         hidden_states = [x] if output_hidden_states else None
         for layer in self.layers:
-            x = layer(x, key_mask)  # (B, T, H)
+            x = layer(x, key_mask, unpadding)  # (B, T, H) or (R, H)
             if hidden_states is not None:
                 hidden_states.append(x)
         return x, tuple(hidden_states) if hidden_states is not None else None
@@ -128,7 +194,7 @@ class Pooler(nn.Module):
 class BertOutput(NamedTuple):
     """What BertModel returns."""
 
-    last_hidden_state: Tensor  # (B, T, H)
+    last_hidden_state: Tensor  # (B, T, H); (R, H) with unpadding
     pooled_output: Tensor  # (B, H): Pooler on [CLS]
     hidden_states: tuple[Tensor, ...] | None  # L+1 of (B, T, H): embeddings, then each layer
 
@@ -169,8 +235,13 @@ class BertModel(nn.Module):
         token_type_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         output_hidden_states: bool = False,
+        unpadding: Unpadding | None = None,
     ) -> BertOutput:
-        """Encode (B, T) token ids; attention_mask (B, T) is 1/True for real tokens, 0 for padding."""
+        """Encode (B, T) token ids; attention_mask (B, T) is 1/True for real tokens, 0 for padding.
+
+        With `unpadding` (which needs attention_mask), the hidden states are (R, H): the real
+        tokens only, in unpadding.token_index order.
+        """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
         if input_ids.size(1) > self.config.max_position_embeddings:
@@ -180,11 +251,17 @@ class BertModel(nn.Module):
             )
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
+        if unpadding is not None and attention_mask is None:
+            raise ValueError("unpadding needs the attention_mask it was made from")
         # Padded keys are hidden from every query; padded queries still get (unused) outputs.
         key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
-        x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
-        x, hidden_states = self.encoder(x, key_mask, output_hidden_states)  # (B, T, H)
-        return BertOutput(x, self.pooler(x), hidden_states)
+        x = self.embeddings(input_ids, token_type_ids, unpadding)  # (B, T, H) or (R, H)
+        x, hidden_states = self.encoder(x, key_mask, output_hidden_states, unpadding)
+        if unpadding is None:
+            first = x  # (B, T, H)
+        else:
+            first = unpadding.gather(x, torch.zeros_like(input_ids[:, :1]))  # (B, 1, H)
+        return BertOutput(x, self.pooler(first), hidden_states)
 
 
 class PreTrainingHeads(nn.Module):
@@ -208,6 +285,17 @@ class PreTrainingHeads(nn.Module):
     def nsp_logits(self, pooled_output: Tensor) -> Tensor:
         """IsNext (0) / NotNext (1) logits (B, 2) from the pooled [CLS] vector (B, H)."""
         return self.seq_relationship(pooled_output)
+
+
+class PreTrainingLoss(NamedTuple):
+    """What BertForPreTraining.pretraining_loss returns: scalars, all () tensors."""
+
+    loss: Tensor  # mlm_loss + nsp_loss, as in the paper
+    mlm_loss: Tensor  # mean cross-entropy over the real masked tokens (0 when there are none)
+    nsp_loss: Tensor  # mean cross-entropy over the B sequences
+    mlm_correct: Tensor  # long: masked tokens predicted right
+    mlm_count: Tensor  # long: real masked tokens in the batch
+    nsp_correct: Tensor  # long: sequences whose NSP label was predicted right
 
 
 class PreTrainingOutput(NamedTuple):
@@ -256,8 +344,7 @@ class BertForPreTraining(nn.Module):
         if masked_lm_positions is None:
             hidden = sequence_output  # (B, T, H)
         else:
-            index = masked_lm_positions.unsqueeze(-1).expand(-1, -1, sequence_output.size(-1))
-            hidden = torch.gather(sequence_output, 1, index)  # (B, P, H)
+            hidden = _gather_positions(sequence_output, masked_lm_positions)  # (B, P, H)
         word_embeddings = self.bert.embeddings.word_embeddings.weight  # (V, H), the tied decoder
 
         mlm_loss = mlm_correct = mlm_count = None
@@ -285,3 +372,48 @@ class BertForPreTraining(nn.Module):
         return PreTrainingOutput(
             loss, mlm_loss, nsp_loss, mlm_logits, nsp_logits, mlm_correct, mlm_count, nsp_correct
         )
+
+    def pretraining_loss(
+        self,
+        input_ids: Tensor,
+        token_type_ids: Tensor,
+        attention_mask: Tensor,
+        masked_lm_positions: Tensor,
+        masked_lm_labels: Tensor,
+        next_sentence_label: Tensor,
+        unpadding: Unpadding | None = None,
+    ) -> PreTrainingLoss:
+        """The paper's loss for training, with only static shapes (no host sync, compilable).
+
+        The decoder runs on all B x P slots, slots labelled IGNORE_INDEX add nothing to the
+        loss; forward() instead runs it on the real slots alone, a data-dependent shape.
+        With `unpadding` every layer but attention skips the padding tokens.
+        """
+        sequence_output, pooled_output, _ = self.bert(
+            input_ids, token_type_ids, attention_mask, unpadding=unpadding
+        )
+        if unpadding is None:
+            hidden = _gather_positions(sequence_output, masked_lm_positions)  # (B, P, H)
+        else:
+            hidden = unpadding.gather(sequence_output, masked_lm_positions)  # (B, P, H)
+        word_embeddings = self.bert.embeddings.word_embeddings.weight  # (V, H), the tied decoder
+        mlm_logits = self.heads.mlm_logits(hidden.flatten(0, 1), word_embeddings)  # (B*P, V)
+        labels = masked_lm_labels.flatten()  # (B*P,)
+        real = labels != IGNORE_INDEX  # (B*P,)
+        mlm_count = real.sum()
+        mlm_loss = F.cross_entropy(
+            mlm_logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum"
+        ) / mlm_count.clamp(min=1)
+        mlm_correct = ((mlm_logits.argmax(dim=-1) == labels) & real).sum()
+        nsp_logits = self.heads.nsp_logits(pooled_output)  # (B, 2)
+        nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label)
+        nsp_correct = (nsp_logits.argmax(dim=-1) == next_sentence_label).sum()
+        return PreTrainingLoss(
+            mlm_loss + nsp_loss, mlm_loss, nsp_loss, mlm_correct, mlm_count, nsp_correct
+        )
+
+
+def _gather_positions(sequence_output: Tensor, positions: Tensor) -> Tensor:
+    """(B, T, H) vectors at (B, P) positions -> (B, P, H)."""
+    index = positions.unsqueeze(-1).expand(-1, -1, sequence_output.size(-1))  # (B, P, H)
+    return torch.gather(sequence_output, 1, index)

@@ -1,0 +1,150 @@
+"""What a run reports: metrics.jsonl, TensorBoard scalars (when installed) and a progress bar.
+
+metrics.jsonl holds one JSON object per line with an "event" ("start", "train", "eval",
+"checkpoint", "end") and a "step"; flows turn it into tables and plots. A resumed run first
+drops the lines after the step it resumes from, so the file reads as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+METRICS_NAME = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+# Fields of "train" and "eval" lines that depend on timing, not on the maths.
+TIMING_FIELDS = ("time", "elapsed_s", "sequences_per_s", "tokens_per_s")
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """All records of a metrics.jsonl file; a torn last line (killed run) is ignored."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def _truncate_after(path: Path, step: int) -> None:
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _summary_writer(directory: Path, purge_step: int):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.info("tensorboard is not installed; metrics go to %s only", METRICS_NAME)
+        return None
+    return SummaryWriter(str(directory), purge_step=purge_step)
+
+
+def format_duration(seconds: float) -> str:
+    """h:mm:ss."""
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class MetricsLog:
+    """Rank 0's reporter; on other ranks every method does nothing."""
+
+    def __init__(
+        self,
+        output: str | os.PathLike[str],
+        *,
+        enabled: bool,
+        start_step: int,
+        total_steps: int,
+        tensorboard: bool,
+        progress: bool,
+    ) -> None:
+        self.enabled = enabled
+        self.total_steps = total_steps
+        self.start_step = start_step
+        self.started = time.perf_counter()
+        self.bar = None
+        self.writer = None
+        if not enabled:
+            return
+        output = Path(output)
+        output.mkdir(parents=True, exist_ok=True)
+        self.path = output / METRICS_NAME
+        if self.path.exists():
+            _truncate_after(self.path, start_step)
+        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        if tensorboard:
+            self.writer = _summary_writer(output / TENSORBOARD_DIR, purge_step=start_step + 1)
+        if progress and sys.stderr.isatty():  # else one plain line per log interval
+            self.bar = tqdm(
+                total=total_steps,
+                initial=start_step,
+                unit="step",
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record (flushed at once, so a killed run keeps it)."""
+        if not self.enabled:
+            return
+        line = {"time": round(time.time(), 3), **record}
+        self.file.write(json.dumps(line) + "\n")
+        self.file.flush()
+        event, step = record.get("event"), record.get("step", 0)
+        if self.writer is not None and event in ("train", "eval"):
+            for name, value in record.items():
+                if isinstance(value, int | float) and name not in ("step", "phase", "time"):
+                    self.writer.add_scalar(f"{event}/{name}", value, step)
+            self.writer.flush()
+        if event in ("train", "eval"):
+            self._report(record)
+
+    def _report(self, record: dict[str, Any]) -> None:
+        parts = [f"{record['event']}", f"loss {record['loss']:.4f}"]
+        parts.append(f"mlm acc {record['mlm_accuracy']:.3f}")
+        parts.append(f"nsp acc {record['nsp_accuracy']:.3f}")
+        if record["event"] == "train":
+            parts.append(f"{record['tokens_per_s']:,.0f} tok/s")
+            parts.append(f"lr {record['lr']:.2e}")
+        if self.bar is not None:
+            if record["event"] == "train":
+                self.bar.set_postfix_str(" | ".join(parts[1:]), refresh=False)
+            else:
+                self.bar.write(f"step {record['step']}: " + " | ".join(parts))
+            return
+        done = record["step"] - self.start_step
+        elapsed = time.perf_counter() - self.started
+        remaining = self.total_steps - record["step"]
+        eta = format_duration(elapsed / done * remaining) if done > 0 else "?"
+        print(
+            f"step {record['step']}/{self.total_steps} | " + " | ".join(parts) + f" | eta {eta}",
+            flush=True,
+        )
+
+    def advance(self, steps: int = 1) -> None:
+        """Move the progress bar."""
+        if self.bar is not None:
+            self.bar.update(steps)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        self.file.close()

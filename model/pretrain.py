@@ -1,0 +1,726 @@
+"""Pretrain BERT on the pretraining stage's shards: phase 1 at 128 tokens, then phase 2 at 512.
+
+    python -m model.pretrain --preset bert_base --data out/pretraining --output runs/bert-base
+    torchrun --nproc_per_node 8 -m model.pretrain --preset bert_base \
+        --data gs://bucket/pretraining --output runs/bert-base --set phase1.micro_batch_size=32
+
+A run resumes by itself from the newest checkpoint under --output, and then sees exactly the
+batches, dropout masks and learning rates that an uninterrupted run would have. The loop below
+reads top to bottom: phases, then steps: learning rate, micro-steps with gradient accumulation,
+clip, optimizer step, log, evaluate, checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.bert import BertForPreTraining, PreTrainingLoss, Unpadding
+from model.checkpointing import (
+    CheckpointError,
+    checkpoint_name,
+    latest_checkpoint,
+    load_trainer_state,
+    prune_checkpoints,
+    remove_leftovers,
+    save_checkpoint,
+)
+from model.config import PRESETS, BertConfig
+from model.hf_checkpoint import load_hf_weights, save_hf_checkpoint
+from model.metrics_log import MetricsLog
+from model.optim import WarmupLinearDecay, build_optimizer, clip_gradients
+from model.parallelize import (
+    Distributed,
+    all_gather_objects,
+    all_reduce_sum,
+    autocast,
+    barrier,
+    close_distributed,
+    init_distributed,
+    mark_dynamic_tokens,
+    parallelize,
+    resolve_precision,
+)
+from model.pretraining_batch import PretrainingDataError, PretrainingShards
+from model.shard_loader import (
+    StreamSpec,
+    find_vocab_hash,
+    loader_state,
+    order_changes,
+    set_storage_options,
+    split_shards,
+    train_loader,
+    validation_batches,
+)
+from model.train_config import PretrainConfig, apply_overrides
+from schemas.manifest import ManifestError, ShardInfo
+
+log = logging.getLogger("model.pretrain")
+
+CHECKPOINTS_DIR = "checkpoints"
+_DROPOUT = 3  # tag of the dropout generator's seed
+
+
+class PretrainError(RuntimeError):
+    """The run cannot start or go on; the message says why and what to change."""
+
+
+class NonFiniteLossError(PretrainError):
+    """The loss or the gradients became NaN or infinite."""
+
+
+class BatchTooLargeError(PretrainError):
+    """A micro-batch does not fit in the device's memory."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Phase:
+    """One sequence-length phase of the run, in global optimizer steps."""
+
+    index: int  # 1 or 2
+    seq_length: int  # T: reads <data>/seq<T>
+    first_step: int  # first global step of the phase
+    end_step: int  # one past its last step
+    global_batch_size: int  # sequences per optimizer step over all ranks
+    micro_batch_size: int  # sequences per rank per forward/backward
+    grad_accum: int  # micro-steps per optimizer step on each rank
+
+
+def plan_phases(config: PretrainConfig, world_size: int) -> list[Phase]:
+    """The phases this invocation may run (config.phase), with their step ranges and batches."""
+    phase1_steps, _ = config.phase_steps()
+    ranges = {1: (0, phase1_steps), 2: (phase1_steps, config.schedule.total_steps)}
+    wanted = {"all": (1, 2), "1": (1,), "2": (2,)}[config.phase]
+    phases = []
+    for index in wanted:
+        first, end = ranges[index]
+        if end <= first:
+            continue
+        settings = config.phase1 if index == 1 else config.phase2
+        micro = settings.micro_batch_size or settings.global_batch_size // world_size
+        if micro < 1 or settings.global_batch_size % (micro * world_size):
+            raise PretrainError(
+                f"phase{index}.global_batch_size {settings.global_batch_size} is not a multiple "
+                f"of micro_batch_size {micro} x world_size {world_size}; set "
+                f"phase{index}.micro_batch_size to a divisor of "
+                f"{settings.global_batch_size // world_size}"
+            )
+        phases.append(
+            Phase(
+                index=index,
+                seq_length=settings.seq_length,
+                first_step=first,
+                end_step=end,
+                global_batch_size=settings.global_batch_size,
+                micro_batch_size=micro,
+                grad_accum=settings.global_batch_size // (micro * world_size),
+            )
+        )
+    if not phases:
+        raise PretrainError(f"phase {config.phase} has no steps with schedule {config.schedule}")
+    return phases
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseData:
+    """The checked shards of one phase: the training split and the validation split."""
+
+    train: PretrainingShards
+    train_shards: list[ShardInfo]
+    validation: PretrainingShards | None
+    validation_shards: list[ShardInfo]
+    vocab_hash: str | None  # manifest hash of the vocabulary the data was built from
+
+
+def _join(directory: str, name: str) -> str:
+    return directory.rstrip("/") + "/" + name
+
+
+def open_phase_data(config: PretrainConfig, phase: Phase) -> PhaseData:
+    """Open <data>/seq<T> (and its validation split), checking manifest, schema and vocabulary."""
+    vocab_dir = config.data.vocab or None
+    directory = _join(config.data.dir, f"seq{phase.seq_length}")
+    train = PretrainingShards(directory, vocab_dir=vocab_dir)
+    if train.max_seq_length != phase.seq_length:
+        raise PretrainError(
+            f"{directory}: holds sequences of {train.max_seq_length} tokens, phase {phase.index} "
+            f"expects {phase.seq_length}"
+        )
+    if config.data.validation_dir:
+        train_shards = list(train.manifest.shards)
+        validation = PretrainingShards(
+            _join(config.data.validation_dir, f"seq{phase.seq_length}"), vocab_dir=vocab_dir
+        )
+        validation_shards = list(validation.manifest.shards)
+    else:
+        train_shards, validation_shards = split_shards(
+            list(train.manifest.shards), config.data.validation_shards
+        )
+        validation = train if validation_shards else None
+    return PhaseData(
+        train=train,
+        train_shards=train_shards,
+        validation=validation,
+        validation_shards=validation_shards,
+        vocab_hash=find_vocab_hash(train),
+    )
+
+
+def check_same_vocabulary(datas: list[PhaseData]) -> None:
+    """All phases (and validation sets) must use one vocabulary, with the same ids."""
+    first = datas[0].train
+    for data in datas:
+        for shards in (data.train, data.validation):
+            if shards is None:
+                continue
+            for key in ("vocab_size", "special_token_ids"):
+                if shards.config[key] != first.config[key]:
+                    raise PretrainError(
+                        f"{shards.directory}: {key} {shards.config[key]} differs from "
+                        f"{first.directory}'s {first.config[key]}; build both from one vocabulary"
+                    )
+        if data.vocab_hash and datas[0].vocab_hash and data.vocab_hash != datas[0].vocab_hash:
+            raise PretrainError(
+                f"{data.train.directory}: built from vocabulary {data.vocab_hash[:12]}, but "
+                f"{first.directory} from vocabulary {datas[0].vocab_hash[:12]}"
+            )
+
+
+def model_config_for(config: PretrainConfig, data: PretrainingShards) -> BertConfig:
+    """The run's BertConfig: the preset, the data's vocabulary, the overrides."""
+    vocab_size = int(data.config["vocab_size"])
+    if "vocab_size" in config.model and config.model["vocab_size"] != vocab_size:
+        raise PretrainError(
+            f"model.vocab_size is {config.model['vocab_size']} but {data.directory} was built "
+            f"with a vocabulary of {vocab_size} tokens; drop the override to use the data's"
+        )
+    try:
+        return config.model_config(vocab_size=vocab_size, pad_token_id=data.pad_id)
+    except ValueError as err:
+        raise PretrainError(f"model: {err}") from err
+
+
+def dropout_seed(seed: int, step: int, stream: int) -> int:
+    """Seed of the dropout masks of one micro-batch: the same for any world size or restart."""
+    return int(np.random.SeedSequence([seed, _DROPOUT, step, stream]).generate_state(1)[0])
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    text = str(err)
+    return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in text
+
+
+def _memory_advice(phase: Phase, dist: Distributed, last_checkpoint: str) -> str:
+    what = (
+        f"phase {phase.index}: a micro-batch of {phase.micro_batch_size} sequences x "
+        f"{phase.seq_length} tokens does not fit in {dist.device} memory."
+    )
+    per_rank = phase.global_batch_size // dist.world_size
+    smaller = [d for d in range(1, phase.micro_batch_size) if per_rank % d == 0]
+    if smaller:
+        knob = (
+            f"Lower phase{phase.index}.micro_batch_size (e.g. --set phase{phase.index}."
+            f"micro_batch_size={smaller[-1]}); gradient accumulation keeps the global batch at "
+            f"{phase.global_batch_size} sequences."
+        )
+    else:
+        knob = "Use a smaller --preset, runtime.precision=bf16 or a device with more memory."
+    return f"{what} {knob} Nothing was saved since {last_checkpoint}."
+
+
+@torch.no_grad()
+def evaluate(
+    model: BertForPreTraining,
+    data: PhaseData,
+    *,
+    config: PretrainConfig,
+    phase: Phase,
+    dist: Distributed,
+    precision: str,
+) -> dict[str, float]:
+    """Loss and accuracies on the validation split, summed over ranks (token-weighted MLM)."""
+    was_training = model.training
+    model.eval()
+    # loss sums: mlm loss x count, nsp loss x sequences; then counts
+    sums = torch.zeros(6, dtype=torch.float64, device=dist.device)
+    batches = validation_batches(
+        data.validation,
+        data.validation_shards,
+        examples=config.eval.examples,
+        micro_batch_size=config.eval.micro_batch_size or phase.micro_batch_size,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        cache_dir=_cache_dir(config),
+    )
+    for loaded in batches:
+        batch = loaded.batch.to(dist.device)
+        unpadding = None
+        if config.runtime.unpad:
+            B, T = batch.input_ids.shape
+            unpadding = Unpadding(loaded.token_index.to(dist.device), B, T)
+        with autocast(dist.device, precision):
+            out = model.pretraining_loss(**batch.as_dict(), unpadding=unpadding)
+        sequences = batch.input_ids.size(0)
+        sums += torch.stack(
+            [
+                out.mlm_loss.double() * out.mlm_count,
+                out.nsp_loss.double() * sequences,
+                out.mlm_correct.double(),
+                out.mlm_count.double(),
+                out.nsp_correct.double(),
+                torch.tensor(float(sequences), dtype=torch.float64, device=dist.device),
+            ]
+        )
+    mlm_sum, nsp_sum, mlm_correct, mlm_count, nsp_correct, sequences = all_reduce_sum(
+        sums, dist
+    ).tolist()
+    model.train(was_training)
+    mlm_loss = mlm_sum / max(mlm_count, 1)
+    nsp_loss = nsp_sum / max(sequences, 1)
+    return {
+        "loss": mlm_loss + nsp_loss,
+        "mlm_loss": mlm_loss,
+        "nsp_loss": nsp_loss,
+        "mlm_accuracy": mlm_correct / max(mlm_count, 1),
+        "nsp_accuracy": nsp_correct / max(sequences, 1),
+        "examples": int(sequences),
+    }
+
+
+def _cache_dir(config: PretrainConfig) -> str:
+    return config.data.cache_dir or str(Path(config.output) / "shard_cache")
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+class TrainStats:
+    """Sums over the steps since the last log line: kept on the device, read at log time."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        # loss, mlm loss, nsp loss (sums of micro-batch means), mlm correct, mlm count,
+        # nsp correct, steps whose gradient norm was not finite
+        self.sums = torch.zeros(7, dtype=torch.float64, device=self.device)
+        self.micro_batches = self.sequences = self.tokens = 0
+        self.started = time.perf_counter()
+
+    def add(self, out: PreTrainingLoss, sequences: int, tokens: int) -> None:
+        values = [out.loss.detach(), out.mlm_loss.detach(), out.nsp_loss.detach()]
+        values += [out.mlm_correct, out.mlm_count, out.nsp_correct]
+        self.sums[:6] += torch.stack(values).double()
+        self.micro_batches += 1
+        self.sequences += sequences
+        self.tokens += tokens
+
+    def add_grad_norm(self, grad_norm: torch.Tensor) -> None:
+        self.sums[6] += (~torch.isfinite(grad_norm)).double()
+
+    def summary(self, dist: Distributed) -> dict[str, float]:
+        """Means over every rank's micro-batches since the last reset (waits for the device)."""
+        counts = [self.micro_batches, self.sequences, self.tokens]
+        counts = torch.tensor(counts, dtype=torch.float64, device=self.device)
+        reduced = all_reduce_sum(torch.cat([self.sums, counts]), dist).tolist()
+        loss, mlm_loss, nsp_loss, mlm_ok, mlm_n, nsp_ok, bad_grads, n, sequences, tokens = reduced
+        elapsed = time.perf_counter() - self.started
+        return {
+            "loss": loss / n,
+            "mlm_loss": mlm_loss / n,
+            "nsp_loss": nsp_loss / n,
+            "mlm_accuracy": mlm_ok / max(mlm_n, 1),
+            "nsp_accuracy": nsp_ok / sequences,
+            "non_finite_grad_steps": bad_grads,
+            "sequences_per_s": sequences / elapsed,
+            "tokens_per_s": tokens / elapsed,
+            "elapsed_s": elapsed,
+        }
+
+
+@dataclass
+class Restored:
+    """Where a run starts: its step, the checkpoint's loader state and path (if any)."""
+
+    step: int
+    loader: dict[str, Any] | None
+    checkpoint: str
+
+
+def restore(
+    config: PretrainConfig,
+    dist: Distributed,
+    phases: list[Phase],
+    vocab_hash: str | None,
+    model: BertForPreTraining,
+    optimizer: torch.optim.Optimizer,
+    scheduler: WarmupLinearDecay,
+) -> Restored:
+    """Resume from the newest checkpoint under --output, or start (from --init-from weights)."""
+    checkpoints_dir = Path(config.output) / CHECKPOINTS_DIR
+    if dist.is_main:
+        remove_leftovers(checkpoints_dir)
+    barrier(dist)
+    resume = latest_checkpoint(checkpoints_dir)
+    first_step = phases[0].first_step
+    if resume is None:
+        if config.init_from:
+            try:
+                load_hf_weights(model, config.init_from)
+            except (ValueError, FileNotFoundError) as err:
+                raise PretrainError(f"--init-from {config.init_from}: {err}") from err
+            scheduler.load_state_dict({"step_count": first_step})  # the schedule goes on
+        elif phases[0].index == 2:
+            raise PretrainError(
+                "phase 2 starts from the phase-1 model: run it in the --output of phase 1 "
+                "(which holds its checkpoints), or pass --init-from with the phase-1 export "
+                "(<output>/phase1)"
+            )
+        return Restored(first_step, None, "the start of the run (no checkpoint yet)")
+
+    saved_vocab = resume.info.get("vocab_hash")
+    if saved_vocab and vocab_hash and saved_vocab != vocab_hash:
+        raise PretrainError(
+            f"{config.data.dir}: built from vocabulary {vocab_hash[:12]}, but checkpoint "
+            f"{resume.path} was trained with vocabulary {saved_vocab[:12]}; use data built "
+            "from that vocabulary, or a new --output"
+        )
+    if resume.step < first_step:
+        raise PretrainError(
+            f"checkpoint {resume.path} is at step {resume.step}, before phase "
+            f"{phases[0].index} starts (step {first_step}); run phase 1 first"
+        )
+    try:
+        load_hf_weights(model, resume.path)
+    except (ValueError, FileNotFoundError) as err:
+        raise PretrainError(
+            f"cannot resume from {resume.path}: {err}. This run's model config differs from "
+            "the checkpoint's; use the same --preset and model overrides, or a new --output"
+        ) from err
+    state = load_trainer_state(resume, map_location=dist.device)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng = state["rng"]
+    _set_rng_state(rng[dist.rank] if len(rng) == dist.world_size else rng[0], dist.device)
+    log.info("resuming from %s (step %d)", resume.path, resume.step)
+    return Restored(resume.step, state.get("loader"), str(resume.path))
+
+
+def train(config: PretrainConfig) -> dict[str, Any]:
+    """Run or resume pretraining as configured; returns the last step and metrics."""
+    config.validate()
+    dist = init_distributed(config.runtime.device)
+    try:
+        return _train(config, dist)
+    finally:
+        close_distributed()
+
+
+def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
+    if config.runtime.threads:
+        torch.set_num_threads(config.runtime.threads)
+    device, seed = dist.device, config.runtime.seed
+    precision = resolve_precision(config.runtime.precision, device)
+    use_compile = config.runtime.compile
+    if use_compile is None:
+        use_compile = device.type == "cuda"
+    output = Path(config.output)
+    checkpoints_dir = output / CHECKPOINTS_DIR
+
+    # -- data, model, optimizer, resume ----------------------------------------------------
+    for url in (config.data.dir, config.data.validation_dir, config.data.vocab):
+        set_storage_options(url, config.data.storage_options)
+    phases = plan_phases(config, dist.world_size)
+    datas = {phase.index: open_phase_data(config, phase) for phase in phases}
+    check_same_vocabulary(list(datas.values()))
+    vocab_hash = datas[phases[0].index].vocab_hash
+    model_config = model_config_for(config, datas[phases[0].index].train)
+    longest = max(phase.seq_length for phase in phases)
+    if longest > model_config.max_position_embeddings:
+        raise PretrainError(
+            f"phase sequences of {longest} tokens exceed model.max_position_embeddings "
+            f"{model_config.max_position_embeddings}"
+        )
+    torch.manual_seed(seed)  # the same initial weights on every rank
+    model = BertForPreTraining(model_config).to(device)
+    optimizer = build_optimizer(model, config.optim, device)
+    total_steps = config.schedule.total_steps
+    warmup_steps = round(total_steps * config.optim.warmup_fraction)
+    scheduler = WarmupLinearDecay(optimizer, warmup_steps=warmup_steps, total_steps=total_steps)
+    restored = restore(config, dist, phases, vocab_hash, model, optimizer, scheduler)
+    step, last_checkpoint = restored.step, restored.checkpoint
+    trained = parallelize(model, dist, compile=use_compile)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+
+    metrics = MetricsLog(
+        output,
+        enabled=dist.is_main,
+        start_step=step,
+        total_steps=phases[-1].end_step,
+        tensorboard=config.log.tensorboard,
+        progress=config.log.progress,
+    )
+    metrics.write(
+        {
+            "event": "start",
+            "step": step,
+            "world_size": dist.world_size,
+            "device": str(device),
+            "precision": precision,
+            "compile": use_compile,
+            "parameters": sum(p.numel() for p in parameters),
+            "config": config.to_dict(),
+        }
+    )
+    last_train: dict[str, Any] = {}
+    last_eval: dict[str, Any] = {}
+    try:
+        for phase in phases:
+            if step >= phase.end_step:
+                continue
+            data = datas[phase.index]
+            A, B, T = phase.grad_accum, phase.micro_batch_size, phase.seq_length
+            spec = StreamSpec(
+                directory=data.train.directory,
+                vocab_dir=config.data.vocab or None,
+                shards=data.train_shards,
+                num_streams=dist.world_size * A,  # J: one per micro-batch of a global batch
+                streams=[dist.rank * A + a for a in range(A)],
+                micro_batch_size=B,
+                shuffle_buffer=config.data.shuffle_buffer,
+                seed=seed,
+                cache_dir=_cache_dir(config),
+            )
+            saved = restored.loader
+            if saved is not None and saved.get("phase") == phase.index and dist.is_main:
+                changed = order_changes(saved, loader_state(spec, 0) | {"phase": phase.index})
+                if changed:
+                    log.warning(
+                        "data order differs from the checkpoint's run (%s): the resumed run "
+                        "will not see the batches an uninterrupted one would",
+                        ", ".join(changed),
+                    )
+            loader = iter(
+                train_loader(
+                    spec,
+                    start_step=step - phase.first_step,
+                    num_workers=config.data.num_workers,
+                    prefetch_factor=config.data.prefetch_factor,
+                    pin_memory=config.data.pin_memory and device.type == "cuda",
+                )
+            )
+            stats = TrainStats(device)
+            model.train()
+            while step < phase.end_step:
+                lr = scheduler.lr
+                # -- one optimizer step: A micro-batches here, A x world_size in all --------
+                try:
+                    for micro_step in range(A):
+                        loaded = next(loader)
+                        expected = (step - phase.first_step, micro_step)
+                        if (loaded.step, loaded.micro_step) != expected:
+                            raise RuntimeError(f"loader out of order: {loaded[:2]} != {expected}")
+                        batch = loaded.batch.to(device, non_blocking=True)
+                        token_index = None
+                        if config.runtime.unpad:
+                            token_index = loaded.token_index.to(device, non_blocking=True)
+                            if use_compile:
+                                mark_dynamic_tokens(token_index)
+                        # Dropout masks from (seed, step, stream): any world size, any restart.
+                        torch.manual_seed(dropout_seed(seed, step, dist.rank * A + micro_step))
+                        with trained.no_sync(micro_step < A - 1), autocast(device, precision):
+                            out = trained.forward(**batch.as_dict(), token_index=token_index)
+                        (out.loss / A).backward()
+                        stats.add(out, B, loaded.token_index.numel())
+                except RuntimeError as err:
+                    if _is_out_of_memory(err):
+                        advice = _memory_advice(phase, dist, last_checkpoint)
+                        raise BatchTooLargeError(advice) from None
+                    raise
+                grad_norm = clip_gradients(parameters, config.optim.grad_clip)
+                stats.add_grad_norm(grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                metrics.advance()
+
+                # -- log, evaluate, checkpoint ---------------------------------------------
+                phase_end = step == phase.end_step
+                every = config.checkpoint.every
+                do_checkpoint = phase_end or (every > 0 and step % every == 0)
+                every = config.eval.every
+                do_eval = data.validation is not None and (
+                    phase_end or (every > 0 and step % every == 0)
+                )
+                if step % config.log.every == 0 or do_checkpoint or do_eval:
+                    summary = stats.summary(dist)
+                    if not math.isfinite(summary["loss"]) or summary["non_finite_grad_steps"]:
+                        raise NonFiniteLossError(
+                            f"step {step}: the training loss became {summary['loss']} (gradient "
+                            f"norm {float(grad_norm)}); stopped without saving. The last good "
+                            f"checkpoint is {last_checkpoint}. Resume from it with a lower "
+                            f"optim.lr (now {config.optim.lr}) or a longer optim.warmup_fraction"
+                            + (" or runtime.precision=fp32" if precision == "bf16" else "")
+                        )
+                    del summary["non_finite_grad_steps"]
+                    last_train = {"event": "train", "step": step, "phase": phase.index}
+                    last_train |= {"seq_length": T, "lr": lr, "grad_norm": float(grad_norm)}
+                    last_train |= summary
+                    metrics.write(last_train)
+                    stats.reset()
+                validation_loss = None
+                if do_eval:
+                    evaluation = evaluate(
+                        model, data, config=config, phase=phase, dist=dist, precision=precision
+                    )
+                    validation_loss = evaluation["loss"]
+                    last_eval = {"event": "eval", "step": step, "phase": phase.index}
+                    last_eval |= {"seq_length": T, **evaluation}
+                    metrics.write(last_eval)
+                if phase_end and dist.is_main:  # the model of each phase, for fine-tuning
+                    export = save_hf_checkpoint(model, output / f"phase{phase.index}")
+                    metrics.write({"event": "export", "step": step, "path": str(export)})
+                if do_checkpoint:
+                    rng = all_gather_objects(_rng_state(device), dist)
+                    if dist.is_main:
+                        path = save_checkpoint(
+                            checkpoints_dir,
+                            step=step,
+                            model=model,
+                            trainer_state={
+                                "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict(),
+                                "loader": loader_state(spec, step - phase.first_step)
+                                | {"phase": phase.index},
+                                "rng": rng,
+                            },
+                            info={
+                                "phase": phase.index,
+                                "seq_length": T,
+                                "validation_loss": validation_loss,
+                                "vocab_hash": vocab_hash,
+                                "data": data.train.directory,
+                                "data_manifest_hash": data.train.manifest_hash,
+                                "model": dataclasses.asdict(model_config),
+                                "config": config.to_dict(),
+                            },
+                        )
+                        prune_checkpoints(
+                            checkpoints_dir,
+                            keep_last=config.checkpoint.keep_last,
+                            keep_best=config.checkpoint.keep_best,
+                        )
+                        metrics.write({"event": "checkpoint", "step": step, "path": str(path)})
+                    barrier(dist)
+                    last_checkpoint = str(checkpoints_dir / checkpoint_name(step))
+            del loader  # stops the phase's loader workers
+        metrics.write({"event": "end", "step": step})
+    finally:
+        metrics.close()
+    return {"step": step, "train": last_train, "eval": last_eval, "checkpoint": last_checkpoint}
+
+
+def parse_args(argv: list[str] | None = None) -> PretrainConfig:
+    """The run's config from the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m model.pretrain",
+        description=(
+            "Pretrain BERT (masked LM + next sentence prediction) on the pretraining stage's "
+            "Arrow shards: phase 1 at 128 tokens, then phase 2 at 512 (90/10 of the steps). "
+            "Resumes from the newest checkpoint in --output. Under torchrun, one process per "
+            "GPU (NCCL) or per CPU worker (gloo)."
+        ),
+    )
+    parser.add_argument("--preset", default="bert_base", choices=sorted(PRESETS))
+    parser.add_argument("--data", required=True, help="pretraining output dir (seq128/, seq512/)")
+    parser.add_argument("--output", required=True, help="run directory (local)")
+    parser.add_argument("--vocab", default="", help="check the data was built from this vocab dir")
+    parser.add_argument("--phase", default="all", choices=("all", "1", "2"))
+    parser.add_argument("--init-from", default="", help="HF-format weights to start from")
+    parser.add_argument("--steps", default=None, help="schedule.total_steps, e.g. 1e6")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override any config field, e.g. --set optim.lr=5e-5 --set phase1.micro_batch_size=64",
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as JSON and exit"
+    )
+    args = parser.parse_args(argv)
+    config = PretrainConfig(preset=args.preset, output=args.output, phase=args.phase)
+    config.data.dir = args.data
+    config.data.vocab = args.vocab
+    config.init_from = args.init_from
+    steps = [] if args.steps is None else [f"schedule.total_steps={args.steps}"]
+    try:
+        apply_overrides(config, steps + args.overrides)
+        config.validate()
+    except ValueError as err:
+        parser.error(str(err))
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=2))
+        raise SystemExit(0)
+    return config
+
+
+def _short(err: BaseException) -> str:
+    """The message of an error, without the traceback text a loader worker wraps it in."""
+    text = str(err).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = parse_args(argv)
+    try:
+        summary = train(config)
+    except (PretrainError, PretrainingDataError, ManifestError, CheckpointError) as err:
+        print(f"error: {_short(err)}", file=sys.stderr)
+        return 1
+    train_metrics = summary["train"]
+    if os.environ.get("RANK", "0") != "0":
+        return 0
+    if train_metrics:
+        print(
+            f"step {summary['step']}: loss {train_metrics['loss']:.4f}, "
+            f"mlm accuracy {train_metrics['mlm_accuracy']:.3f}, "
+            f"nsp accuracy {train_metrics['nsp_accuracy']:.3f}; "
+            f"last checkpoint {summary['checkpoint']}"
+        )
+    else:
+        print(f"nothing to do: the run is at step {summary['step']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""Typed configuration of a pretraining run, one keyword-only dataclass per component.
+
+Every field can be overridden from the command line with a dotted name:
+`--set optim.lr=5e-5 --set phase1.micro_batch_size=64 --set model.hidden_dropout_prob=0.0`.
+Defaults are the paper's (Devlin et al., 2018): AdamW lr 1e-4, betas 0.9/0.999, weight decay
+0.01, 1% warm-up then linear decay, batch 256, 1,000,000 steps, 90% at 128 tokens, 10% at 512.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from model.config import PRESETS, BertConfig
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Where the pretraining shards are and how they are fed to the GPU."""
+
+    dir: str = ""  # pretraining stage output holding seq128/, seq512/ (local or gs://)
+    vocab: str = ""  # vocabulary dir the data must have been built from; "": not checked
+    validation_dir: str = ""  # a separately built pretraining output to evaluate on
+    # Shards of each length held out of `dir` for evaluation when validation_dir is "";
+    # -1: 1% of them, at least one when there are two or more.
+    validation_shards: int = -1
+    shuffle_buffer: int = 10_000  # rows shuffled together, seeded by (seed, epoch, stream, block)
+    num_workers: int = 4  # background loader processes per rank; 0 loads in the training process
+    prefetch_factor: int = 4  # batches each worker prepares ahead
+    pin_memory: bool = True  # page-locked batches for asynchronous copies (CUDA only)
+    cache_dir: str = ""  # local copies of gs:// shards; "": <output>/shard_cache
+    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options, e.g. token
+
+
+@dataclass(kw_only=True)
+class PhaseConfig:
+    """One sequence-length phase: which shards and how many sequences per step."""
+
+    seq_length: int  # reads <data.dir>/seq<seq_length>
+    global_batch_size: int = 256  # sequences per optimizer step, over all ranks and micro-steps
+    micro_batch_size: int = 0  # sequences per rank per forward/backward; 0: global / world
+
+
+@dataclass(kw_only=True)
+class ScheduleConfig:
+    """How long to train and where the phases change."""
+
+    total_steps: int = 1_000_000  # optimizer steps of both phases together
+    phase1_fraction: float = 0.9  # share of the steps at phase1.seq_length; the rest at phase 2
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    """Optimiser and learning-rate schedule."""
+
+    name: str = "adamw"  # "adamw" (the paper's Adam with decoupled decay) or "lamb" (big batches)
+    lr: float = 1e-4  # peak learning rate, reached at the end of warm-up
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam's beta1, beta2
+    eps: float = 1e-6  # Adam's epsilon, as in the original BERT code
+    weight_decay: float = 0.01  # decoupled; never on biases or LayerNorm weights
+    warmup_fraction: float = 0.01  # share of total_steps of linear warm-up (10,000 of 1M)
+    grad_clip: float = 1.0  # largest global gradient norm; 0 turns clipping off
+    fused: bool = True  # fused AdamW kernel on CUDA (ignored on CPU and for LAMB)
+
+
+@dataclass(kw_only=True)
+class CheckpointConfig:
+    """When to save and what to keep."""
+
+    every: int = 10_000  # steps between checkpoints; phase ends are always saved
+    keep_last: int = 3  # newest checkpoints kept
+    keep_best: bool = True  # also keep the lowest validation loss of each phase
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    """Held-out evaluation."""
+
+    every: int = 10_000  # steps between evaluations; 0: at the end of each phase only
+    examples: int = 10_000  # validation sequences per evaluation (the same ones each time); 0: all
+    micro_batch_size: int = 0  # sequences per forward; 0: the phase's micro batch
+
+
+@dataclass(kw_only=True)
+class LogConfig:
+    """What people read while it runs."""
+
+    every: int = 100  # steps between log lines (JSONL, TensorBoard, progress bar)
+    tensorboard: bool = True  # write TensorBoard scalars if the tensorboard package is installed
+    progress: bool = True  # a progress bar on rank 0's terminal (log lines when not a tty)
+
+
+@dataclass(kw_only=True)
+class RuntimeConfig:
+    """Device, precision and speed switches; none of them changes the maths."""
+
+    device: str = "auto"  # "auto" (cuda when available), "cuda" or "cpu"
+    precision: str = "auto"  # "bf16" autocast or "fp32"; auto: bf16 on CUDA, fp32 on CPU
+    compile: bool | None = None  # torch.compile the model; None: on CUDA only
+    unpad: bool = True  # run every layer but attention on real tokens only
+    seed: int = 12345  # model init, data order and dropout all derive from it
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+
+
+@dataclass(kw_only=True)
+class PretrainConfig:
+    """A whole pretraining run: model, data, phases, optimiser, checkpoints and logs."""
+
+    preset: str = "bert_base"  # a name from model.config.PRESETS
+    # BertConfig fields that differ from the preset; vocab_size and pad_token_id come from
+    # the data unless given here.
+    model: dict[str, Any] = field(default_factory=dict)
+    output: str = ""  # run directory: checkpoints/, metrics.jsonl, tensorboard/, phase1/, phase2/
+    phase: str = "all"  # "all", "1" (stop after phase 1) or "2" (phase 2 only)
+    init_from: str = ""  # HF-format weights (an export or a checkpoint) for a fresh run
+    data: DataConfig = field(default_factory=DataConfig)
+    phase1: PhaseConfig = field(default_factory=lambda: PhaseConfig(seq_length=128))
+    phase2: PhaseConfig = field(default_factory=lambda: PhaseConfig(seq_length=512))
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field that is out of range."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        self.model_config(vocab_size=self.model.get("vocab_size", 30522), pad_token_id=0)
+        if not self.output:
+            raise ValueError("output: a run directory is required")
+        if not self.data.dir:
+            raise ValueError("data.dir: the pretraining data directory is required")
+        if self.phase not in ("all", "1", "2"):
+            raise ValueError(f"phase must be 'all', '1' or '2', got {self.phase!r}")
+        _positive(self, "schedule.total_steps", "phase1.seq_length", "phase2.seq_length")
+        _positive(self, "phase1.global_batch_size", "phase2.global_batch_size")
+        _positive(self, "checkpoint.keep_last", "log.every", "data.shuffle_buffer")
+        _at_least_zero(self, "phase1.micro_batch_size", "phase2.micro_batch_size")
+        _at_least_zero(self, "checkpoint.every", "eval.every", "eval.examples")
+        _at_least_zero(self, "eval.micro_batch_size", "data.num_workers", "runtime.threads")
+        _positive(self, "data.prefetch_factor")
+        if not 0.0 < self.schedule.phase1_fraction <= 1.0:
+            raise ValueError(
+                f"schedule.phase1_fraction must be in (0, 1], got {self.schedule.phase1_fraction}"
+            )
+        if self.optim.name not in ("adamw", "lamb"):
+            raise ValueError(f"optim.name must be 'adamw' or 'lamb', got {self.optim.name!r}")
+        if not self.optim.lr > 0:
+            raise ValueError(f"optim.lr must be positive, got {self.optim.lr}")
+        if not all(0.0 <= b < 1.0 for b in self.optim.betas) or len(self.optim.betas) != 2:
+            raise ValueError(f"optim.betas must be two values in [0, 1), got {self.optim.betas}")
+        if not 0.0 <= self.optim.warmup_fraction < 1.0:
+            raise ValueError(
+                f"optim.warmup_fraction must be in [0, 1), got {self.optim.warmup_fraction}"
+            )
+        if self.optim.weight_decay < 0 or self.optim.grad_clip < 0 or self.optim.eps <= 0:
+            raise ValueError("optim.weight_decay and optim.grad_clip must be >= 0, optim.eps > 0")
+        if self.runtime.device not in ("auto", "cuda", "cpu"):
+            raise ValueError(f"runtime.device must be auto, cuda or cpu: {self.runtime.device!r}")
+        if self.runtime.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(
+                f"runtime.precision must be auto, bf16 or fp32: {self.runtime.precision!r}"
+            )
+
+    def model_config(self, *, vocab_size: int, pad_token_id: int) -> BertConfig:
+        """The preset with the data's vocabulary and the `model` overrides."""
+        values = {"vocab_size": vocab_size, "pad_token_id": pad_token_id} | self.model
+        return PRESETS[self.preset](**values)
+
+    def phase_steps(self) -> tuple[int, int]:
+        """(phase-1 steps, phase-2 steps): the paper's 90/10 split of total_steps by default."""
+        first = round(self.schedule.total_steps * self.schedule.phase1_fraction)
+        return first, self.schedule.total_steps - first
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of every field, as logs and checkpoints record it.
+
+        storage_options may hold credentials: only their names are kept.
+        """
+        values = dataclasses.asdict(self)
+        values["data"]["storage_options"] = {k: "<hidden>" for k in self.data.storage_options}
+        return values
+
+
+def _get(config: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def _positive(config: PretrainConfig, *names: str) -> None:
+    for name in names:
+        value = _get(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _at_least_zero(config: PretrainConfig, *names: str) -> None:
+    for name in names:
+        value = _get(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def parse_value(text: str, annotation: Any, *, name: str) -> Any:
+    """A command-line string as a value of the field's type; errors name the field."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    try:
+        if origin in (typing.Union, types.UnionType) and type(None) in args:
+            if text.lower() in ("none", "auto", "null"):
+                return None
+            (inner,) = [a for a in args if a is not type(None)]
+            return parse_value(text, inner, name=name)
+        if annotation is bool:
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if annotation is int:
+            number = float(text.replace("_", ""))
+            if not number.is_integer():
+                raise ValueError("expected an integer")
+            return int(number)
+        if annotation is float:
+            return float(text)
+        if annotation is str:
+            return text
+        if origin is tuple:
+            parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
+            if len(parts) != len(args):
+                raise ValueError(f"expected {len(args)} comma-separated values")
+            return tuple(
+                parse_value(p.strip(), a, name=name) for p, a in zip(parts, args, strict=True)
+            )
+        if origin is dict or annotation is dict:
+            value = json.loads(text)
+            if not isinstance(value, dict):
+                raise ValueError("expected a JSON object")
+            return value
+    except (ValueError, json.JSONDecodeError) as err:
+        raise ValueError(f"--set {name}={text}: {err}") from None
+    raise ValueError(f"--set {name}: fields of type {annotation} cannot be set from text")
+
+
+def apply_override(config: PretrainConfig, assignment: str) -> None:
+    """Apply one `dotted.name=value` override in place; unknown names list the valid ones."""
+    if "=" not in assignment:
+        raise ValueError(f"--set {assignment}: expected name=value")
+    name, text = assignment.split("=", 1)
+    name = name.strip()
+    parts = name.split(".")
+    if parts[0] == "model" and len(parts) == 2:
+        hints = typing.get_type_hints(BertConfig)
+        if parts[1] not in hints:
+            raise ValueError(
+                f"--set {name}: BertConfig has no field {parts[1]!r}; fields: {', '.join(hints)}"
+            )
+        config.model[parts[1]] = parse_value(text, hints[parts[1]], name=name)
+        return
+    target: Any = config
+    for depth, part in enumerate(parts):
+        hints = typing.get_type_hints(type(target))
+        if part not in hints:
+            where = ".".join(parts[:depth]) or "the config"
+            raise ValueError(
+                f"--set {name}: {where} has no field {part!r}; fields: {', '.join(hints)}"
+            )
+        if depth == len(parts) - 1:
+            if dataclasses.is_dataclass(hints[part]):
+                raise ValueError(f"--set {name}: name a field inside it, e.g. {name}.<field>")
+            setattr(target, part, parse_value(text, hints[part], name=name))
+        else:
+            target = getattr(target, part)
+            if not dataclasses.is_dataclass(target):
+                raise ValueError(f"--set {name}: {'.'.join(parts[: depth + 1])} has no fields")
+
+
+def apply_overrides(config: PretrainConfig, assignments: list[str]) -> PretrainConfig:
+    """Apply `dotted.name=value` overrides in order; returns the same config."""
+    for assignment in assignments:
+        apply_override(config, assignment)
+    return config

@@ -1,0 +1,556 @@
+"""The pretraining trainer on the real sample: it learns, resumes exactly after kill -9, runs
+its phases apart or together, and stops on bad input with a clear message and nothing lost."""
+
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from model.bert import IGNORE_INDEX, BertForPreTraining, Unpadding
+from model.checkpointing import latest_checkpoint, list_checkpoints
+from model.hf_checkpoint import load_hf_checkpoint
+from model.metrics_log import TIMING_FIELDS, read_metrics
+from model.optim import Lamb, param_groups, warmup_linear_decay
+from model.pretrain import (
+    NonFiniteLossError,
+    PretrainError,
+    main,
+    parse_args,
+    plan_phases,
+    train,
+)
+from model.pretraining_batch import PretrainingShards
+from model.shard_loader import StreamPlan, split_shards
+from model.train_config import PretrainConfig, apply_overrides
+from schemas.manifest import MANIFEST_NAME, InputRef, Manifest, manifest_hash
+
+# A tiny model on the sample: phase 1 at 64 tokens, phase 2 at 128, batches of 8.
+TINY = [
+    "--preset=bert_tiny",
+    "--set=model.hidden_size=32",
+    "--set=model.num_attention_heads=2",
+    "--set=model.intermediate_size=128",
+    "--set=phase1.seq_length=64",
+    "--set=phase2.seq_length=128",
+    "--set=phase1.global_batch_size=8",
+    "--set=phase2.global_batch_size=8",
+    "--set=optim.lr=2e-3",
+    "--set=optim.warmup_fraction=0.05",
+    "--set=eval.examples=128",
+    "--set=log.progress=false",
+    "--set=runtime.threads=1",
+    "--set=data.num_workers=0",
+]
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+class SampleData(NamedTuple):
+    vocab: Path
+    pretraining: Path  # seq64/ and seq128/
+
+
+def run_module(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", module, *args]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=timeout
+    )
+    assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def sample_data(sample_dump, tmp_path_factory) -> SampleData:
+    """The real Wikipedia sample through the real jobs: extract, a 2,000-token vocabulary,
+    pre-masked pairs at 64 and 128 tokens in 4 shards each."""
+    root = tmp_path_factory.mktemp("sample")
+    run_module(
+        "pipelines.extract",
+        "--input",
+        str(sample_dump),
+        "--output",
+        f"{root}/documents",
+        "--num-shards",
+        "2",
+    )
+    run_module(
+        "pipelines.vocab",
+        "--documents",
+        f"{root}/documents",
+        "--output",
+        f"{root}/vocab",
+        "--vocab-size",
+        "2000",
+        "--no-reference",
+    )
+    run_module(
+        "pipelines.pretraining_data",
+        "--documents",
+        f"{root}/documents",
+        "--vocab",
+        f"{root}/vocab",
+        "--output",
+        f"{root}/pretraining",
+        "--max-seq-lengths",
+        "64,128",
+        "--dupe-factor",
+        "1",
+        "--num-shards",
+        "4",
+    )
+    return SampleData(root / "vocab", root / "pretraining")
+
+
+def tiny_args(data: Path, output: Path, steps: int, *overrides: str) -> list[str]:
+    return [f"--data={data}", f"--output={output}", f"--steps={steps}", *TINY, *overrides]
+
+
+def tiny_config(data: Path, output: Path, steps: int, *overrides: str) -> PretrainConfig:
+    return parse_args(tiny_args(data, output, steps, *overrides))
+
+
+def curve(output: Path) -> list[dict]:
+    """The metrics that do not depend on timing, as a run would plot them."""
+    return [
+        {k: v for k, v in r.items() if k not in TIMING_FIELDS}
+        for r in read_metrics(output / "metrics.jsonl")
+        if r["event"] in ("train", "eval")
+    ]
+
+
+def weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(checkpoint_dir / "model.safetensors")
+
+
+# -- configuration, optimiser, loss ---------------------------------------------------------
+
+
+def test_overrides_reach_any_field_and_name_bad_ones(capsys):
+    config = parse_args(
+        [
+            "--data=gs://b/pretraining",
+            "--output=runs/x",
+            "--preset=bert_large",
+            "--steps=1e6",
+            "--set=optim.lr=5e-5",
+            "--set=optim.betas=0.9,0.98",
+            "--set=runtime.compile=auto",
+            "--set=log.tensorboard=false",
+            '--set=data.storage_options={"token": "anon"}',
+            "--set=model.hidden_dropout_prob=0.0",
+        ]
+    )
+    assert config.preset == "bert_large" and config.schedule.total_steps == 1_000_000
+    assert config.optim.lr == 5e-5 and config.optim.betas == (0.9, 0.98)
+    assert config.runtime.compile is None and config.log.tensorboard is False
+    assert config.data.storage_options == {"token": "anon"}
+    assert config.to_dict()["data"]["storage_options"] == {"token": "<hidden>"}  # not logged
+    model = config.model_config(vocab_size=30522, pad_token_id=0)
+    assert model.num_hidden_layers == 24 and model.hidden_dropout_prob == 0.0
+    for bad, message in [
+        ("optim.lrr=1", "optim has no field 'lrr'"),
+        ("model.hidden=1", "BertConfig has no field 'hidden'"),
+        ("phase1.micro_batch_size=1.5", "expected an integer"),
+        ("log.progress=maybe", "expected true or false"),
+        ("phase2.micro_batch_size=-1", "phase2.micro_batch_size must be an integer >= 0"),
+        ("optim.name=sgd", "optim.name must be 'adamw' or 'lamb'"),
+    ]:
+        with pytest.raises(SystemExit):
+            parse_args(["--data=d", "--output=o", f"--set={bad}"])
+        assert message in capsys.readouterr().err
+
+
+def test_paper_defaults_and_phase_plan():
+    config = apply_overrides(PretrainConfig(output="o"), ["data.dir=d"])
+    config.validate()
+    assert (config.optim.lr, config.optim.betas, config.optim.weight_decay) == (
+        1e-4,
+        (0.9, 0.999),
+        0.01,
+    )
+    one, two = plan_phases(config, world_size=8)
+    assert (one.seq_length, one.first_step, one.end_step) == (128, 0, 900_000)
+    assert (two.seq_length, two.first_step, two.end_step) == (512, 900_000, 1_000_000)
+    assert (one.micro_batch_size, one.grad_accum) == (32, 1)
+    apply_overrides(config, ["phase1.micro_batch_size=8", "phase=1"])
+    (only,) = plan_phases(config, world_size=8)
+    assert (only.index, only.micro_batch_size, only.grad_accum) == (1, 8, 4)
+    apply_overrides(config, ["phase1.micro_batch_size=24"])
+    with pytest.raises(PretrainError, match="not a multiple of micro_batch_size 24 x world_size 8"):
+        plan_phases(config, world_size=8)
+    # warm-up 10,000 steps to the peak, then linear decay to 0 at 1,000,000
+    factors = [
+        warmup_linear_decay(s, warmup_steps=10_000, total_steps=1_000_000)
+        for s in (0, 5_000, 10_000, 505_000, 1_000_000)
+    ]
+    assert factors == [0.0, 0.5, 1.0, 0.5, 0.0]
+
+
+def test_weight_decay_skips_biases_and_layer_norms(tiny_config):
+    model = BertForPreTraining(tiny_config)
+    decay, no_decay = param_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.01
+    assert all(n.endswith("bias") or "layer_norm" in n for n in no_decay_names)
+    assert "heads.decoder_bias" in no_decay_names
+    assert "bert.embeddings.layer_norm.weight" in no_decay_names
+    decay_names = {names[id(p)] for p in decay["params"]}
+    assert "bert.embeddings.word_embeddings.weight" in decay_names
+    assert len(decay_names) + len(no_decay_names) == len(names)
+
+
+def test_lamb_steps_by_the_trust_ratio():
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(8, 4) * 3)
+    before = weight.detach().clone()
+    optimizer = Lamb([weight], lr=0.01, weight_decay=0.0)
+    weight.grad = torch.randn(8, 4) * 100  # the step does not depend on the gradient's scale
+    optimizer.step()
+    # ||change|| = lr * ||w|| whatever the update's own size.
+    change = (weight.detach() - before).norm()
+    torch.testing.assert_close(change, 0.01 * before.norm(), rtol=1e-5, atol=0)
+    zero = torch.nn.Parameter(torch.zeros(3))  # ||w|| = 0: trust ratio 1, plain Adam step
+    zero.grad = torch.ones(3)
+    Lamb([zero], lr=0.1).step()
+    torch.testing.assert_close(zero.detach(), torch.full((3,), -0.1), rtol=1e-4, atol=0)
+
+
+def test_training_loss_equals_forward_with_or_without_padding(tiny_config):
+    torch.manual_seed(0)
+    model = BertForPreTraining(tiny_config).eval()
+    B, T, P = 6, 9, 3
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.tensor([9, 4, 7, 9, 5, 6])
+    mask = torch.arange(T)[None] < lengths[:, None]
+    ids = torch.randint(5, 99, (B, T), generator=g) * mask
+    types = (torch.arange(T)[None] >= 2).long() * mask
+    positions = torch.stack([torch.randperm(int(n), generator=g)[:P] for n in lengths])
+    labels = torch.randint(5, 99, (B, P), generator=g)
+    labels[1, 2] = labels[4, 1] = IGNORE_INDEX  # unused slots
+    positions[1, 2] = 8  # an unused slot may point at padding
+    nsp = torch.tensor([0, 1, 1, 0, 1, 0])
+    batch = (ids, types, mask, positions, labels, nsp)
+    reference = model(*batch)
+    padded = model.pretraining_loss(*batch)
+    unpadded = model.pretraining_loss(*batch, unpadding=Unpadding.from_attention_mask(mask))
+    assert Unpadding.from_attention_mask(mask).token_index.numel() == int(lengths.sum())
+    for out in (padded, unpadded):
+        torch.testing.assert_close(out.loss, reference.loss, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(out.mlm_loss, reference.mlm_loss, rtol=1e-6, atol=1e-6)
+        assert int(out.mlm_count) == int(reference.mlm_count) == B * P - 2
+        assert int(out.mlm_correct) == int(reference.mlm_correct)
+        assert int(out.nsp_correct) == int(reference.nsp_correct)
+    # Gradients agree too: padding tokens contribute nothing in either form.
+    grads = []
+    for unpadding in (None, Unpadding.from_attention_mask(mask)):
+        model.zero_grad()
+        model.pretraining_loss(*batch, unpadding=unpadding).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6)
+    manual = F.cross_entropy(reference.nsp_logits, nsp)
+    torch.testing.assert_close(padded.nsp_loss, manual)
+
+
+# -- training on the sample ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_run(sample_data, tmp_path_factory) -> Path:
+    """300 steps of the tiny model on the sample (270 at 64 tokens, 30 at 128)."""
+    output = tmp_path_factory.mktemp("trained")
+    config = tiny_config(
+        sample_data.pretraining,
+        output,
+        300,
+        "--set=log.every=10",
+        "--set=checkpoint.every=50",
+        "--set=eval.every=100",
+        "--set=data.num_workers=2",
+    )
+    train(config)
+    return output
+
+
+def test_tiny_model_learns_on_the_sample(trained_run):
+    records = read_metrics(trained_run / "metrics.jsonl")
+    steps = [r for r in records if r["event"] == "train"]
+    evals = [r for r in records if r["event"] == "eval"]
+    assert steps[0]["step"] == 10 and steps[-1]["step"] == 300
+    assert {r["phase"] for r in steps} == {1, 2} and steps[-1]["seq_length"] == 128
+    # ln(2000) = 7.6 at the start; the model learns far more than chance.
+    assert steps[0]["mlm_loss"] > 7.3
+    assert steps[-1]["mlm_loss"] < steps[0]["mlm_loss"] - 1.0
+    phase1_evals = [r for r in evals if r["phase"] == 1]
+    assert phase1_evals[-1]["mlm_loss"] < phase1_evals[0]["mlm_loss"]
+    assert phase1_evals[-1]["mlm_accuracy"] > 0.02
+    assert all(r["examples"] == 128 for r in evals)
+    assert steps[-1]["tokens_per_s"] > 0 and steps[-1]["lr"] < steps[0]["lr"]
+    # Checkpoints: the last 3 plus the best of each phase; phase ends exported for fine-tuning.
+    kept = [c.step for c in list_checkpoints(trained_run / "checkpoints")]
+    assert kept[-3:] == [250, 270, 300] and len(kept) <= 5
+    for phase in ("phase1", "phase2"):
+        model, report = load_hf_checkpoint(trained_run / phase, for_pretraining=True)
+        assert report.missing_keys == () and model.config.vocab_size == 2000
+    final = weights(trained_run / "checkpoints" / "step-000000300")
+    assert all(torch.equal(t, final[k]) for k, t in weights(trained_run / "phase2").items())
+
+
+@pytest.mark.timeout(600)
+def test_kill_9_then_resume_reproduces_the_uninterrupted_run(sample_data, tmp_path):
+    steps = 120  # phase 1 to step 108, phase 2 after: the resumed run crosses the boundary
+    extra = [
+        "--set=log.every=5",
+        "--set=checkpoint.every=30",
+        "--set=eval.every=30",
+        "--set=data.num_workers=1",
+    ]
+    uninterrupted = tmp_path / "uninterrupted"
+    run_module("model.pretrain", *tiny_args(sample_data.pretraining, uninterrupted, steps, *extra))
+
+    interrupted = tmp_path / "interrupted"
+    command = [
+        sys.executable,
+        "-m",
+        "model.pretrain",
+        *tiny_args(sample_data.pretraining, interrupted, steps, *extra),
+    ]
+    process = subprocess.Popen(
+        command, env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    metrics, deadline = interrupted / "metrics.jsonl", time.time() + 300
+    # Kill it once it is past the first checkpoint (step 30), in the middle of a step.
+    while process.poll() is None and time.time() < deadline:
+        if metrics.exists() and any(r.get("step", 0) >= 40 for r in read_metrics(metrics)):
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = max(r.get("step", 0) for r in read_metrics(metrics))
+    assert 40 <= killed_at < steps
+    assert latest_checkpoint(interrupted / "checkpoints").step in (30, 60, 90)
+
+    resumed = run_module(
+        "model.pretrain", *tiny_args(sample_data.pretraining, interrupted, steps, *extra)
+    )
+    assert "resuming from" in resumed.stderr and "data order differs" not in resumed.stderr
+    assert curve(interrupted) == curve(uninterrupted)  # every loss, accuracy, lr, grad norm
+    events = [r["event"] for r in read_metrics(interrupted / "metrics.jsonl")]
+    assert events.count("start") == 2 and events[-1] == "end"
+    a = weights(uninterrupted / "checkpoints" / "step-000000120")
+    b = weights(interrupted / "checkpoints" / "step-000000120")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_phases_run_apart_as_together(sample_data, tmp_path):
+    args = ("--set=checkpoint.every=0", "--set=log.every=5", "--set=eval.every=0")
+    together = tmp_path / "together"
+    train(tiny_config(sample_data.pretraining, together, 20, *args))  # 18 + 2 steps
+    apart = tmp_path / "apart"
+    first = train(tiny_config(sample_data.pretraining, apart, 20, "--phase=1", *args))
+    assert first["step"] == 18 and (apart / "phase1").is_dir() and not (apart / "phase2").exists()
+    second = train(tiny_config(sample_data.pretraining, apart, 20, "--phase=2", *args))
+    assert second["step"] == 20
+    a, b = weights(together / "phase2"), weights(apart / "phase2")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert curve(apart) == curve(together)
+
+    fresh = tmp_path / "fresh"
+    with pytest.raises(PretrainError, match="phase 2 starts from the phase-1 model"):
+        train(tiny_config(sample_data.pretraining, fresh, 20, "--phase=2", *args))
+    # From the phase-1 weights alone: a fresh optimizer, the schedule from step 18 on.
+    summary = train(
+        tiny_config(
+            sample_data.pretraining,
+            fresh,
+            20,
+            "--phase=2",
+            f"--init-from={apart / 'phase1'}",
+            *args,
+        )
+    )
+    assert summary["step"] == 20
+    start = read_metrics(fresh / "metrics.jsonl")[0]
+    assert start["event"] == "start" and start["step"] == 18
+
+
+# -- bad input: clear errors, nothing lost -------------------------------------------------
+
+
+def copy_run(trained_run: Path, tmp_path: Path) -> Path:
+    output = tmp_path / "run"
+    shutil.copytree(trained_run / "checkpoints", output / "checkpoints")
+    shutil.copy(trained_run / "metrics.jsonl", output / "metrics.jsonl")
+    return output
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_checkpoint_of_another_model_is_refused(sample_data, trained_run, tmp_path, capsys):
+    output = copy_run(trained_run, tmp_path)
+    before = snapshot(output / "checkpoints")
+    status = main(
+        tiny_args(sample_data.pretraining, output, 400, "--set=model.num_hidden_layers=3")
+    )
+    message = capsys.readouterr().err
+    assert status == 1
+    assert "config mismatch: num_hidden_layers is 2 in the checkpoint but 3 in the model" in message
+    assert "step-000000300" in message
+    assert snapshot(output / "checkpoints") == before
+
+
+def edit_manifest(directory: Path, **changes) -> None:
+    path = directory / MANIFEST_NAME
+    manifest = Manifest.from_json(path.read_bytes())
+    path.write_text(dataclasses.replace(manifest, **changes).to_json())
+
+
+def test_data_of_another_schema_version_is_refused(sample_data, tmp_path, capsys):
+    data = tmp_path / "pretraining"
+    shutil.copytree(sample_data.pretraining, data)
+    edit_manifest(data / "seq128", schema_version=2)
+    status = main(tiny_args(data, tmp_path / "run", 20))
+    message = capsys.readouterr().err
+    assert status == 1
+    assert (
+        f"{data}/seq128/manifest.json: 'pretraining' schema version 2, this code reads version 1"
+        in message
+    )
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_data_of_another_vocabulary_is_refused(sample_data, trained_run, tmp_path, capsys):
+    other_vocab = tmp_path / "other_vocab"
+    shutil.copytree(sample_data.vocab, other_vocab)
+    edit_manifest(other_vocab, counters={"documents_read": 1})  # another vocabulary's manifest
+    other_hash = manifest_hash((other_vocab / MANIFEST_NAME).read_bytes())
+
+    # --vocab names a vocabulary the data was not built from.
+    status = main(
+        tiny_args(sample_data.pretraining, tmp_path / "fresh", 20, f"--vocab={other_vocab}")
+    )
+    assert status == 1
+    assert "built from another vocabulary" in capsys.readouterr().err
+
+    # Data built from another vocabulary than the checkpoint's model was trained with.
+    data = tmp_path / "pretraining"
+    shutil.copytree(sample_data.pretraining, data)
+    for length in ("seq64", "seq128"):
+        manifest = Manifest.from_json((data / length / MANIFEST_NAME).read_bytes())
+        inputs = [i for i in manifest.inputs if Path(i.path) != sample_data.vocab]
+        edit_manifest(
+            data / length,
+            inputs=[*inputs, InputRef(path=str(other_vocab), manifest_hash=other_hash)],
+        )
+    output = copy_run(trained_run, tmp_path)
+    before = snapshot(output / "checkpoints")
+    status = main(tiny_args(data, output, 400))
+    message = capsys.readouterr().err
+    assert status == 1
+    assert f"built from vocabulary {other_hash[:12]}" in message
+    assert "was trained with vocabulary" in message and "step-000000300" in message
+    assert snapshot(output / "checkpoints") == before
+
+
+def test_corrupt_shard_is_named_and_checkpoints_kept(sample_data, tmp_path, capsys):
+    data = tmp_path / "pretraining"
+    shutil.copytree(sample_data.pretraining, data)
+    output = tmp_path / "run"
+    args = (
+        "--set=schedule.phase1_fraction=1.0",
+        "--set=checkpoint.every=5",
+        "--set=data.num_workers=1",
+    )
+    assert main(tiny_args(data, output, 5, *args)) == 0
+    # Damage the shard that the next step reads.
+    shards = PretrainingShards(str(data / "seq64"))
+    training, _ = split_shards(list(shards.manifest.shards), -1)
+    plan = StreamPlan(
+        [s.rows for s in training], num_streams=1, stream=0, shuffle_buffer=10_000, seed=12345
+    )
+    _, shard_ids, _ = plan.locate(5 * 8, 8)
+    path = data / "seq64" / training[int(shard_ids[0])].path
+    damaged = bytearray(path.read_bytes())
+    damaged[len(damaged) // 3] ^= 0x55
+    path.write_bytes(bytes(damaged))
+    before = snapshot(output / "checkpoints")
+    capsys.readouterr()
+
+    assert main(tiny_args(data, output, 100, *args)) == 1
+    message = capsys.readouterr().err
+    assert message.startswith(f"error: {path}: checksum differs from the manifest")
+    assert snapshot(output / "checkpoints") == before
+    assert latest_checkpoint(output / "checkpoints").step == 5
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(sample_data, tmp_path):
+    output = tmp_path / "run"
+    config = tiny_config(
+        sample_data.pretraining,
+        output,
+        20,
+        "--set=optim.lr=1e30",
+        "--set=optim.warmup_fraction=0",
+        "--set=checkpoint.every=1",
+        "--set=log.every=1",
+        "--set=eval.every=0",
+    )
+    with pytest.raises(NonFiniteLossError) as caught:
+        train(config)
+    message = str(caught.value)
+    assert "step 2: the training loss became nan" in message
+    assert f"last good checkpoint is {output / 'checkpoints' / 'step-000000001'}" in message
+    assert "optim.lr" in message
+    assert [c.step for c in list_checkpoints(output / "checkpoints")] == [1]
+    model, _ = load_hf_checkpoint(output / "checkpoints" / "step-000000001", for_pretraining=True)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_batch_too_large_for_memory_names_the_knob(sample_data, tmp_path):
+    # A real allocation failure: the address space is capped 1 GiB above what imports use.
+    script = (
+        "import resource, sys\n"
+        "import torch, model.pretrain\n"
+        "size = next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize:'))\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (size + (1 << 30), size + (1 << 30)))\n"
+        "sys.exit(model.pretrain.main(sys.argv[1:]))\n"
+    )
+    output = tmp_path / "run"
+    args = tiny_args(
+        sample_data.pretraining,
+        output,
+        10,
+        "--set=phase1.global_batch_size=4096",
+        "--set=data.validation_shards=0",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env=SUBPROCESS_ENV,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert (
+        "a micro-batch of 4096 sequences x 64 tokens does not fit in cpu memory. Lower "
+        "phase1.micro_batch_size (e.g. --set phase1.micro_batch_size=2048)"
+    ) in result.stderr
+    assert "global batch at 4096 sequences" in result.stderr
+    assert latest_checkpoint(output / "checkpoints") is None
