@@ -1,0 +1,1 @@
+"""Evaluation metrics exactly as the benchmarks' official scripts compute them."""
