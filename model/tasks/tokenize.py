@@ -13,10 +13,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokenizers import AddedToken, Encoding, Tokenizer
-from tokenizers.models import WordPiece
-from tokenizers.normalizers import BertNormalizer
-from tokenizers.pre_tokenizers import BertPreTokenizer
+from tokenizers import Encoding, Tokenizer
+
+from wordpiece.tokenizer import TokenizerOptions, build_tokenizer
 
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
@@ -30,23 +29,8 @@ class TokenizerError(ValueError):
 
 def build_wordpiece(vocab: list[str], *, lowercase: bool) -> Tokenizer:
     """BERT's basic tokenizer + WordPiece for `vocab` (ids = positions), no post-processor."""
-    tokenizer = Tokenizer(
-        WordPiece(
-            {token: i for i, token in enumerate(vocab)},
-            unk_token=UNK,
-            continuing_subword_prefix="##",
-            max_input_chars_per_word=100,
-        )
-    )
-    # strip_accents=None: accents are stripped exactly when lower-casing, as in BERT.
-    tokenizer.normalizer = BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
-    )
-    tokenizer.pre_tokenizer = BertPreTokenizer()
-    # "[MASK]" typed in text stays one token, as BERT's own tokenizer keeps it.
-    tokenizer.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS if t in vocab]
-    )
+    tokenizer = build_tokenizer(vocab, TokenizerOptions(lowercase=lowercase))
+    tokenizer.post_processor = None  # the task encoders place [CLS] and [SEP] themselves
     return tokenizer
 
 
