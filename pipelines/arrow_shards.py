@@ -94,17 +94,23 @@ class _WriteShard(beam.DoFn):
         rows = sorted((r for r in rows if r is not None), key=self.sort_key)
         name = shard_name(self.spec, index, self.num_shards)
         table = rows_to_table(rows, self.spec, source=name)
-        data = table_to_ipc_bytes(table, self.compression)
-        write_atomic(join(self.output_dir, name), data)
-        yield {
-            "path": name,
-            "rows": table.num_rows,
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-        }
+        yield write_shard(self.output_dir, name, table, self.compression)
 
 
-def _write_shard_index(infos: list[dict], output_dir: str) -> None:
+def write_shard(output_dir: str, name: str, table: pa.Table, compression: str | None) -> dict:
+    """Write one shard atomically; returns its entry for the manifest (path, rows, bytes, sha256)."""
+    data = table_to_ipc_bytes(table, compression)
+    write_atomic(join(output_dir, name), data)
+    return {
+        "path": name,
+        "rows": table.num_rows,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def write_shard_index(infos: list[dict], output_dir: str) -> None:
+    """The list of written shards that StageRun.finish folds into the manifest."""
     infos = sorted(infos, key=lambda i: i["path"])
     write_atomic(join(output_dir, SHARD_INDEX_NAME), json.dumps(infos).encode())
 
@@ -147,7 +153,7 @@ class WriteArrowShards(beam.PTransform):
                 _WriteShard(self.output_dir, self.spec, n, self.sort_key, self.compression)
             )
             | "CollectShardInfo" >> beam.combiners.ToList()
-            | "WriteShardIndex" >> beam.Map(_write_shard_index, self.output_dir)
+            | "WriteShardIndex" >> beam.Map(write_shard_index, self.output_dir)
         )
 
 

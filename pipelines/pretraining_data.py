@@ -45,14 +45,14 @@ from apache_beam.metrics import Metrics
 from tokenizers import Tokenizer
 
 from pipelines.arrow_shards import (
-    SHARD_INDEX_NAME,
     ReadArrowShards,
     join,
     read_bytes,
     read_manifest,
     shard_name,
-    table_to_ipc_bytes,
     write_atomic,
+    write_shard,
+    write_shard_index,
 )
 from pipelines.beam_runner import make_pipeline
 from pipelines.masking import MaskingConfig, MaskingVocab, mask_sequences
@@ -654,20 +654,7 @@ class _WriteExampleShard(beam.DoFn):
             table = table.select(self.spec.schema.names).cast(self.spec.arrow_schema)
         else:
             table = self.spec.arrow_schema.empty_table()
-        name = shard_name(self.spec, index, num_shards)
-        data = table_to_ipc_bytes(table, "zstd")
-        write_atomic(join(self.output_dir, name), data)
-        yield {
-            "path": name,
-            "rows": table.num_rows,
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-        }
-
-
-def _write_shard_index(infos: list[dict], output_dir: str) -> None:
-    infos = sorted(infos, key=lambda i: i["path"])
-    write_atomic(join(output_dir, SHARD_INDEX_NAME), json.dumps(infos).encode())
+        yield write_shard(self.output_dir, shard_name(self.spec, index, num_shards), table, "zstd")
 
 
 class WriteExampleShards(beam.PTransform):
@@ -691,7 +678,7 @@ class WriteExampleShards(beam.PTransform):
             | "WriteShard"
             >> beam.ParDo(_WriteExampleShard(self.output_dir, self.token_type), num_shards)
             | "CollectShardInfo" >> beam.combiners.ToList()
-            | "WriteShardIndex" >> beam.Map(_write_shard_index, self.output_dir)
+            | "WriteShardIndex" >> beam.Map(write_shard_index, self.output_dir)
         )
 
 
