@@ -1,0 +1,124 @@
+"""`finetune-bert`: a checkpoint and a list of tasks (and a grid) -> fine-tuned models and scores.
+
+One fine-tuning stage per task, side by side on the flow's task runner (a Prefect concurrency
+limit on the `gpu` tag caps how many share the accelerators). Each is cached like any stage:
+the same checkpoint, task, grid and code give the stored scores back at once.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from flows import storage
+from flows.checkpoints import finetune_ready, fingerprint
+from flows.params import PRESETS, FinetuneParams, PresetName, overlay
+from flows.runner import kill_stage_processes, stage_outcome, submit_stage
+from flows.stages import InputRef, StageResult, finetune_call, task_data_dir
+
+
+def resolve_finetune_params(preset: str, finetune: FinetuneParams | dict | None) -> FinetuneParams:
+    """The preset's fine-tuning section with the fields set in `finetune` laid over it."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    merged = overlay(PRESETS[preset]().finetune, finetune)
+    assert isinstance(merged, FinetuneParams)
+    if not merged.tasks:
+        raise ValueError("finetune.tasks is empty: name at least one task")
+    return merged
+
+
+@task(name="prepare-checkpoint", retries=2, retry_delay_seconds=5)
+def prepare_checkpoint(checkpoint: str, vocab: str | None, staging: str) -> str:
+    """The checkpoint as fine-tuning loads it: weights plus the vocabulary's vocab.txt."""
+    return finetune_ready(checkpoint, vocab, staging)
+
+
+def finetune_checkpoint(
+    params: FinetuneParams,
+    *,
+    checkpoint: str,
+    checkpoint_inputs: list[InputRef],
+    output: str,
+    vocab: str | None = None,
+    workdir: str | None = None,
+) -> list[StageResult]:
+    """Fine-tune and evaluate `checkpoint` on every task, side by side; results in task order."""
+    model_dir = prepare_checkpoint(checkpoint, vocab, storage.join(output, "pretrained"))
+    futures = [
+        submit_stage(
+            finetune_call(
+                params,
+                task=spec,
+                checkpoint=model_dir,
+                checkpoint_inputs=checkpoint_inputs,
+                output=storage.join(output, spec.name),
+                data_dir=task_data_dir(params, spec, workdir),
+            )
+        )
+        for spec in params.task_specs()
+    ]
+    return [stage_outcome(f) for f in futures]
+
+
+def default_output(checkpoint: str) -> str:
+    """`<parent>/finetuned-<checkpoint name>`: next to the checkpoint, never inside it."""
+    checkpoint = checkpoint.rstrip("/")
+    parent, name = (
+        posixpath.split(checkpoint)
+        if storage.is_remote(checkpoint)
+        else (storage.absolute(checkpoint).rsplit("/", 1))
+    )
+    return storage.join(parent, f"finetuned-{name}")
+
+
+@flow(name="finetune-bert", validate_parameters=True)
+def finetune_bert(
+    checkpoint: str,
+    output: str | None = None,
+    vocab: str | None = None,
+    preset: PresetName = "sample",
+    finetune: FinetuneParams | None = None,
+) -> dict[str, Any]:
+    """Fine-tune a pretrained checkpoint on each task and report the best dev scores.
+
+    Args:
+        checkpoint: A pretrained checkpoint directory (local or gs://), e.g. a pretraining
+            stage's output.
+        output: Where the fine-tuned models and scores go; default: finetuned-<name> next to
+            the checkpoint.
+        vocab: The vocabulary directory, when the checkpoint has no vocab.txt and no
+            trainer.json that names it.
+        preset: Whose fine-tuning settings to start from: 'sample', 'base' or 'base-dataflow'.
+        finetune: Tasks and grid; fields you set override the preset's.
+    """
+    logger = get_run_logger()
+    params = resolve_finetune_params(preset, finetune)
+    checkpoint = storage.absolute(checkpoint)
+    if not storage.exists(checkpoint):
+        raise FileNotFoundError(f"checkpoint: {checkpoint} does not exist")
+    output = storage.absolute(output) if output else default_output(checkpoint)
+    try:
+        results = finetune_checkpoint(
+            params,
+            checkpoint=checkpoint,
+            checkpoint_inputs=[InputRef(path=checkpoint, manifest_hash=fingerprint(checkpoint))],
+            output=output,
+            vocab=storage.absolute(vocab) if vocab else None,
+        )
+    finally:
+        kill_stage_processes()
+    rows = [
+        {
+            "task": r.name.removeprefix("finetune-"),
+            **{k: r.summary.get(k) for k in ("metric", "score")},
+        }
+        for r in results
+    ]
+    create_table_artifact(key="finetune-bert-scores", table=rows, description=f"`{checkpoint}`")
+    for row in rows:
+        logger.info("%s: %s = %s", row["task"], row["metric"], row["score"])
+    return {"checkpoint": checkpoint, "output": output, "scores": rows}

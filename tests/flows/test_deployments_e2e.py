@@ -1,0 +1,352 @@
+"""End to end: a real Prefect server and process worker on free local ports, the deployments of
+prefect.yaml, and `prefect deployment run` of the sample chain (tiny settings to stay quick).
+
+The tests run in order and share one server and one work directory: the full chain, the same
+run again from the cache, bad parameters refused, a failing stage, a stage killed midway and
+resumed, a cancelled run, and scheduled evaluation picking up only new checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from flows.local_server import LocalPrefect
+from flows.quickstart import deploy
+from schemas.manifest import Manifest
+
+# Smaller than the sample preset: the same stages, fewer steps and examples.
+TINY_PRETRAIN = {
+    "total_steps": 10,
+    "phase1_fraction": 0.8,
+    "phase1_batch_size": 4,
+    "phase2_batch_size": 2,
+    "checkpoint_every": 8,  # checkpoints at steps 8 (end of phase 1) and 10
+    "log_every": 2,
+}
+TINY_FINETUNE = {"max_train_examples": 64, "max_seq_length": 32, "batch_sizes": [16]}
+FINAL = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    """Server, pool and worker on a free port, state in a temp dir; deployments applied."""
+    prefect = LocalPrefect(
+        state_dir=tmp_path_factory.mktemp("prefect-local"), port=_free_port(), pool="bert-e2e"
+    )
+    try:
+        started = prefect.up()
+        assert started == {"server": True, "pool": True, "worker": True}
+        # A second `up` finds everything running and starts nothing.
+        assert prefect.up() == {"server": False, "pool": False, "worker": False}
+        deploy(prefect)
+        yield prefect
+    finally:
+        stopped = prefect.down(grace_s=10)
+        assert stopped == ["worker", "server"]
+        assert not prefect.server_healthy()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("sample-run")
+
+
+def create_run(local: LocalPrefect, deployment: str, params: dict, *, watch: bool = True):
+    """`prefect deployment run` with JSON parameters; returns (exit status, output, run id)."""
+    args = ["deployment", "run", deployment]
+    for key, value in params.items():
+        args += ["--param", f"{key}={json.dumps(value)}"]
+    if watch:
+        args += ["--watch", "--watch-timeout", "900"]
+    proc = local.prefect(*args, check=False)
+    output = proc.stdout + proc.stderr
+    run_id = None
+    if "UUID: " in output:
+        run_id = output.split("UUID: ", 1)[1].split()[0]
+        if watch and proc.returncode != 0:  # say why, in the assertion message
+            output += "\nstate message: " + str(flow_run(local, run_id)["state"].get("message"))
+    return proc.returncode, output, run_id
+
+
+def flow_run(local: LocalPrefect, run_id: str) -> dict:
+    return httpx.get(f"{local.api_url}/flow_runs/{run_id}", timeout=30).json()
+
+
+def task_states(local: LocalPrefect, run_id: str) -> dict[str, str]:
+    runs = httpx.post(
+        f"{local.api_url}/task_runs/filter",
+        json={"flow_runs": {"id": {"any_": [run_id]}}},
+        timeout=30,
+    ).json()
+    return {r["name"]: r["state"]["name"] for r in runs}
+
+
+def latest_artifacts(local: LocalPrefect) -> dict[str, dict]:
+    found = httpx.post(f"{local.api_url}/artifacts/latest/filter", json={}, timeout=30).json()
+    return {a["key"]: a for a in found}
+
+
+def wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def stage_processes(marker: str) -> list[psutil.Process]:
+    """Live processes whose command line mentions `marker` (a stage module plus our workdir)."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmdline = " ".join(p.info["cmdline"] or [])
+        if marker in cmdline and p.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(p)
+    return found
+
+
+def sample_params(workdir: Path, **extra) -> dict:
+    return {
+        "workdir": str(workdir),
+        "pretrain": TINY_PRETRAIN | extra.pop("pretrain", {}),
+        "finetune": TINY_FINETUNE,
+    } | extra
+
+
+def test_the_sample_chain_runs_from_a_deployment(local, workdir):
+    rc, output, run_id = create_run(local, "pretrain-bert/sample", sample_params(workdir))
+    assert rc == 0, output
+    assert flow_run(local, run_id)["state"]["type"] == "COMPLETED"
+    states = task_states(local, run_id)
+    for stage in ("extract", "vocab", "pretraining_data", "validate-seq128", "validate-seq512",
+                  "pretrain-phase1", "pretrain-phase2", "finetune-sentence-order"):  # fmt: skip
+        assert states[stage] == "Completed", states
+
+    # Every data stage's output is complete: a readable manifest that matches its shards.
+    for directory in ("documents", "vocab", "pretraining/seq128", "pretraining/seq512", "tasks"):
+        path = workdir / directory / "manifest.json"
+        manifest = Manifest.from_json(path.read_bytes(), source=str(path))
+        assert manifest.total_rows > 0
+        for shard in manifest.shards:
+            assert (workdir / directory / shard.path).stat().st_size == shard.bytes
+    for length in (128, 512):
+        stats = json.loads((workdir / f"pretraining/seq{length}/stats.json").read_text())
+        assert stats["passed"] and stats["max_seq_length"] == length
+    (run_dir,) = (workdir / "pretrain").iterdir()
+    assert {"phase1", "phase2", "checkpoints", "metrics.jsonl"} <= {
+        p.name for p in run_dir.iterdir()
+    }
+    assert {p.name for p in (workdir / "model").iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "vocab.txt",
+    }
+
+    scores = json.loads((workdir / "finetuned/sentence-order/scores.json").read_text())
+    assert scores["select_metric"] == "dev/accuracy"
+    assert 0.0 <= scores["dev"]["dev/accuracy"]["mean"] <= 100.0
+    report = (workdir / "report.md").read_text()
+    assert "sentence-order" in report and "| pretrain-phase2 | ran |" in report
+
+    runs = httpx.post(
+        f"{local.api_url}/task_runs/filter",
+        json={"flow_runs": {"id": {"any_": [run_id]}}},
+        timeout=30,
+    ).json()
+    tags = {r["name"]: set(r["tags"]) for r in runs}
+    # Training stages carry the tag that a GPU concurrency limit counts.
+    assert "gpu" in tags["pretrain-phase1"] and "gpu" in tags["finetune-sentence-order"]
+    assert "gpu" not in tags["extract"]
+
+    artifacts = latest_artifacts(local)
+    for key in ("extract-figures", "vocab-figures", "pretraining-data-figures",
+                "validate-seq128-figures", "pretrain-phase1-figures", "pretrain-phase2-curves",
+                "finetune-sentence-order-figures", "pretrain-bert-report",
+                "pretrain-bert-report-scores", "extract-output"):  # fmt: skip
+        assert key in artifacts, sorted(artifacts)
+    extract_rows = {
+        r["figure"]: r["value"] for r in json.loads(artifacts["extract-figures"]["data"])
+    }
+    documents = json.loads((workdir / "documents/manifest.json").read_text())
+    assert extract_rows["rows"] == documents["total_rows"]
+    assert "data:image/svg+xml;base64," in artifacts["pretrain-phase2-curves"]["data"]
+    score_rows = json.loads(artifacts["pretrain-bert-report-scores"]["data"])
+    assert score_rows[0]["score"] == scores["dev"]["dev/accuracy"]["mean"]
+
+
+def test_a_second_run_takes_every_stage_from_the_cache(local, workdir):
+    before = (workdir / "finetuned/sentence-order/scores.json").stat().st_mtime_ns
+    started = time.monotonic()
+    rc, output, run_id = create_run(local, "pretrain-bert/sample", sample_params(workdir))
+    assert rc == 0, output
+    states = task_states(local, run_id)
+    stages = {
+        k: v for k, v in states.items() if not k.startswith(("fetch-", "export-", "prepare-"))
+    }
+    assert [name for name, state in stages.items() if state != "Cached"] == []
+    assert (workdir / "finetuned/sentence-order/scores.json").stat().st_mtime_ns == before
+    assert time.monotonic() - started < 120
+
+
+def test_the_finetune_flow_scores_a_given_checkpoint(local, workdir, tmp_path):
+    params = {
+        "checkpoint": str(workdir / "model"),
+        "output": str(tmp_path / "finetuned"),
+        "finetune": TINY_FINETUNE | {"data_dir": str(workdir / "tasks")},
+    }
+    rc, output, run_id = create_run(local, "finetune-bert/sample", params)
+    assert rc == 0, output
+    scores = json.loads((tmp_path / "finetuned/sentence-order/scores.json").read_text())
+    table = json.loads(latest_artifacts(local)["finetune-bert-scores"]["data"])
+    assert table == [
+        {
+            "task": "sentence-order",
+            "metric": "dev/accuracy",
+            "score": scores["dev"]["dev/accuracy"]["mean"],
+        }
+    ]
+
+
+def test_invalid_parameters_are_refused_when_the_run_is_created(local, workdir):
+    rc, output, run_id = create_run(
+        local, "pretrain-bert/sample", {"vocab": {"vocab_size": 5}}, watch=False
+    )
+    assert rc != 0 and run_id is None
+    assert "vocab.vocab_size" in output and "minimum of 200" in output
+    rc, output, _ = create_run(
+        local, "pretrain-bert/sample", {"beam": {"runner": "dataflow"}}, watch=False
+    )
+    assert rc != 0 and "field 'beam'" in output and "'project' is a required property" in output
+
+
+def test_a_failing_stage_fails_the_run_with_its_own_message(local, workdir):
+    documents = (workdir / "documents/manifest.json").read_bytes()
+    params = sample_params(workdir, vocab={"vocab_file": str(workdir / "no-such-vocab.txt")})
+    rc, output, run_id = create_run(local, "pretrain-bert/sample", params)
+    run = flow_run(local, run_id)
+    assert run["state"]["type"] == "FAILED"
+    message = run["state"]["message"]
+    assert (
+        "stage 'vocab' failed (exit status 2): error:" in message and "no-such-vocab.txt" in message
+    )
+    states = task_states(local, run_id)
+    assert states["extract"] == "Cached" and states["vocab"] == "Failed"
+    assert (workdir / "documents/manifest.json").read_bytes() == documents  # left intact
+
+
+def test_a_stage_killed_midway_resumes_where_it_stopped(local, workdir):
+    params = sample_params(
+        workdir,
+        pretrain={"seed": 7, "total_steps": 12, "phase1_fraction": 1.0, "checkpoint_every": 2},
+        stop_after="pretrain_phase1",
+    )
+    rc, output, run_id = create_run(local, "pretrain-bert/sample", params, watch=False)
+    assert rc == 0, output
+
+    def first_checkpoint():
+        found = list((workdir / "pretrain").glob("*/checkpoints/step-*/trainer.json"))
+        new = [f for f in found if json.loads(f.read_text())["config"]["runtime"]["seed"] == 7]
+        return new[0] if new else None
+
+    checkpoint = wait_for(first_checkpoint, 300, "the first checkpoint of the seed-7 run")
+    run_dir = checkpoint.parents[2]
+    (trainer,) = wait_for(
+        lambda: stage_processes(f"model.pretrain --preset bert_tiny --data {workdir}"),
+        30,
+        "the trainer",
+    )
+    trainer.send_signal(signal.SIGKILL)
+    run = wait_for(
+        lambda: (r := flow_run(local, run_id))["state"]["type"] in FINAL and r,
+        120,
+        "the run to fail",
+    )
+    assert run["state"]["type"] == "FAILED"
+    assert "stage 'pretrain-phase1' was killed by SIGKILL" in run["state"]["message"]
+    assert not (run_dir / "phase1").exists()
+
+    rc, output, run_id = create_run(local, "pretrain-bert/sample", params)
+    assert rc == 0, output
+    states = task_states(local, run_id)
+    assert states["pretraining_data"] == "Cached" and states["pretrain-phase1"] == "Completed"
+    starts = [
+        json.loads(line)
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+        if '"event": "start"' in line
+    ]
+    assert len(starts) == 2 and starts[1]["step"] > 0  # the second run resumed from a checkpoint
+    assert (run_dir / "phase1/model.safetensors").exists()
+
+
+def test_cancelling_a_run_kills_its_stage(local, workdir):
+    params = sample_params(
+        workdir,
+        pretrain={"seed": 8, "total_steps": 100000, "phase1_fraction": 1.0},
+        stop_after="pretrain_phase1",
+    )
+    rc, output, run_id = create_run(local, "pretrain-bert/sample", params, watch=False)
+    assert rc == 0, output
+    marker = f"model.pretrain --preset bert_tiny --data {workdir}"
+    wait_for(lambda: stage_processes(marker), 300, "the trainer to start")
+    local.prefect("flow-run", "cancel", run_id)
+    run = wait_for(
+        lambda: (r := flow_run(local, run_id))["state"]["type"] in FINAL and r, 120, "the cancel"
+    )
+    assert run["state"]["type"] == "CANCELLED"
+    wait_for(lambda: not stage_processes(marker), 30, "the trainer to be gone")
+
+
+def test_evaluation_scores_only_new_checkpoints(local, workdir, tmp_path):
+    (run_dir,) = [
+        d for d in (workdir / "pretrain").iterdir() if (d / "phase2").exists()
+    ]  # the first test's run
+    history = tmp_path / "history.parquet"
+    params = {
+        "checkpoints": str(run_dir),
+        "history": str(history),
+        "output": str(tmp_path / "evaluation"),
+        "finetune": TINY_FINETUNE | {"data_dir": str(workdir / "tasks")},
+    }
+    checkpoints = sorted((run_dir / "checkpoints").glob("step-*"))
+    rc, output, run_id = create_run(local, "evaluate-bert/sample", params)
+    assert rc == 0, output
+    table = pq.read_table(history).to_pylist()
+    assert sorted(r["step"] for r in table) == sorted(int(c.name[5:]) for c in checkpoints)
+    assert all(r["task"] == "sentence-order" and 0 <= r["score"] <= 100 for r in table)
+    assert "evaluate-bert-scores-by-step" in latest_artifacts(local)
+
+    # Nothing new: nothing fine-tuned, the history unchanged.
+    rc, output, run_id = create_run(local, "evaluate-bert/sample", params)
+    assert rc == 0, output
+    assert not [n for n in task_states(local, run_id) if n.startswith("finetune-")]
+    assert pq.read_table(history).num_rows == len(table)
+
+    # A new checkpoint appears: only it is evaluated.
+    new = run_dir / "checkpoints" / "step-000000099"
+    shutil.copytree(checkpoints[-1], new)
+    info = json.loads((new / "trainer.json").read_text())
+    (new / "trainer.json").write_text(json.dumps(info | {"step": 99}))
+    rc, output, run_id = create_run(local, "evaluate-bert/sample", params)
+    assert rc == 0, output
+    assert [n for n in task_states(local, run_id) if n.startswith("finetune-")] == [
+        "finetune-sentence-order"
+    ]
+    rows = pq.read_table(history).to_pylist()
+    assert len(rows) == len(table) + 1 and rows[-1]["step"] == 99

@@ -1,0 +1,221 @@
+"""The generic stage runner: subprocess, log streaming, failure kinds, kill, cache and retries."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from prefect import flow
+
+from flows.runner import (
+    StageError,
+    StageInputError,
+    StageKilledError,
+    StageTransientError,
+    error_message,
+    kill_stage_processes,
+    run_command,
+    run_stage,
+    stage_task,
+)
+from flows.stages import StageCall
+
+PY = sys.executable
+
+
+def _run(code: str, lines: list[str] | None = None) -> None:
+    run_command(
+        [PY, "-c", code], name="probe", log_line=(lines if lines is not None else []).append
+    )
+
+
+def test_output_lines_are_streamed_in_order_as_they_come():
+    lines: list[str] = []
+    seen_at: list[float] = []
+
+    def log_line(line: str) -> None:
+        lines.append(line)
+        seen_at.append(time.monotonic())
+
+    code = "import time\nprint('first', flush=True)\ntime.sleep(1.0)\nprint('second')"
+    run_command([PY, "-c", code], name="probe", log_line=log_line)
+    assert lines == ["first", "second"]
+    # The first line arrives while the process still runs, not at its end.
+    assert seen_at[1] - seen_at[0] > 0.5
+
+
+def test_exit_status_2_is_bad_input_with_the_stages_own_message():
+    code = "import sys\nprint('reading...')\nprint('error: a.jsonl line 7: not JSON', file=sys.stderr)\nsys.exit(2)"
+    with pytest.raises(StageInputError, match=r"exit status 2\): error: a.jsonl line 7: not JSON"):
+        _run(code)
+
+
+def test_a_storage_error_is_transient_and_another_error_is_not():
+    with pytest.raises(StageTransientError, match="Connection reset by peer"):
+        _run("raise ConnectionResetError('[Errno 104] Connection reset by peer')")
+    with pytest.raises(StageError) as info:
+        _run("raise ValueError('vocab_size must be positive')")
+    assert not isinstance(info.value, StageTransientError | StageInputError)
+    assert "ValueError: vocab_size must be positive" in str(info.value)
+
+
+def test_multi_line_failure_message_is_kept_whole():
+    tail = [
+        "INFO working",
+        "FAILED data: 2 check(s) failed:",
+        "  mask_rate: 0.3",
+        "  not_next: 0.9",
+    ]
+    assert error_message(tail) == "\n".join(tail[1:])
+
+
+def test_a_killed_stage_is_reported_as_killed():
+    with pytest.raises(StageKilledError, match="SIGKILL"):
+        _run("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+
+
+def _spawn_tree_code(pid_file: Path) -> str:
+    # A stage with a worker child, like Beam's multi-processing mode or torchrun's ranks.
+    return (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "print('started', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+
+
+def test_an_interrupted_run_kills_the_whole_process_group(tmp_path):
+    pid_file = tmp_path / "child.pid"
+
+    class Cancelled(BaseException):
+        pass
+
+    def log_line(line: str) -> None:
+        if line == "started":
+            raise Cancelled  # what a cancelled flow run raises in the waiting thread
+
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        run_command([PY, "-c", _spawn_tree_code(pid_file)], name="probe", log_line=log_line)
+    child = int(pid_file.read_text())
+    assert not _alive(child), "the stage's worker process outlived the cancelled run"
+    assert time.monotonic() - started < 30
+
+
+def test_kill_stage_processes_stops_stages_running_in_other_threads(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_command([PY, "-c", _spawn_tree_code(pid_file)], name="probe", log_line=print)
+        except BaseException as err:  # noqa: BLE001 (collected for the assertion)
+            errors.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.2)
+    assert kill_stage_processes() == 1
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert errors and isinstance(errors[0], StageKilledError)
+    assert not _alive(int(pid_file.read_text()))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+# Cache and retries, through a real Prefect server (test harness) and the toy stage.
+
+
+def toy_call(
+    tmp_path: Path, *, rows: int = 3, fail: str = "none", runtime: list[str] = ()
+) -> StageCall:
+    return StageCall(
+        name="toy",
+        kind="extract",  # read like extraction: the figures of manifest.json
+        module="toy_stage",
+        args=["--output", str(tmp_path / "out"), "--rows", str(rows), "--fail", fail],
+        runtime_args=["--counter", str(tmp_path / "runs.txt"), *runtime],
+        output=str(tmp_path / "out"),
+        markers=["manifest.json"],
+    )
+
+
+def runs(tmp_path: Path) -> int:
+    path = tmp_path / "runs.txt"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@flow
+def run_toy(call: StageCall) -> tuple[dict, bool]:
+    result = run_stage(call)
+    return result.summary, result.cached
+
+
+def test_a_finished_stage_is_taken_from_the_cache_while_its_output_is_intact(
+    prefect_harness, toy_stage, tmp_path
+):
+    summary, cached = run_toy(toy_call(tmp_path))
+    assert (summary["rows"], summary["toy_rows"], cached) == (3, 3, False)
+    assert runs(tmp_path) == 1
+
+    # Same call, even run differently (runtime args are not in the key): from the cache.
+    _, cached = run_toy(toy_call(tmp_path, runtime=["--sleep", "0"]))
+    assert cached and runs(tmp_path) == 1
+
+    # A changed parameter runs the stage again.
+    summary, cached = run_toy(toy_call(tmp_path, rows=5))
+    assert (summary["rows"], cached) == (5, False)
+    assert runs(tmp_path) == 2
+
+    # Back to 3 rows: that key is cached, but the output now holds 5 rows: run it again.
+    summary, cached = run_toy(toy_call(tmp_path))
+    assert (summary["rows"], cached) == (3, False)
+    assert runs(tmp_path) == 3
+
+    # A shard deleted (a crash, a person): the cached result is stale, the stage runs.
+    (tmp_path / "out" / "toy-00000-of-00001.txt").unlink()
+    _, cached = run_toy(toy_call(tmp_path))
+    assert not cached and runs(tmp_path) == 4
+    _, cached = run_toy(toy_call(tmp_path))
+    assert cached and runs(tmp_path) == 4
+
+
+@flow
+def run_toy_fast_retries(call: StageCall) -> BaseException | None:
+    """None if the stage succeeded (after retries), else its exception."""
+    state = stage_task.with_options(retry_delay_seconds=0)(call, return_state=True)
+    return None if state.is_completed() else state.result(raise_on_failure=False)
+
+
+def test_transient_failures_are_retried_and_bad_input_is_not(prefect_harness, toy_stage, tmp_path):
+    assert run_toy_fast_retries(toy_call(tmp_path, fail="transient-once")) is None
+    assert runs(tmp_path) == 2
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    error = run_toy_fast_retries(toy_call(bad, fail="bad-input"))
+    assert isinstance(error, StageInputError)
+    assert "record 7 has no text" in str(error)
+    assert runs(bad) == 1
+
+    crash = tmp_path / "crash"
+    crash.mkdir()
+    error = run_toy_fast_retries(toy_call(crash, fail="crash"))
+    assert isinstance(error, StageError) and "something broke inside the stage" in str(error)
+    assert runs(crash) == 1
+    assert not os.path.exists(crash / "out" / "manifest.json")

@@ -1,0 +1,252 @@
+"""Stage declarations: command lines the stages accept, cache keys, output checks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from flows.params import resolve_pretrain_params
+from flows.stages import (
+    InputRef,
+    StageCall,
+    StageResult,
+    corpus_inputs,
+    extract_call,
+    finetune_call,
+    marker_hashes,
+    outputs_intact,
+    pretrain_call,
+    pretrain_run_dir,
+    pretraining_data_call,
+    task_data_dir,
+    validate_call,
+    vocab_call,
+)
+from schemas.manifest import Manifest, ShardInfo
+
+PARAMS = resolve_pretrain_params("sample", workdir="/w")
+
+
+def result(output: str, markers: dict[str, str] | None = None, name: str = "x") -> StageResult:
+    return StageResult(
+        name=name, kind=name, output=output, markers=markers or {"manifest.json": "h" + output}
+    )
+
+
+DOCUMENTS = result("/w/documents")
+VOCAB = result("/w/vocab")
+DATA = result("/w/pretraining", {"seq128/manifest.json": "a", "seq512/manifest.json": "b"})
+
+
+def test_the_extraction_job_accepts_the_flows_command_line(tmp_path):
+    from pipelines.extract import parse_args
+
+    dump = tmp_path / "dump.xml.bz2"
+    dump.write_bytes(b"x")
+    corpus = corpus_inputs([str(tmp_path / "*.bz2")], None)
+    call = extract_call(PARAMS.extract, PARAMS.beam, workdir="/w", corpus=corpus)
+    args, config, beam_args = parse_args(call.args + call.runtime_args)
+    assert args.input == [str(dump)] and args.output == "/w/documents"
+    assert config.num_shards == PARAMS.extract.num_shards == 4
+    assert beam_args == ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+
+
+def test_the_vocabulary_job_accepts_the_flows_command_line():
+    from pipelines.vocab import parse_args
+
+    call = vocab_call(PARAMS.vocab, PARAMS.beam, workdir="/w", documents=DOCUMENTS)
+    args, config, _ = parse_args(call.args + call.runtime_args)
+    assert (args.documents, args.output, config.vocab_size) == ("/w/documents", "/w/vocab", 8000)
+    assert call.inputs == [InputRef(path="/w/documents", manifest_hash="h/w/documents")]
+
+
+def test_the_pretraining_data_job_accepts_the_flows_command_line():
+    from pipelines.pretraining_data import parse_args
+
+    call = pretraining_data_call(
+        PARAMS.pretraining_data, PARAMS.beam, workdir="/w", documents=DOCUMENTS, vocab=VOCAB
+    )
+    args, config, _ = parse_args(call.args + call.runtime_args)[:3]
+    assert config.max_seq_lengths == (128, 512) and config.dupe_factor == 1
+    assert call.markers == ["seq128/manifest.json", "seq512/manifest.json"]
+
+
+def test_the_trainer_accepts_the_flows_command_line_for_each_phase():
+    from model.pretrain import parse_args
+
+    params = PARAMS.pretrain
+    for phase in (1, 2):
+        call = pretrain_call(
+            params, workdir="/w", phase=phase, data=DATA, lengths=[128, 512], vocab=VOCAB
+        )
+        config = parse_args(call.args + call.runtime_args)
+        assert config.phase == str(phase) and config.preset == "bert_tiny"
+        assert config.phase_steps() == params.phase_steps() == (24, 6)
+        assert (config.phase1.seq_length, config.phase2.seq_length) == (128, 512)
+        assert config.optim.lr == params.learning_rate and config.log.progress is False
+        assert call.markers == [f"phase{phase}/config.json", f"phase{phase}/model.safetensors"]
+    assert call.tags == ["gpu"]
+
+
+def test_a_validation_per_length_reads_that_lengths_directory():
+    call = validate_call(PARAMS.validation, PARAMS.beam, data=DATA, length=512, vocab=VOCAB)
+    assert call.args[:2] == ["--data", "/w/pretraining/seq512"] and call.name == "validate-seq512"
+    assert call.inputs[0] == InputRef(path="/w/pretraining/seq512", manifest_hash="b")
+
+
+def test_fine_tuning_accepts_the_flows_command_line(tmp_path):
+    from model.finetune import build_parser
+
+    params = PARAMS.finetune
+    (spec,) = params.task_specs()
+    data_dir = tmp_path / "tasks" / spec.name
+    data_dir.mkdir(parents=True)
+    (data_dir / "train.jsonl").write_text("{}\n")
+    call = finetune_call(
+        params,
+        task=spec,
+        checkpoint="/w/model",
+        checkpoint_inputs=[InputRef(path="/w/model", manifest_hash="m")],
+        output="/w/finetuned/x",
+        data_dir=task_data_dir(params, spec, str(tmp_path)),
+    )
+    args = build_parser().parse_args(call.args)
+    assert (args.task, args.data, args.checkpoint) == ("custom", data_dir, Path("/w/model"))
+    assert args.grid == "lr=0.001 batch=32 epochs=1" and args.max_seq_length == 64
+    assert "text_b=text_b" in args.task_option
+    assert [i.path for i in call.inputs] == ["/w/model", str(data_dir / "train.jsonl")]
+
+
+def test_the_cache_key_follows_what_decides_the_output():
+    call = vocab_call(PARAMS.vocab, PARAMS.beam, workdir="/w", documents=DOCUMENTS)
+    key = call.cache_key()
+    # How it runs does not matter...
+    same = call.model_copy(
+        update={
+            "runtime_args": ["--direct_num_workers=8"],
+            "launcher": ["torchrun"],
+            "env": {"A": "1"},
+        }
+    )
+    assert same.cache_key() == key
+    # ...what it computes does: arguments, inputs, code.
+    assert call.model_copy(update={"args": [*call.args, "--cased"]}).cache_key() != key
+    other_docs = result("/w/documents", {"manifest.json": "changed"})
+    assert (
+        vocab_call(PARAMS.vocab, PARAMS.beam, workdir="/w", documents=other_docs).cache_key() != key
+    )
+    assert call.model_copy(update={"module": "pipelines.extract"}).cache_key() != key
+
+
+def test_the_code_version_covers_the_modules_a_stage_imports_and_no_others(tmp_path, monkeypatch):
+    from flows.stages import code_version, module_sources
+
+    sources = module_sources("model.pretrain")
+    assert {"model.pretrain", "model.bert", "model.checkpointing", "schemas.manifest"} <= set(
+        sources
+    )
+    assert "model.finetune" not in sources and "pipelines.extract" not in sources
+    assert "pipelines.stage" in module_sources("pipelines.extract")
+
+    package = tmp_path / "toypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "stage.py").write_text("from .helper import X\n")
+    (package / "helper.py").write_text("X = 1\n")
+    (package / "unrelated.py").write_text("Y = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("flows.stages.PROJECT_PACKAGES", ("toypkg",))
+    before = code_version("toypkg.stage")
+    (package / "unrelated.py").write_text("Y = 2\n")
+    assert code_version("toypkg.stage") == before
+    (package / "helper.py").write_text("X = 2\n")
+    assert code_version("toypkg.stage") != before
+
+
+def test_a_pretraining_run_directory_per_configuration():
+    base = pretrain_run_dir(PARAMS.pretrain, workdir="/w", data=DATA)
+    lr = PARAMS.pretrain.model_copy(update={"learning_rate": 5e-4})
+    gpus = PARAMS.pretrain.model_copy(update={"nproc_per_node": 8})
+    assert pretrain_run_dir(lr, workdir="/w", data=DATA) != base
+    assert pretrain_run_dir(gpus, workdir="/w", data=DATA) == base
+    assert base.startswith("/w/pretrain/bert_tiny-")
+
+
+def test_corpus_globs_that_match_nothing_are_named(tmp_path):
+    with pytest.raises(
+        FileNotFoundError, match=r"extract.inputs: '.*nothing-\*.txt' matches no file"
+    ):
+        corpus_inputs([str(tmp_path / "nothing-*.txt")], None)
+
+
+def _write_output(directory: Path, rows: int = 2) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    data = b"a" * rows
+    (directory / "part-0.bin").write_bytes(data)
+    shard = ShardInfo(
+        path="part-0.bin", rows=rows, bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
+    )
+    manifest = Manifest(
+        stage="t", schema_name="t", schema_version=1, shards=[shard], config={}, inputs=[]
+    )
+    (directory / "manifest.json").write_text(manifest.to_json())
+
+
+def test_an_output_is_intact_until_its_manifest_or_a_shard_changes(tmp_path):
+    out = tmp_path / "out"
+    _write_output(out)
+    recorded = StageResult(
+        name="t", kind="t", output=str(out), markers=marker_hashes(str(out), ["manifest.json"])
+    )
+    assert outputs_intact(recorded) is None
+    (out / "part-0.bin").write_bytes(b"abc")
+    assert "part-0.bin is missing or has another size" in outputs_intact(recorded)
+    _write_output(out, rows=3)  # rewritten by another configuration
+    assert "changed since the stage ran" in outputs_intact(recorded)
+    (out / "manifest.json").unlink()
+    assert "is gone" in outputs_intact(recorded)
+    assert marker_hashes(str(out), ["manifest.json"]) is None
+
+
+def test_a_missing_entry_point_is_reported_before_it_runs():
+    call = StageCall(
+        name="future", kind="extract", module="pipelines.not_written_yet", args=[], output="/w",
+        markers=["manifest.json"],
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"python -m pipelines.not_written_yet"):
+        call.check_available()
+
+
+def test_stage_results_travel_as_json():
+    assert StageResult.model_validate_json(DATA.model_dump_json()) == DATA
+    assert json.loads(DATA.model_dump_json())["markers"]["seq512/manifest.json"] == "b"
+
+
+def test_the_model_export_copies_weights_and_vocabulary_only_when_they_changed(tmp_path):
+    from flows.pretrain_bert import export_model
+
+    run = tmp_path / "pretrain" / "bert_tiny-abc"
+    (run / "phase2").mkdir(parents=True)
+    (run / "phase2" / "config.json").write_text('{"hidden_size": 8}')
+    (run / "phase2" / "model.safetensors").write_bytes(b"weights-1")
+    vocab_dir = tmp_path / "vocab"
+    vocab_dir.mkdir()
+    (vocab_dir / "vocab.txt").write_text("[PAD]\n")
+    phase2 = StageResult(name="pretrain-phase2", kind="pretrain", output=str(run),
+                         markers={"phase2/model.safetensors": "w1"})  # fmt: skip
+    vocab = result(str(vocab_dir))
+    target = tmp_path / "model"
+    assert export_model.fn(phase2, vocab, str(target)) == str(target)
+    assert (target / "model.safetensors").read_bytes() == b"weights-1"
+    assert (target / "vocab.txt").read_text() == "[PAD]\n"
+    first = (target / "model.safetensors").stat().st_mtime_ns
+
+    (run / "phase2" / "model.safetensors").write_bytes(b"weights-2")
+    export_model.fn(phase2, vocab, str(target))  # same recorded hashes: nothing copied
+    assert (target / "model.safetensors").stat().st_mtime_ns == first
+    newer = phase2.model_copy(update={"markers": {"phase2/model.safetensors": "w2"}})
+    export_model.fn(newer, vocab, str(target))
+    assert (target / "model.safetensors").read_bytes() == b"weights-2"
