@@ -16,6 +16,7 @@ import importlib.util
 import json
 import math
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -343,6 +344,9 @@ STAGES: dict[str, StageSpec] = {
 
 
 PROJECT_PACKAGES = ("schemas", "pipelines", "wordpiece", "model", "flows")
+# ast.parse from concurrent threads (stages run side by side as task-runner threads) can fail
+# with "SystemError: AST constructor recursion depth mismatch" on CPython 3.11.7.
+_AST_LOCK = threading.Lock()
 
 
 def _module_file(name: str) -> Path | None:
@@ -357,7 +361,8 @@ def _module_file(name: str) -> Path | None:
 
 def _imports(path: Path, module: str) -> set[str]:
     """Modules a source file imports (absolute names; relative imports resolved)."""
-    tree = ast.parse(path.read_bytes(), filename=str(path))
+    with _AST_LOCK:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names: set[str] = set()
     for node in ast.walk(tree):
