@@ -109,21 +109,93 @@ def mask_sequences(
     config: MaskingConfig,
 ) -> MaskedBatch:
     """Choose and corrupt masked-LM predictions in a batch of sequences (see the module doc)."""
+    return mask_sequence_groups(
+        input_ids, offsets, np.array([0, len(offsets) - 1]), [rng], vocab, config
+    )
+
+
+def mask_sequence_groups(
+    input_ids: np.ndarray,
+    offsets: np.ndarray,
+    group_offsets: np.ndarray,
+    rngs: list[np.random.Generator],
+    vocab: MaskingVocab,
+    config: MaskingConfig,
+) -> MaskedBatch:
+    """`mask_sequences` of each group of sequences with its own rng, concatenated.
+
+    Group g is sequences group_offsets[g] to group_offsets[g + 1]. The output, and what each
+    rng draws, are those of one `mask_sequences` call per group; the work is done in one set
+    of array operations for all groups, with only the draws made group by group.
+    """
     if config.whole_word_mask:
-        return _mask_whole_words(input_ids, offsets, rng, vocab, config)
+        return _concat_batches(
+            input_ids,
+            offsets,
+            [
+                _mask_whole_words(
+                    input_ids[offsets[lo] : offsets[hi]],
+                    offsets[lo : hi + 1] - offsets[lo],
+                    rng,
+                    vocab,
+                    config,
+                )
+                for lo, hi, rng in zip(group_offsets[:-1], group_offsets[1:], rngs, strict=True)
+            ],
+        )
     num_seqs = len(offsets) - 1
     lengths = np.diff(offsets)
     seq_of_token = np.repeat(np.arange(num_seqs), lengths)
     candidates = np.flatnonzero(vocab.maskable[input_ids])
     num_maskable = np.bincount(seq_of_token[candidates], minlength=num_seqs)
-    counts = num_to_predict(
-        num_maskable, rng.random(num_seqs), config.masked_lm_prob, config.max_predictions_per_seq
-    )
-    keys = rng.random(len(candidates))
+    candidate_offsets = _offsets(num_maskable)[group_offsets]
+    u = np.empty(num_seqs)
+    keys = np.empty(len(candidates))
+    for g, rng in enumerate(rngs):
+        s0, s1 = group_offsets[g], group_offsets[g + 1]
+        c0, c1 = candidate_offsets[g], candidate_offsets[g + 1]
+        u[s0:s1] = rng.random(s1 - s0)
+        keys[c0:c1] = rng.random(c1 - c0)
+    counts = num_to_predict(num_maskable, u, config.masked_lm_prob, config.max_predictions_per_seq)
     chosen = _smallest_keys(seq_of_token[candidates], num_maskable, keys, counts, candidates)
-    masked_ids, originals = _corrupt(input_ids, chosen, rng.random(len(chosen)), rng, vocab, config)
+    chosen_offsets = _offsets(counts)[group_offsets]
+    decision = np.empty(len(chosen))
+    for g, rng in enumerate(rngs):
+        decision[chosen_offsets[g] : chosen_offsets[g + 1]] = rng.random(
+            chosen_offsets[g + 1] - chosen_offsets[g]
+        )
+    masked_ids, originals = _corrupt(
+        input_ids, chosen, decision, _group_draws(rngs, chosen_offsets), vocab, config
+    )
     return MaskedBatch(
         masked_ids, chosen - offsets[seq_of_token[chosen]], _offsets(counts), originals
+    )
+
+
+def _group_draws(rngs: list[np.random.Generator], offsets: np.ndarray):
+    """draw(high, chosen_mask): for each group, its rng's integers in [0, high) for the
+    chosen items among the group's items (offsets), concatenated."""
+
+    def draw(high: int, chosen: np.ndarray) -> np.ndarray:
+        running = np.zeros(len(chosen) + 1, np.int64)
+        np.cumsum(chosen, out=running[1:])
+        per_group = (running[offsets[1:]] - running[offsets[:-1]]).tolist()
+        parts = [rng.integers(0, high, n) for rng, n in zip(rngs, per_group, strict=True)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    return draw
+
+
+def _concat_batches(input_ids, offsets, batches: list[MaskedBatch]) -> MaskedBatch:
+    if not batches:
+        return MaskedBatch(input_ids.copy(), np.zeros(0, np.int64), np.zeros(1, np.int64),
+                           input_ids[:0])  # fmt: skip
+    counts = np.concatenate([np.diff(b.masked_lm_offsets) for b in batches])
+    return MaskedBatch(
+        np.concatenate([b.input_ids for b in batches]),
+        np.concatenate([b.masked_lm_positions for b in batches]),
+        _offsets(counts),
+        np.concatenate([b.masked_lm_ids for b in batches]),
     )
 
 
@@ -149,14 +221,16 @@ def _smallest_keys(seq, num_per_seq, keys, counts, items) -> np.ndarray:
     return np.sort(items[first[rows] + ranked[take]])
 
 
-def _corrupt(input_ids, chosen, decision, rng, vocab, config):
-    """Replace the chosen positions: [MASK] if decision < p_mask, random if < p_mask + p_random."""
+def _corrupt(input_ids, chosen, decision, draw, vocab, config):
+    """Replace the chosen positions: [MASK] if decision < p_mask, random if < p_mask + p_random.
+
+    draw(high, to_random) gives the random replacements' indices (see _group_draws)."""
     out = input_ids.copy()
     originals = input_ids[chosen]
     to_mask = decision < config.mask_token_prob
     to_random = ~to_mask & (decision < config.mask_token_prob + config.random_token_prob)
     out[chosen[to_mask]] = vocab.mask_id
-    picks = rng.integers(0, len(vocab.random_token_ids), int(to_random.sum()))
+    picks = draw(len(vocab.random_token_ids), to_random)
     out[chosen[to_random]] = vocab.random_token_ids[picks]
     return out, originals
 
@@ -207,7 +281,8 @@ def _mask_whole_words(input_ids, offsets, rng, vocab, config) -> MaskedBatch:
     lens = word_len[words]
     chosen = gather_runs(starts[words], lens)
     decision = np.repeat(rng.random(len(words)), lens)
-    masked_ids, originals = _corrupt(input_ids, chosen, decision, rng, vocab, config)
+    draw = _group_draws([rng], np.array([0, len(chosen)]))
+    masked_ids, originals = _corrupt(input_ids, chosen, decision, draw, vocab, config)
     per_seq = np.bincount(seq_of_token[chosen], minlength=num_seqs)
     positions = chosen - offsets[seq_of_token[chosen]]
     return MaskedBatch(masked_ids, positions, _offsets(per_seq), originals)

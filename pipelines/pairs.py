@@ -234,50 +234,86 @@ def pack_pairs(
     `plans` is a PLAN_DTYPE array; `random_b` holds, in order, the B tokens of its NotNext
     pairs (as `random_next_span` cut them from their documents).
     """
+    return pack_pair_groups(
+        [doc_tokens],
+        [PairGroup(0, plans, random_b, rng)],
+        max_num_tokens=max_num_tokens,
+        cls_id=cls_id,
+        sep_id=sep_id,
+    )
+
+
+class PairGroup(NamedTuple):
+    """One document's planned pairs (one duplicate) and the rng that truncates them."""
+
+    doc: int  # index into the documents given to pack_pair_groups
+    plans: np.ndarray  # PLAN_DTYPE
+    random_b: list[np.ndarray]  # B tokens of the NotNext pairs, in order
+    rng: np.random.Generator
+
+
+def pack_pair_groups(
+    docs: list[np.ndarray],
+    groups: list[PairGroup],
+    *,
+    max_num_tokens: int,
+    cls_id: int,
+    sep_id: int,
+) -> PairBatch:
+    """`pack_pairs` of each group, concatenated, with the same output and the same draws from
+    each group's rng; one set of array operations for all groups, which is what makes it fast.
+    """
+    if not groups:
+        dtype = docs[0].dtype if docs else np.int32
+        empty = np.zeros(0, np.int64)
+        return PairBatch(np.zeros(0, dtype), np.zeros(1, np.int64), empty, np.zeros(0, np.uint8))
+    for g in groups:
+        num_random = int((g.plans["random_doc_rank"] >= 0).sum())
+        if len(g.random_b) != num_random:
+            raise ValueError(f"{num_random} NotNext pairs but {len(g.random_b)} random B segments")
+    plans = np.concatenate([g.plans for g in groups])
     num = len(plans)
     is_random = plans["random_doc_rank"] >= 0
-    if len(random_b) != int(is_random.sum()):
-        raise ValueError(
-            f"{int(is_random.sum())} NotNext pairs but {len(random_b)} random B segments"
-        )
-    # One buffer holds the document, every random B, then [CLS] and [SEP]; spans index into it.
-    parts = [doc_tokens, *random_b, np.array([cls_id, sep_id], dtype=doc_tokens.dtype)]
-    buffer = np.concatenate(parts)
+    # One buffer holds the documents, every random B, then [CLS] and [SEP]; spans index it.
+    random_b = [b for g in groups for b in g.random_b]
+    dtype = docs[0].dtype
+    buffer = np.concatenate([*docs, *random_b, np.array([cls_id, sep_id], dtype=dtype)])
     cls_at = len(buffer) - 2
-    random_len = np.fromiter((len(b) for b in random_b), dtype=np.int64, count=len(random_b))
-    random_at = len(doc_tokens) + np.concatenate(([0], np.cumsum(random_len)[:-1])).astype(np.int64)
-    b_start = plans["b_start"].copy()
+    doc_len = np.fromiter(map(len, docs), np.int64, len(docs))
+    doc_at = np.cumsum(doc_len) - doc_len
+    random_len = np.fromiter(map(len, random_b), np.int64, len(random_b))
+    random_at = int(doc_len.sum()) + np.cumsum(random_len) - random_len
+    group_size = np.fromiter((len(g.plans) for g in groups), np.int64, len(groups))
+    base = np.repeat(doc_at[[g.doc for g in groups]], group_size)
+    a_start = plans["a_start"] + base
+    b_start = plans["b_start"] + base
     b_len = plans["b_end"] - plans["b_start"]
     b_start[is_random] = random_at
     b_len[is_random] = random_len
     a_len = plans["a_end"] - plans["a_start"]
-    cut = truncate_seq_pairs(a_len, b_len, max_num_tokens, rng)
+    new_a, new_b = truncated_lengths(a_len, b_len, max_num_tokens)
+    a_front = np.empty(num, np.int64)
+    b_front = np.empty(num, np.int64)
+    a_cut, b_cut = a_len - new_a, b_len - new_b
+    lo = 0
+    for g, size in zip(groups, group_size.tolist(), strict=True):
+        hi = lo + size
+        a_front[lo:hi] = g.rng.binomial(a_cut[lo:hi], 0.5)
+        b_front[lo:hi] = g.rng.binomial(b_cut[lo:hi], 0.5)
+        lo = hi
     # Five runs per pair: [CLS], A, [SEP], B, [SEP].
+    ones = np.ones(num, np.int64)
     starts = np.stack(
-        [
-            np.full(num, cls_at),
-            plans["a_start"] + cut.a_front,
-            np.full(num, cls_at + 1),
-            b_start + cut.b_front,
-            np.full(num, cls_at + 1),
-        ],
+        [np.full(num, cls_at), a_start + a_front, np.full(num, cls_at + 1), b_start + b_front,
+         np.full(num, cls_at + 1)],
         axis=1,
-    ).ravel()
-    lengths = np.stack(
-        [
-            np.ones(num, np.int64),
-            cut.a_length,
-            np.ones(num, np.int64),
-            cut.b_length,
-            np.ones(num, np.int64),
-        ],
-        axis=1,
-    ).ravel()
+    ).ravel()  # fmt: skip
+    lengths = np.stack([ones, new_a, ones, new_b, ones], axis=1).ravel()
     input_ids = buffer[gather_runs(starts, lengths)]
     offsets = np.zeros(num + 1, dtype=np.int64)
-    np.cumsum(cut.a_length + cut.b_length + SPECIAL_TOKENS_PER_PAIR, out=offsets[1:])
+    np.cumsum(new_a + new_b + SPECIAL_TOKENS_PER_PAIR, out=offsets[1:])
     labels = np.where(is_random, NOT_NEXT, IS_NEXT).astype(np.uint8)
-    return PairBatch(input_ids, offsets, cut.a_length, labels)
+    return PairBatch(input_ids, offsets, new_a, labels)
 
 
 def gather_runs(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

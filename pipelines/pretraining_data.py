@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import hashlib
 import io
-import itertools
 import json
 import logging
 import math
@@ -55,12 +54,13 @@ from pipelines.arrow_shards import (
     write_shard_index,
 )
 from pipelines.beam_runner import make_pipeline
-from pipelines.masking import MaskingConfig, MaskingVocab, mask_sequences
+from pipelines.masking import MaskingConfig, MaskingVocab, mask_sequence_groups
 from pipelines.pairs import (
     SPECIAL_TOKENS_PER_PAIR,
+    PairGroup,
     create_pair_plans,
     gather_runs,
-    pack_pairs,
+    pack_pair_groups,
     plans_to_array,
     random_next_span,
     sentence_bounds,
@@ -70,8 +70,9 @@ from pipelines.stage import StageRun
 from pipelines.vocab import read_vocab_dir
 from schemas.documents import DOCUMENTS
 from schemas.manifest import MANIFEST_NAME, InputRef, Manifest, ManifestError
-from schemas.pretraining import pretraining_spec, token_id_type
-from wordpiece.tokenizer import CONFIG_NAME, TOKENIZER_NAME, VOCAB_NAME
+from schemas.pretraining import NOT_NEXT, pretraining_spec, token_id_type
+from wordpiece.chunk_cache import ChunkCache
+from wordpiece.tokenizer import CONFIG_NAME, TOKENIZER_NAME, VOCAB_NAME, read_vocab_config
 from wordpiece.vocab_file import SPECIAL_TOKENS, parse_vocab, special_token_ids
 
 STAGE = "pretraining_data"
@@ -291,6 +292,11 @@ class TokenizeDocuments(beam.DoFn):
         )
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
+        typecode = "H" if np.dtype(self.token_dtype).kind == "u" else "i"
+        options, _ = read_vocab_config(
+            read_bytes(join(self.vocab_dir, CONFIG_NAME)), source=join(self.vocab_dir, CONFIG_NAME)
+        )
+        self.encoder = ChunkCache(self.tokenizer, typecode=typecode, lowercase=options.lowercase)
         ids = special_token_ids(tokens)
         self.unk_id = ids["[UNK]"]
         # The tokenizer keeps "[SEP]", "[MASK]"... typed in the text as special tokens; inside
@@ -301,14 +307,16 @@ class TokenizeDocuments(beam.DoFn):
     def process(self, row: dict) -> Iterator[tuple[int, TokenizedDocument]]:
         self.documents.inc()
         sentences = row["sentences"]
-        encodings = self.tokenizer.encode_batch_fast(sentences, add_special_tokens=False)
-        ids = [e.ids for e in encodings]
-        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        packed = self.encoder.encode(sentences)
+        itemsize = self.encoder.itemsize
+        lengths = np.fromiter(map(len, packed), dtype=np.int64, count=len(packed)) // itemsize
         total = int(lengths.sum())
         if total == 0:
             self.empty_documents.inc()
             return
-        tokens = np.fromiter(itertools.chain.from_iterable(ids), self.token_dtype, count=total)
+        # native order to the shards' dtype, as a writable copy (special tokens are replaced)
+        tokens = np.frombuffer(b"".join(packed), dtype=self.encoder.typecode)
+        tokens = tokens.astype(self.token_dtype)
         nonempty = lengths > 0
         if not nonempty.all():
             self.empty_sentences.inc(int((~nonempty).sum()))
@@ -565,50 +573,69 @@ class AssembleExamples(beam.DoFn):
             num_shards = cfg.num_shards_for(int(offsets[-1]))
             next_rank = int(offsets[bucket])
             masking = cfg.masking(li)
-            chunk = _Chunk()
+            pending: list[tuple[int, int, np.ndarray]] = []  # (document, duplicate, plans)
+            rows = 0
             for index, doc in enumerate(planned):
                 for dupe, plans in enumerate(doc.plans[li]):
                     if len(plans) == 0:
                         continue
-                    part = self._examples(doc, index, li, length, dupe, plans, answers, masking)
-                    part["_rank"] = np.arange(next_rank, next_rank + len(plans))
-                    next_rank += len(plans)
-                    chunk.add(part)
-                    if chunk.rows >= ROWS_PER_CHUNK:
-                        yield from self._emit(chunk, length, num_shards)
-            if chunk.rows:
-                yield from self._emit(chunk, length, num_shards)
+                    pending.append((index, dupe, plans))
+                    rows += len(plans)
+                    if rows >= ROWS_PER_CHUNK:
+                        part = self._examples(planned, pending, li, length, answers, masking)
+                        yield from self._emit(part, next_rank, length, num_shards)
+                        next_rank += rows
+                        pending, rows = [], 0
+            if pending:
+                part = self._examples(planned, pending, li, length, answers, masking)
+                yield from self._emit(part, next_rank, length, num_shards)
+                next_rank += rows
             if next_rank != offsets[bucket + 1]:
                 raise RuntimeError(f"bucket {bucket}: example count differs from the plan")
 
-    def _examples(self, doc, index, li, length, dupe, plans, answers, masking) -> dict[str, Any]:
+    def _examples(self, planned, pending, li, length, answers, masking) -> dict[str, Any]:
+        """The examples of (document, duplicate, plans) groups, in that order; each group's
+        random choices come from its own rng, seeded by the document and duplicate."""
         cfg = self.config
-        doc_id = doc.doc.doc_id
-        num = len(plans)
-        random_pairs = np.flatnonzero(plans["random_doc_rank"] >= 0).tolist()
-        found = [answers[(index, li, dupe, p)] for p in random_pairs]
-        b_doc_ids = [doc_id] * num
-        for p, (b_doc_id, _) in zip(random_pairs, found, strict=True):
-            b_doc_ids[p] = b_doc_id
-        rng = np.random.Generator(
-            np.random.PCG64(record_seed(cfg.seed, "mask", length, doc_id, dupe))
-        )
-        pairs = pack_pairs(
-            doc.doc.tokens,
-            plans,
-            [segment for _, segment in found],
-            rng,
+        doc_position: dict[int, int] = {}
+        groups, doc_ids, b_doc_ids, dupes, sizes = [], [], [], [], []
+        for index, dupe, plans in pending:
+            doc_id = planned[index].doc.doc_id
+            random_pairs = np.flatnonzero(plans["random_doc_rank"] >= 0).tolist()
+            found = [answers[(index, li, dupe, p)] for p in random_pairs]
+            group_b_ids = [doc_id] * len(plans)
+            for p, (b_doc_id, _) in zip(random_pairs, found, strict=True):
+                group_b_ids[p] = b_doc_id
+            rng = np.random.Generator(
+                np.random.PCG64(record_seed(cfg.seed, "mask", length, doc_id, dupe))
+            )
+            position = doc_position.setdefault(index, len(doc_position))
+            groups.append(PairGroup(position, plans, [segment for _, segment in found], rng))
+            doc_ids += [doc_id] * len(plans)
+            b_doc_ids += group_b_ids
+            dupes.append(dupe)
+            sizes.append(len(plans))
+        rngs = [g.rng for g in groups]
+        pairs = pack_pair_groups(
+            [planned[index].doc.tokens for index in doc_position],
+            groups,
             max_num_tokens=length - SPECIAL_TOKENS_PER_PAIR,
             cls_id=self.cls_id,
             sep_id=self.sep_id,
         )
+        num = len(doc_ids)
+        sizes_array = np.asarray(sizes, dtype=np.int64)
+        group_offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes_array, out=group_offsets[1:])
         if cfg.dynamic_masking:
             input_ids = pairs.input_ids
             positions = np.zeros(0, np.uint16)
             originals = np.zeros(0, input_ids.dtype)
             num_masked = np.zeros(num, np.int64)
         else:
-            masked = mask_sequences(pairs.input_ids, pairs.offsets, rng, self.vocab, masking)
+            masked = mask_sequence_groups(
+                pairs.input_ids, pairs.offsets, group_offsets, rngs, self.vocab, masking
+            )
             input_ids, positions, originals = (
                 masked.input_ids,
                 masked.masked_lm_positions,
@@ -616,8 +643,13 @@ class AssembleExamples(beam.DoFn):
             )
             num_masked = np.diff(masked.masked_lm_offsets)
         self.examples[length].inc(num)
-        self.not_next[length].inc(len(random_pairs))
+        self.not_next[length].inc(int((pairs.next_sentence_labels == NOT_NEXT).sum()))
         self.masked[length].inc(len(originals))
+        # Orders the examples inside their shard: a shuffle, fixed by the seed.
+        max_key = np.iinfo(np.int64).max
+        keys = np.concatenate(
+            [r.integers(0, max_key, n, dtype=np.int64) for r, n in zip(rngs, sizes, strict=True)]
+        )
         return {
             "input_ids": input_ids,
             "length": np.diff(pairs.offsets),
@@ -626,17 +658,19 @@ class AssembleExamples(beam.DoFn):
             "masked_lm_ids": originals,
             "num_masked": num_masked,
             "next_sentence_label": pairs.next_sentence_labels,
-            "doc_id": [doc_id] * num,
+            "doc_id": doc_ids,
             "b_doc_id": b_doc_ids,
-            "dupe_index": np.full(num, dupe),
-            "pair_index": np.arange(num),
-            # Orders the examples inside their shard: a shuffle, fixed by the seed.
-            "_key": rng.integers(0, np.iinfo(np.int64).max, num, dtype=np.int64),
+            "dupe_index": np.repeat(np.asarray(dupes, dtype=np.int64), sizes_array),
+            "pair_index": np.arange(num) - np.repeat(group_offsets[:-1], sizes_array),
+            "_key": keys,
         }
 
-    def _emit(self, chunk: _Chunk, length: int, num_shards: int):
-        for shard, part in chunk.shard_tables(num_shards):
-            yield beam.pvalue.TaggedOutput(f"seq{length}", (shard, table_to_stream_bytes(part)))
+    def _emit(self, part: dict[str, Any], first_rank: int, length: int, num_shards: int):
+        part["_rank"] = np.arange(first_rank, first_rank + len(part["doc_id"]))
+        chunk = _Chunk()
+        chunk.add(part)
+        for shard, table in chunk.shard_tables(num_shards):
+            yield beam.pvalue.TaggedOutput(f"seq{length}", (shard, table_to_stream_bytes(table)))
 
 
 class _WriteExampleShard(beam.DoFn):

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.masking import MaskingConfig, MaskingVocab, mask_sequences, num_to_predict
+from pipelines.masking import (
+    MaskingConfig,
+    MaskingVocab,
+    mask_sequence_groups,
+    mask_sequences,
+    num_to_predict,
+)
 
 # A small BERT-layout vocabulary: specials, reserved slots, words and '##' pieces.
 TOKENS = [
@@ -209,3 +215,31 @@ def test_whole_word_masking_counts_pieces_against_the_number_to_predict():
         for s in range(400)
     }
     assert outcomes == {(5,), (1, 2, 3)}
+
+
+@pytest.mark.parametrize("whole_word", [False, True], ids=["tokens", "whole-words"])
+def test_groups_with_their_own_rngs_equal_one_call_per_group(whole_word):
+    """Masking many (document, duplicate) groups at once changes neither the result nor what
+    each group's rng draws: the next draw after masking is the same too."""
+    gen = np.random.default_rng(21)
+    sizes = [5, 0, 1, 12, 3, 8]  # a group may be empty
+    empty = (np.zeros(0, np.uint16), np.zeros(1, np.int64))
+    parts = [random_batch(gen, n) if n else empty for n in sizes]
+    parts[2] = batch([sequence([], [])])  # nothing maskable in this group
+    ids = np.concatenate([p[0] for p in parts])
+    lengths = np.concatenate([np.diff(p[1]) for p in parts])
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    group_offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    config = MaskingConfig(whole_word_mask=whole_word, max_predictions_per_seq=6)
+    rngs = [np.random.default_rng(100 + g) for g in range(len(sizes))]
+    together = mask_sequence_groups(ids, offsets, group_offsets, rngs, VOCAB, config)
+    alone_rngs = [np.random.default_rng(100 + g) for g in range(len(sizes))]
+    alone = [
+        mask_sequences(p[0], p[1], r, VOCAB, config) for p, r in zip(parts, alone_rngs, strict=True)
+    ]
+    assert together.input_ids.tolist() == np.concatenate([a.input_ids for a in alone]).tolist()
+    for name in ("masked_lm_positions", "masked_lm_ids"):
+        assert getattr(together, name).tolist() == [x for a in alone for x in getattr(a, name)]
+    counts = [n for a in alone for n in np.diff(a.masked_lm_offsets)]
+    assert np.diff(together.masked_lm_offsets).tolist() == counts and sum(counts) > 10
+    assert [r.random() for r in rngs] == [r.random() for r in alone_rngs]

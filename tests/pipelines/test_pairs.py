@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from pipelines.pairs import (
+    PairGroup,
     PairPlan,
     create_pair_plans,
+    pack_pair_groups,
     pack_pairs,
     plans_to_array,
     random_next_span,
@@ -219,3 +221,39 @@ def test_pack_pairs_refuses_missing_random_segments():
             np.arange(10), planned, [], np.random.default_rng(0),
             max_num_tokens=25, cls_id=CLS, sep_id=SEP,
         )  # fmt: skip
+
+
+def test_pack_pair_groups_equals_pack_pairs_group_by_group():
+    """Packing many documents' pairs at once gives each group's own result and leaves each
+    group's rng where packing that group alone leaves it."""
+    gen = np.random.default_rng(11)
+    docs = [np.arange(100 * d, 100 * d + 80, dtype=np.uint16) for d in range(3)]
+    groups = []
+    for g in range(7):
+        doc = g % 3
+        bounds = sentence_bounds(gen.integers(1, 15, 8)).tolist()
+        bounds = [b for b in bounds if b <= 80]
+        planned = plans_to_array(plans(bounds, random.Random(g), max_num_tokens=20))
+        randoms = [
+            np.full(int(gen.integers(1, 30)), 9000 + g, np.uint16)
+            for _ in range(int((planned["random_doc_rank"] >= 0).sum()))
+        ]
+        groups.append((doc, planned, randoms, g))
+    groups.insert(3, (1, plans_to_array([]), [], 99))  # a duplicate that planned no pair
+    together = pack_pair_groups(
+        docs,
+        [PairGroup(d, p, r, np.random.default_rng(seed)) for d, p, r, seed in groups],
+        max_num_tokens=20, cls_id=CLS, sep_id=SEP,
+    )  # fmt: skip
+    alone = [
+        pack_pairs(
+            docs[d], p, r, np.random.default_rng(s), max_num_tokens=20, cls_id=CLS, sep_id=SEP
+        )
+        for d, p, r, s in groups
+    ]
+    assert together.input_ids.tolist() == np.concatenate([b.input_ids for b in alone]).tolist()
+    assert np.diff(together.offsets).tolist() == [n for b in alone for n in np.diff(b.offsets)]
+    for name in ("segment_a_lengths", "next_sentence_labels"):
+        expected = np.concatenate([getattr(b, name) for b in alone]).tolist()
+        assert getattr(together, name).tolist() == expected
+    assert len(together.offsets) - 1 == sum(len(p) for _, p, _, _ in groups) > 20

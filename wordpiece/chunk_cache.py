@@ -1,0 +1,131 @@
+"""Token ids of many sentences at once, remembering the ids of space-separated chunks and words.
+
+A corpus repeats itself: in the sample, 434,000 words are 62,000 distinct space-separated
+chunks ("word", "word,", "(Word"...), and in a large corpus nearly every chunk of a new
+document has been seen before. Joining remembered ids is about ten times cheaper than running
+the whole tokenizer over every sentence. Chunks not seen before that are printable ASCII
+(most of them) are split into words here and the words' pieces remembered too; only the rest
+goes through the tokenizer.
+
+The ids are exactly the tokenizer's ids for the whole sentence:
+- An ASCII space is a hard boundary for every step of BERT's tokenizer
+  (wordpiece.normalization): text cleaning keeps it, no canonical composition involves it, it
+  is neither cased nor case-ignorable (the final-sigma rule does not look across it), the
+  pre-tokenizer splits at it, and no special token contains one. Other white space (tabs,
+  no-break spaces...) stays inside a chunk, which the tokenizer handles as it would inside
+  the sentence.
+- In printable ASCII, cleaning, NFC and accent stripping change nothing, every character that
+  is not a letter, digit or space is punctuation (a word of its own), and lower-casing is
+  str.lower(). Such a chunk's words are its runs of letters and digits and its single
+  punctuation marks, and their pieces are WordPiece's, from the tokenizer's own model. A chunk
+  that could hold a special token typed in the text ("[MASK]") goes through the tokenizer.
+"""
+
+from __future__ import annotations
+
+import array
+import itertools
+import re
+from collections.abc import Sequence
+
+from tokenizers import Tokenizer
+
+DEFAULT_MAX_CHUNKS = 1 << 19  # about 60 MB of chunks and their ids
+DEFAULT_MAX_WORDS = 1 << 18
+_ASCII_WORDS = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9]")
+
+
+class ChunkCache:
+    """Encodes sentences to packed token ids ('H' uint16 or 'i' int32, native byte order).
+
+    `lowercase` is the tokenizer's option (wordpiece.tokenizer.TokenizerOptions); None turns
+    off the ASCII path, for a tokenizer that is not BERT's. When a cache is full it keeps what
+    it holds (frequent chunks come early) and new chunks are encoded each time they appear:
+    memory stays bounded whatever the corpus, and what the caches hold changes only the speed.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        *,
+        typecode: str,
+        lowercase: bool | None,
+        max_chunks: int = DEFAULT_MAX_CHUNKS,
+        max_words: int = DEFAULT_MAX_WORDS,
+    ):
+        if typecode not in ("H", "i"):
+            raise ValueError(f"typecode must be 'H' (uint16) or 'i' (int32), not {typecode!r}")
+        added = [t.content for t in tokenizer.get_added_tokens_decoder().values()]
+        if any(" " in t for t in added):
+            raise ValueError("a special token contains a space; chunks would split it")
+        self.tokenizer = tokenizer
+        self.typecode = typecode
+        self.itemsize = array.array(typecode).itemsize
+        self.lowercase = lowercase
+        self.max_chunks = max_chunks
+        self.max_words = max_words
+        self._special_starts = frozenset(t[0] for t in added if t)
+        self._chunks: dict[str, bytes] = {}
+        self._words: dict[str, bytes] = {}
+        self.chunks_seen = 0  # distinct chunks per call, summed
+        self.chunks_new = 0  # of those, not in the cache
+
+    def encode(self, sentences: Sequence[str]) -> list[bytes]:
+        """The packed ids of each sentence, without special tokens."""
+        chunked = [s.split(" ") for s in sentences]
+        cache = self._chunks
+        distinct = set(itertools.chain.from_iterable(chunked))
+        missing = [c for c in distinct if c not in cache]
+        self.chunks_seen += len(distinct)
+        self.chunks_new += len(missing)
+        if not missing:
+            lookup = cache.__getitem__
+        else:
+            new = self._encode_chunks(missing)
+            room = self.max_chunks - len(cache)
+            if len(new) <= room:
+                cache.update(new)
+                lookup = cache.__getitem__
+            else:
+                cache.update(itertools.islice(new.items(), max(room, 0)))
+                get, get_new = cache.get, new.get
+
+                def lookup(chunk: str) -> bytes:
+                    return get(chunk) or get_new(chunk, b"")
+
+        return [b"".join(map(lookup, chunks)) for chunks in chunked]
+
+    def _encode_chunks(self, chunks: list[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        slow: list[str] = []
+        specials = self._special_starts
+        for chunk in chunks:
+            if (
+                self.lowercase is not None
+                and chunk.isascii()
+                and chunk.isprintable()
+                and not any(c in chunk for c in specials)
+            ):
+                out[chunk] = self._encode_ascii(chunk)
+            else:
+                slow.append(chunk)
+        if slow:
+            pack = self.typecode
+            encodings = self.tokenizer.encode_batch_fast(slow, add_special_tokens=False)
+            for chunk, e in zip(slow, encodings, strict=True):
+                out[chunk] = array.array(pack, e.ids).tobytes()
+        return out
+
+    def _encode_ascii(self, chunk: str) -> bytes:
+        words = self._words
+        text = chunk.lower() if self.lowercase else chunk
+        parts = []
+        for word in _ASCII_WORDS.findall(text):
+            ids = words.get(word)
+            if ids is None:
+                pieces = self.tokenizer.model.tokenize(word)
+                ids = array.array(self.typecode, [p.id for p in pieces]).tobytes()
+                if len(words) < self.max_words:
+                    words[word] = ids
+            parts.append(ids)
+        return b"".join(parts)
