@@ -340,9 +340,14 @@ def load_hf_checkpoint(
 
 
 def save_hf_checkpoint(
-    model: BertModel | BertForPreTraining, directory: str | os.PathLike[str]
+    model: BertModel | BertForPreTraining,
+    directory: str | os.PathLike[str],
+    extra_files: dict[str, bytes] | None = None,
 ) -> Path:
-    """Write config.json + model.safetensors with HF names, atomically; returns the directory."""
+    """Write config.json + model.safetensors with HF names, atomically; returns the directory.
+
+    `extra_files` (name -> bytes), e.g. the vocabulary's vocab.txt and tokenizer.json, are
+    written with them, so that the directory is complete the moment it appears."""
     directory = Path(directory)
     pretraining = isinstance(model, BertForPreTraining)
     bert = model.bert if pretraining else model
@@ -359,10 +364,13 @@ def save_hf_checkpoint(
     )
     try:
         save_file(tensors, staging / SAFETENSORS_NAME, metadata={"format": "pt"})
+        extra = dict(extra_files or {})
+        for name, data in extra.items():
+            (staging / name).write_bytes(data)
         (staging / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
         if directory.is_dir() and any(directory.iterdir()):
             # Replace file by file, config last: it names the weights that are already in place.
-            for name in (SAFETENSORS_NAME, CONFIG_NAME):
+            for name in (*extra, SAFETENSORS_NAME, CONFIG_NAME):
                 os.replace(staging / name, directory / name)
             staging.rmdir()
         else:

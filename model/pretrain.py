@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import torch
 
@@ -176,6 +177,28 @@ def open_phase_data(config: PretrainConfig, phase: Phase) -> PhaseData:
         validation_shards=validation_shards,
         vocab_hash=find_vocab_hash(train),
     )
+
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json")
+
+
+def tokenizer_files(vocab_dir: str) -> dict[str, bytes]:
+    """The vocabulary's tokenizer files (local or gs://) that go with each phase's export, so
+    that transformers' AutoTokenizer loads the export as it is; none without --vocab."""
+    if not vocab_dir:
+        return {}
+    files = {}
+    for name in TOKENIZER_FILES:
+        path = _join(vocab_dir, name)
+        fs, _, _ = fsspec.get_fs_token_paths(path)
+        if fs.exists(path):
+            with fsspec.open(path, "rb") as f:
+                files[name] = f.read()
+    if "vocab.txt" not in files:
+        raise PretrainingDataError(
+            f"{vocab_dir}: no vocab.txt; --vocab must name a vocab stage output"
+        )
+    return files
 
 
 def check_same_vocabulary(datas: list[PhaseData]) -> None:
@@ -602,7 +625,9 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
                     last_eval |= {"seq_length": T, **evaluation}
                     metrics.write(last_eval)
                 if phase_end and dist.is_main:  # the model of each phase, for fine-tuning
-                    export = save_hf_checkpoint(model, output / f"phase{phase.index}")
+                    export = save_hf_checkpoint(
+                        model, output / f"phase{phase.index}", tokenizer_files(config.data.vocab)
+                    )
                     metrics.write({"event": "export", "step": step, "path": str(export)})
                 if do_checkpoint:
                     rng = all_gather_objects(_rng_state(device), dist)

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from tokenizers import Tokenizer
 
 from model.bert import IGNORE_INDEX, BertForPreTraining, Unpadding
 from model.checkpointing import latest_checkpoint, list_checkpoints
@@ -277,6 +278,7 @@ def trained_run(sample_data, tmp_path_factory) -> Path:
         "--set=checkpoint.every=50",
         "--set=eval.every=100",
         "--set=data.num_workers=2",
+        f"--vocab={sample_data.vocab}",
     )
     train(config)
     return output
@@ -304,6 +306,20 @@ def test_tiny_model_learns_on_the_sample(trained_run):
         assert report.missing_keys == () and model.config.vocab_size == 2000
     final = weights(trained_run / "checkpoints" / "step-000000300")
     assert all(torch.equal(t, final[k]) for k, t in weights(trained_run / "phase2").items())
+
+
+@pytest.mark.timeout(600)
+def test_exports_carry_the_tokenizer_that_transformers_loads(sample_data, trained_run):
+    from transformers import AutoTokenizer
+
+    ours = Tokenizer.from_file(str(sample_data.vocab / "tokenizer.json"))
+    text = "The Prefect server starts [MASK] workers; naïve café."
+    for phase in ("phase1", "phase2"):
+        assert (trained_run / phase / "vocab.txt").read_bytes() == (
+            sample_data.vocab / "vocab.txt"
+        ).read_bytes()
+        theirs = AutoTokenizer.from_pretrained(str(trained_run / phase))
+        assert theirs(text)["input_ids"] == ours.encode(text).ids
 
 
 @pytest.mark.timeout(600)
