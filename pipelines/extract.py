@@ -24,7 +24,6 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines.arrow_shards import WriteArrowShards
-from pipelines.beam_runner import make_pipeline
 from pipelines.sentences import split_long_sentence, split_sentences
 from pipelines.stage import StageRun, file_inputs
 from pipelines.wikidump import DumpReadError, MalformedPage, iter_pages, open_dump
@@ -532,17 +531,11 @@ def run(argv: list[str] | None = None) -> dict:
         inputs=inputs,
         counter_names=COUNTERS,
     )
-    existing = stage.up_to_date()
-    if existing is not None:
-        log.info("%s is up to date (%d documents); nothing to do", args.output, existing.total_rows)
-        return json.loads(existing.to_json())
-    stage.begin()
-    pipeline = make_pipeline(beam_args)
-    build_pipeline(pipeline, config, inputs, args.output)
-    result = pipeline.run()
-    result.wait_until_finish()
-    manifest = stage.finish(result)
-    return json.loads(manifest.to_json())
+    return stage.execute(
+        beam_args,
+        lambda pipeline: build_pipeline(pipeline, config, inputs, args.output),
+        unit="documents",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -12,6 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
 from pipelines.arrow_shards import SHARD_INDEX_NAME, join, read_bytes, write_atomic
+from pipelines.beam_runner import make_pipeline
 from schemas.manifest import MANIFEST_NAME, InputRef, Manifest, ManifestError, ShardInfo
 from schemas.spec import SchemaSpec
 
@@ -62,6 +64,25 @@ class StageRun:
             if not FileSystems.exists(path):
                 return None
         return existing
+
+    def execute(self, beam_args: list[str], build: Callable[[Any], None], *, unit: str) -> dict:
+        """The whole run: nothing if up to date; else begin, build(pipeline), run it and write
+        the manifest last. Returns the manifest as a dict; `unit` names its rows in the log."""
+        existing = self.up_to_date()
+        if existing is not None:
+            log.info(
+                "%s is up to date (%d %s); nothing to do",
+                self.output_dir,
+                existing.total_rows,
+                unit,
+            )
+            return json.loads(existing.to_json())
+        self.begin()
+        pipeline = make_pipeline(beam_args)
+        build(pipeline)
+        result = pipeline.run()
+        result.wait_until_finish()
+        return json.loads(self.finish(result).to_json())
 
     def begin(self) -> None:
         """Create the output directory and drop an old manifest, so a killed run never looks done."""

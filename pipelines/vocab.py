@@ -38,7 +38,6 @@ from pipelines.arrow_shards import (
     read_manifest,
     write_atomic,
 )
-from pipelines.beam_runner import make_pipeline
 from pipelines.stage import StageRun
 from schemas.documents import DOCUMENTS
 from schemas.manifest import MANIFEST_NAME, InputRef, ManifestError
@@ -731,24 +730,18 @@ def run(argv: list[str] | None = None) -> dict:
     stage = StageRun(
         stage=STAGE, spec=VOCAB, output_dir=args.output, config=asdict(config), inputs=inputs
     )
-    existing = stage.up_to_date()
-    if existing is not None:
-        log.info("%s is up to date (%d tokens); nothing to do", args.output, existing.total_rows)
-        return json.loads(existing.to_json())
-    stage.begin()
-    pipeline = make_pipeline(beam_args)
-    build_pipeline(
-        pipeline,
-        config,
-        args.documents,
-        args.output,
-        adopted_vocab=adopted.tokens if adopted else None,
-        reference=reference,
+    return stage.execute(
+        beam_args,
+        lambda pipeline: build_pipeline(
+            pipeline,
+            config,
+            args.documents,
+            args.output,
+            adopted_vocab=adopted.tokens if adopted else None,
+            reference=reference,
+        ),
+        unit="tokens",
     )
-    result = pipeline.run()
-    result.wait_until_finish()
-    manifest = stage.finish(result)
-    return json.loads(manifest.to_json())
 
 
 def main(argv: list[str] | None = None) -> int:
