@@ -301,8 +301,9 @@ def read_documents(directory: Path) -> list[dict]:
 def flip_case(text: str, seed: int) -> str:
     """The text with each ASCII letter's case flipped by a fair coin (seeded).
 
-    An uncased vocabulary gives the same tokens; the job's chunk cache (wordpiece/chunk_cache.py)
-    sees new chunks, as it would in new text, instead of finding every chunk of a copy cached.
+    An uncased vocabulary gives the same tokens; the job's cache of chunks
+    (wordpiece/cached_encoder.py) sees new ones, as it would in new text, instead of finding
+    every chunk of a copy cached (its words, lower-cased, it has seen).
     ASCII letters are single bytes in UTF-8 and never part of a longer character.
     """
     import numpy as np
@@ -459,12 +460,12 @@ def core_run(documents: Path, vocab: Path) -> dict:
         split_long_sentences,
     )
     from pipelines.pretraining_data import read_vocabulary_files
-    from wordpiece.chunk_cache import ChunkCache
+    from wordpiece.cached_encoder import CachedEncoder
 
     tokens, tokenizer, _ = read_vocabulary_files(str(vocab))
     rows = read_documents(documents)
     t0 = time.process_time()
-    cache = ChunkCache(tokenizer, typecode="H", lowercase=True)  # as the job tokenizes
+    cache = CachedEncoder(tokenizer, typecode="H", lowercase=True)  # as the job tokenizes
     docs = []
     for row in rows:
         packed = cache.encode(row["sentences"])
@@ -498,6 +499,7 @@ def core_run(documents: Path, vocab: Path) -> dict:
             n += len(plans)
     return {
         "examples": n,
+        "words_new_share": cache.words_new / max(cache.words_seen, 1),
         "chunks_new_share": cache.chunks_new / max(cache.chunks_seen, 1),
         "tokenize_cpu_s": tokenize_s,
         "pairs_masking_cpu_s": time.process_time() - t0,
@@ -648,8 +650,8 @@ def main() -> int:
         c = runs["core"]
         print(
             f"| {scale}x | core (no Beam): tokenize {c['tokenize_cpu_s']:.2f} s, pairs+masking "
-            f"{c['pairs_masking_cpu_s']:.2f} s ({c['chunks_new_share']:.0%} of distinct chunks per "
-            f"document new to the cache) | {c['examples']:,} | | | "
+            f"{c['pairs_masking_cpu_s']:.2f} s (new to the caches: {c['words_new_share']:.1%} of "
+            f"ASCII words, {c['chunks_new_share']:.0%} of other chunks) | {c['examples']:,} | | | "
             f"{c['examples'] / (c['tokenize_cpu_s'] + c['pairs_masking_cpu_s']):,.0f} | | | |"
         )
     print("\nMemory one call of each step allocates (tracemalloc, MB):")

@@ -71,7 +71,7 @@ from pipelines.vocab import read_vocab_dir
 from schemas.documents import DOCUMENTS
 from schemas.manifest import MANIFEST_NAME, InputRef, Manifest, ManifestError
 from schemas.pretraining import NOT_NEXT, pretraining_spec, token_id_type
-from wordpiece.chunk_cache import ChunkCache
+from wordpiece.cached_encoder import CachedEncoder
 from wordpiece.tokenizer import CONFIG_NAME, TOKENIZER_NAME, VOCAB_NAME, read_vocab_config
 from wordpiece.vocab_file import SPECIAL_TOKENS, parse_vocab, special_token_ids
 
@@ -296,7 +296,7 @@ class TokenizeDocuments(beam.DoFn):
         options, _ = read_vocab_config(
             read_bytes(join(self.vocab_dir, CONFIG_NAME)), source=join(self.vocab_dir, CONFIG_NAME)
         )
-        self.encoder = ChunkCache(self.tokenizer, typecode=typecode, lowercase=options.lowercase)
+        self.encoder = CachedEncoder(self.tokenizer, typecode=typecode, lowercase=options.lowercase)
         ids = special_token_ids(tokens)
         self.unk_id = ids["[UNK]"]
         # The tokenizer keeps "[SEP]", "[MASK]"... typed in the text as special tokens; inside

@@ -1,4 +1,4 @@
-"""ChunkCache gives exactly the tokenizer's ids for whole sentences, however full its caches."""
+"""CachedEncoder gives exactly the tokenizer's ids for whole sentences, however full its caches."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 import pytest
 
 from tests.wordpiece.test_tokenizer import CASED, EDGE_TEXTS, UNCASED, _sweep_texts
-from wordpiece.chunk_cache import ChunkCache
+from wordpiece.cached_encoder import CachedEncoder
 from wordpiece.tokenizer import build_tokenizer
 from wordpiece.vocab_file import read_vocab
 
@@ -24,14 +24,14 @@ def _random_texts(n: int, seed: int) -> list[str]:
     return ["".join(rng.choice(_ALPHABET) for _ in range(rng.randint(0, 40))) for _ in range(n)]
 
 
-def _ids(cache: ChunkCache, texts: list[str], batch: int = 50) -> list[list[int]]:
+def _ids(cache: CachedEncoder, texts: list[str], batch: int = 50) -> list[list[int]]:
     out = []
     for i in range(0, len(texts), batch):
         out += [array.array(cache.typecode, b).tolist() for b in cache.encode(texts[i : i + batch])]
     return out
 
 
-def _assert_same(tokenizer, cache: ChunkCache, texts: list[str]) -> None:
+def _assert_same(tokenizer, cache: CachedEncoder, texts: list[str]) -> None:
     expected = [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
     got = _ids(cache, texts)
     for text, g, e in zip(texts, got, expected, strict=True):
@@ -48,7 +48,7 @@ def test_ids_equal_the_tokenizer_on_hard_and_real_text(
 ):
     tokenizer = build_tokenizer(read_vocab(bert_vocab_path), options)
     texts = EDGE_TEXTS + sample_text + _random_texts(3000, seed=1) + _sweep_texts()[:40]
-    cache = ChunkCache(
+    cache = CachedEncoder(
         tokenizer,
         typecode="H",
         lowercase=options.lowercase,
@@ -62,22 +62,29 @@ def test_ids_equal_the_tokenizer_on_hard_and_real_text(
 
 def test_without_the_ascii_path_and_with_int32_ids(bert_vocab_path, sample_text):
     tokenizer = build_tokenizer(read_vocab(bert_vocab_path), UNCASED)
-    cache = ChunkCache(tokenizer, typecode="i", lowercase=None)
+    cache = CachedEncoder(tokenizer, typecode="i", lowercase=None)
     texts = EDGE_TEXTS + sample_text[:200]
     _assert_same(tokenizer, cache, texts)
     assert cache.itemsize == 4
 
 
-def test_repeated_chunks_are_served_from_the_cache(bert_vocab_path):
+def test_repeated_words_and_chunks_are_served_from_the_caches(bert_vocab_path):
     tokenizer = build_tokenizer(read_vocab(bert_vocab_path), UNCASED)
-    cache = ChunkCache(tokenizer, typecode="H", lowercase=True)
+    cache = CachedEncoder(tokenizer, typecode="H", lowercase=True)
+    # Printable ASCII: words. "the" twice, then "dog" is the only new word.
     cache.encode(["The cat sat on the mat.", "The dog sat."])
-    assert cache.chunks_new == cache.chunks_seen == 8  # distinct per call: "The" ... "sat."
-    cache.encode(["The cat sat."])
-    assert (cache.chunks_seen, cache.chunks_new) == (11, 8)
+    assert (cache.words_seen, cache.words_new) == (11, 7)
+    cache.encode(["THE CAT SAT."])  # other case, same words once lower-cased
+    assert (cache.words_seen, cache.words_new) == (15, 7)
+    # Other text: space-separated chunks, distinct per call.
+    cache.encode(["Café au lait, café.", "Café noir."])
+    assert (cache.chunks_seen, cache.chunks_new) == (5, 5)  # "Café" in both
+    cache.encode(["Café noir, café."])
+    assert (cache.chunks_seen, cache.chunks_new) == (8, 6)  # only "noir," is new
+    assert len(cache._chunks) == 6
 
 
 def test_bad_typecode_is_refused(bert_vocab_path):
     tokenizer = build_tokenizer(read_vocab(bert_vocab_path), UNCASED)
     with pytest.raises(ValueError, match="typecode"):
-        ChunkCache(tokenizer, typecode="q", lowercase=True)
+        CachedEncoder(tokenizer, typecode="q", lowercase=True)
