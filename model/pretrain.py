@@ -187,13 +187,12 @@ def tokenizer_files(vocab_dir: str) -> dict[str, bytes]:
     that transformers' AutoTokenizer loads the export as it is; none without --vocab."""
     if not vocab_dir:
         return {}
+    fs, root = fsspec.core.url_to_fs(vocab_dir)
     files = {}
     for name in TOKENIZER_FILES:
-        path = _join(vocab_dir, name)
-        fs, _, _ = fsspec.get_fs_token_paths(path)
+        path = _join(root, name)
         if fs.exists(path):
-            with fsspec.open(path, "rb") as f:
-                files[name] = f.read()
+            files[name] = fs.cat_file(path)
     if "vocab.txt" not in files:
         raise PretrainingDataError(
             f"{vocab_dir}: no vocab.txt; --vocab must name a vocab stage output"
@@ -478,6 +477,7 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
         set_storage_options(url, config.data.storage_options)
     phases = plan_phases(config, dist.world_size)
     datas = {phase.index: open_phase_data(config, phase) for phase in phases}
+    export_files = tokenizer_files(config.data.vocab)  # read once, written with each export
     check_same_vocabulary(list(datas.values()))
     vocab_hash = datas[phases[0].index].vocab_hash
     model_config = model_config_for(config, datas[phases[0].index].train)
@@ -625,9 +625,7 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
                     last_eval |= {"seq_length": T, **evaluation}
                     metrics.write(last_eval)
                 if phase_end and dist.is_main:  # the model of each phase, for fine-tuning
-                    export = save_hf_checkpoint(
-                        model, output / f"phase{phase.index}", tokenizer_files(config.data.vocab)
-                    )
+                    export = save_hf_checkpoint(model, output / f"phase{phase.index}", export_files)
                     metrics.write({"event": "export", "step": step, "path": str(export)})
                 if do_checkpoint:
                     rng = all_gather_objects(_rng_state(device), dist)

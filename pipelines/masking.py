@@ -159,17 +159,19 @@ def mask_sequence_groups(
     counts = num_to_predict(num_maskable, u, config.masked_lm_prob, config.max_predictions_per_seq)
     chosen = _smallest_keys(seq_of_token[candidates], num_maskable, keys, counts, candidates)
     chosen_offsets = _offsets(counts)[group_offsets]
-    decision = np.empty(len(chosen))
-    for g, rng in enumerate(rngs):
-        decision[chosen_offsets[g] : chosen_offsets[g + 1]] = rng.random(
-            chosen_offsets[g + 1] - chosen_offsets[g]
-        )
+    decision = _per_group(rngs, np.diff(chosen_offsets), lambda rng, n: rng.random(n))
     masked_ids, originals = _corrupt(
         input_ids, chosen, decision, _group_draws(rngs, chosen_offsets), vocab, config
     )
     return MaskedBatch(
         masked_ids, chosen - offsets[seq_of_token[chosen]], _offsets(counts), originals
     )
+
+
+def _per_group(rngs: list[np.random.Generator], sizes, draw) -> np.ndarray:
+    """draw(rng, n) with each group's rng and size, concatenated in group order."""
+    parts = [draw(rng, int(n)) for rng, n in zip(rngs, sizes, strict=True)]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def _group_draws(rngs: list[np.random.Generator], offsets: np.ndarray):
@@ -179,9 +181,8 @@ def _group_draws(rngs: list[np.random.Generator], offsets: np.ndarray):
     def draw(high: int, chosen: np.ndarray) -> np.ndarray:
         running = np.zeros(len(chosen) + 1, np.int64)
         np.cumsum(chosen, out=running[1:])
-        per_group = (running[offsets[1:]] - running[offsets[:-1]]).tolist()
-        parts = [rng.integers(0, high, n) for rng, n in zip(rngs, per_group, strict=True)]
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        per_group = running[offsets[1:]] - running[offsets[:-1]]
+        return _per_group(rngs, per_group, lambda rng, n: rng.integers(0, high, n))
 
     return draw
 

@@ -263,10 +263,6 @@ def pack_pair_groups(
     """`pack_pairs` of each group, concatenated, with the same output and the same draws from
     each group's rng; one set of array operations for all groups, which is what makes it fast.
     """
-    if not groups:
-        dtype = docs[0].dtype if docs else np.int32
-        empty = np.zeros(0, np.int64)
-        return PairBatch(np.zeros(0, dtype), np.zeros(1, np.int64), empty, np.zeros(0, np.uint8))
     for g in groups:
         num_random = int((g.plans["random_doc_rank"] >= 0).sum())
         if len(g.random_b) != num_random:
@@ -291,16 +287,13 @@ def pack_pair_groups(
     b_start[is_random] = random_at
     b_len[is_random] = random_len
     a_len = plans["a_end"] - plans["a_start"]
-    new_a, new_b = truncated_lengths(a_len, b_len, max_num_tokens)
-    a_front = np.empty(num, np.int64)
-    b_front = np.empty(num, np.int64)
-    a_cut, b_cut = a_len - new_a, b_len - new_b
-    lo = 0
-    for g, size in zip(groups, group_size.tolist(), strict=True):
-        hi = lo + size
-        a_front[lo:hi] = g.rng.binomial(a_cut[lo:hi], 0.5)
-        b_front[lo:hi] = g.rng.binomial(b_cut[lo:hi], 0.5)
-        lo = hi
+    # Each group truncated with its own rng, as pack_pairs would; the spans stay vectorized.
+    bounds = np.cumsum(group_size) - group_size
+    cuts = [
+        truncate_seq_pairs(a_len[lo : lo + n], b_len[lo : lo + n], max_num_tokens, g.rng)
+        for g, lo, n in zip(groups, bounds.tolist(), group_size.tolist(), strict=True)
+    ]
+    a_front, new_a, b_front, new_b = (np.concatenate(field) for field in zip(*cuts, strict=True))
     # Five runs per pair: [CLS], A, [SEP], B, [SEP].
     ones = np.ones(num, np.int64)
     starts = np.stack(

@@ -473,60 +473,43 @@ def _list_array(offsets: np.ndarray, values: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
 
 
-class _Chunk:
-    """Columns of examples being collected at one length."""
+def shard_tables(part: dict[str, Any], num_shards: int) -> Iterator[tuple[int, pa.Table]]:
+    """A group of examples' columns as one table per shard (rank mod num_shards)."""
+    rank = part["_rank"]
+    shard = rank % num_shards
+    order = np.argsort(shard, kind="stable")  # rows grouped by shard, in rank order
 
-    def __init__(self):
-        self.parts: list[dict[str, Any]] = []
-        self.rows = 0
+    def lists(values, lengths):
+        lens = part[lengths]
+        offsets = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        flat = part[values][gather_runs(offsets[:-1][order], lens[order])]
+        new_offsets = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens[order], out=new_offsets[1:])
+        return _list_array(new_offsets, flat)
 
-    def add(self, part: dict[str, Any]) -> None:
-        self.parts.append(part)
-        self.rows += len(part["dupe_index"])
+    def strings(name):
+        return pa.array(np.array(part[name], dtype=object)[order], pa.string())
 
-    def shard_tables(self, num_shards: int) -> Iterator[tuple[int, pa.Table]]:
-        """The collected examples split by shard (rank mod num_shards); empties the chunk."""
-
-        def cat(name):
-            return np.concatenate([p[name] for p in self.parts])
-
-        rank = cat("_rank")
-        shard = rank % num_shards
-        order = np.argsort(shard, kind="stable")  # rows grouped by shard, in rank order
-
-        def lists(values, lengths):
-            lens = cat(lengths)
-            offsets = np.zeros(len(lens) + 1, dtype=np.int64)
-            np.cumsum(lens, out=offsets[1:])
-            flat = cat(values)[gather_runs(offsets[:-1][order], lens[order])]
-            new_offsets = np.zeros(len(lens) + 1, dtype=np.int64)
-            np.cumsum(lens[order], out=new_offsets[1:])
-            return _list_array(new_offsets, flat)
-
-        def strings(name):
-            values = np.array([d for p in self.parts for d in p[name]], dtype=object)
-            return pa.array(values[order], pa.string())
-
-        table = pa.table(
-            {
-                "input_ids": lists("input_ids", "length"),
-                "segment_a_length": pa.array(cat("segment_a_length")[order].astype(np.uint16)),
-                "masked_lm_positions": lists("masked_lm_positions", "num_masked"),
-                "masked_lm_ids": lists("masked_lm_ids", "num_masked"),
-                "next_sentence_label": pa.array(cat("next_sentence_label")[order]),
-                "doc_id": strings("doc_id"),
-                "b_doc_id": strings("b_doc_id"),
-                "dupe_index": pa.array(cat("dupe_index")[order].astype(np.uint16)),
-                "pair_index": pa.array(cat("pair_index")[order].astype(np.uint32)),
-                "_rank": pa.array(rank[order].astype(np.uint64)),
-                "_key": pa.array(cat("_key")[order].astype(np.uint64)),
-            }
-        )
-        self.parts, self.rows = [], 0
-        sorted_shard = shard[order]
-        for s in np.unique(sorted_shard):
-            lo, hi = np.searchsorted(sorted_shard, [s, s + 1])
-            yield int(s), table.slice(lo, hi - lo)
+    table = pa.table(
+        {
+            "input_ids": lists("input_ids", "length"),
+            "segment_a_length": pa.array(part["segment_a_length"][order].astype(np.uint16)),
+            "masked_lm_positions": lists("masked_lm_positions", "num_masked"),
+            "masked_lm_ids": lists("masked_lm_ids", "num_masked"),
+            "next_sentence_label": pa.array(part["next_sentence_label"][order]),
+            "doc_id": strings("doc_id"),
+            "b_doc_id": strings("b_doc_id"),
+            "dupe_index": pa.array(part["dupe_index"][order].astype(np.uint16)),
+            "pair_index": pa.array(part["pair_index"][order].astype(np.uint32)),
+            "_rank": pa.array(rank[order].astype(np.uint64)),
+            "_key": pa.array(part["_key"][order].astype(np.uint64)),
+        }
+    )
+    sorted_shard = shard[order]
+    for s in np.unique(sorted_shard):
+        lo, hi = np.searchsorted(sorted_shard, [s, s + 1])
+        yield int(s), table.slice(lo, hi - lo)
 
 
 def table_to_stream_bytes(table: pa.Table) -> bytes:
@@ -538,6 +521,23 @@ def table_to_stream_bytes(table: pa.Table) -> bytes:
 
 def table_from_stream_bytes(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
+
+
+def _groups_of_examples(planned, li: int) -> Iterator[tuple[list, int]]:
+    """The bucket's (document, duplicate, plans) groups at one length, gathered into batches
+    of at least ROWS_PER_CHUNK examples (the last one smaller), with their example counts."""
+    pending: list[tuple[int, int, np.ndarray]] = []
+    rows = 0
+    for index, doc in enumerate(planned):
+        for dupe, plans in enumerate(doc.plans[li]):
+            if len(plans):
+                pending.append((index, dupe, plans))
+                rows += len(plans)
+                if rows >= ROWS_PER_CHUNK:
+                    yield pending, rows
+                    pending, rows = [], 0
+    if pending:
+        yield pending, rows
 
 
 class AssembleExamples(beam.DoFn):
@@ -573,23 +573,14 @@ class AssembleExamples(beam.DoFn):
             num_shards = cfg.num_shards_for(int(offsets[-1]))
             next_rank = int(offsets[bucket])
             masking = cfg.masking(li)
-            pending: list[tuple[int, int, np.ndarray]] = []  # (document, duplicate, plans)
-            rows = 0
-            for index, doc in enumerate(planned):
-                for dupe, plans in enumerate(doc.plans[li]):
-                    if len(plans) == 0:
-                        continue
-                    pending.append((index, dupe, plans))
-                    rows += len(plans)
-                    if rows >= ROWS_PER_CHUNK:
-                        part = self._examples(planned, pending, li, length, answers, masking)
-                        yield from self._emit(part, next_rank, length, num_shards)
-                        next_rank += rows
-                        pending, rows = [], 0
-            if pending:
+            for pending, rows in _groups_of_examples(planned, li):
                 part = self._examples(planned, pending, li, length, answers, masking)
-                yield from self._emit(part, next_rank, length, num_shards)
+                part["_rank"] = np.arange(next_rank, next_rank + rows)
                 next_rank += rows
+                for shard, table in shard_tables(part, num_shards):
+                    yield beam.pvalue.TaggedOutput(
+                        f"seq{length}", (shard, table_to_stream_bytes(table))
+                    )
             if next_rank != offsets[bucket + 1]:
                 raise RuntimeError(f"bucket {bucket}: example count differs from the plan")
 
@@ -664,13 +655,6 @@ class AssembleExamples(beam.DoFn):
             "pair_index": np.arange(num) - np.repeat(group_offsets[:-1], sizes_array),
             "_key": keys,
         }
-
-    def _emit(self, part: dict[str, Any], first_rank: int, length: int, num_shards: int):
-        part["_rank"] = np.arange(first_rank, first_rank + len(part["doc_id"]))
-        chunk = _Chunk()
-        chunk.add(part)
-        for shard, table in chunk.shard_tables(num_shards):
-            yield beam.pvalue.TaggedOutput(f"seq{length}", (shard, table_to_stream_bytes(table)))
 
 
 class _WriteExampleShard(beam.DoFn):
