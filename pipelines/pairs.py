@@ -154,6 +154,36 @@ def random_next_span(
     return bounds[first], bounds[end]
 
 
+def random_next_spans(
+    bounds: np.ndarray,
+    doc_offsets: np.ndarray,
+    doc: np.ndarray,
+    random_start: np.ndarray,
+    b_target_length: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`random_next_span` for many pairs at once. Document j's boundaries are
+    bounds[doc_offsets[j] : doc_offsets[j + 1]]; pair i takes B from document doc[i].
+    Returns B's token (start, end) per pair."""
+    bounds = np.asarray(bounds, dtype=np.int64)
+    doc_offsets = np.asarray(doc_offsets, dtype=np.int64)
+    doc = np.asarray(doc, dtype=np.int64)
+    b_target_length = np.asarray(b_target_length, dtype=np.int64)
+    if len(doc) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    starts = doc_offsets[doc]
+    num_sentences = doc_offsets[doc + 1] - starts - 1
+    first = (np.asarray(random_start, dtype=np.float64) * num_sentences).astype(np.int64)
+    # One search over every document: each one's boundaries raised above the previous one's
+    # by more than any target, so the concatenation is sorted and no search crosses documents.
+    step = np.zeros(len(doc_offsets) - 1, dtype=np.int64)
+    step[1:] = bounds[doc_offsets[1:-1] - 1] + np.abs(b_target_length).max() + 1
+    lifted = bounds + np.repeat(np.cumsum(step), np.diff(doc_offsets))
+    value = lifted[starts + first] + b_target_length
+    end = np.searchsorted(lifted, value, side="left") - starts
+    end = np.minimum(np.maximum(end, first + 1), num_sentences)
+    return bounds[starts + first], bounds[starts + end]
+
+
 def truncated_lengths(
     len_a: np.ndarray, len_b: np.ndarray, max_num_tokens: int
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -122,12 +122,14 @@ class StageRun:
 
 
 def counters(result, namespace: str) -> dict[str, int]:
-    """Committed values of a finished pipeline's counters in `namespace`."""
-    found = result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]
+    """Committed values of the counters in `namespace` of a finished pipeline, or summed over
+    a list of pipelines that made one stage's output."""
     totals: dict[str, int] = {}
-    for c in found:
-        value = c.committed if c.committed is not None else c.attempted
-        totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + int(value or 0)
+    for one in result if isinstance(result, list) else [result]:
+        found = one.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]
+        for c in found:
+            value = c.committed if c.committed is not None else c.attempted
+            totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + int(value or 0)
     return dict(sorted(totals.items()))
 
 

@@ -15,6 +15,7 @@ from pipelines.pairs import (
     pack_pairs,
     plans_to_array,
     random_next_span,
+    random_next_spans,
     sentence_bounds,
     split_long_sentences,
     target_length,
@@ -140,6 +141,24 @@ def test_random_next_span_takes_whole_sentences_from_a_random_start():
     assert random_next_span(bounds, 0.5, 1) == (12, 20)
     assert random_next_span(bounds, 0.99, 100) == (20, 26)  # the document ends first
     assert random_next_span(bounds, 0.0, -3) == (0, 5)  # at least one sentence
+
+
+def test_random_next_spans_equal_one_span_at_a_time():
+    rng = np.random.default_rng(3)
+    docs = []
+    for _ in range(60):
+        lengths = rng.integers(1, 40, rng.integers(1, 30))
+        docs.append(np.concatenate([[0], np.cumsum(lengths)]))
+    offsets = np.concatenate([[0], np.cumsum([len(d) for d in docs])])
+    doc = rng.integers(0, len(docs), 5000)
+    start = rng.random(5000)
+    target = rng.integers(-20, 300, 5000)
+    s, e = random_next_spans(np.concatenate(docs), offsets, doc, start, target)
+    expected = [
+        random_next_span(docs[d].tolist(), r, t)
+        for d, r, t in zip(doc.tolist(), start.tolist(), target.tolist(), strict=True)
+    ]
+    assert list(zip(s.tolist(), e.tolist(), strict=True)) == expected
 
 
 def _one_token_at_a_time(len_a, len_b, max_num_tokens):

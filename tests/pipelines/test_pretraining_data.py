@@ -288,6 +288,41 @@ def test_command_line_with_two_worker_processes_gives_the_same_bytes(
     assert shard_bytes(other) == shard_bytes(output)
 
 
+def test_beams_shuffle_gives_the_same_bytes_as_the_local_files_exchange(
+    job, documents_dir, vocab_dir, tmp_path
+):
+    output, _ = job
+    assert not (output / ".work").exists()  # the local exchange removes its files
+    other = tmp_path / "pretraining"
+    run_job(documents_dir, vocab_dir, other, "--exchange", "shuffle", "--docs-per-bucket", "3")
+    assert shard_bytes(other) == shard_bytes(output)
+
+
+def test_a_killed_local_run_never_looks_done_and_the_next_run_starts_afresh(
+    job, documents_dir, vocab_dir, tmp_path
+):
+    output, _ = job
+    other = tmp_path / "pretraining"
+    # What a run killed while writing shards leaves: work files cut short, a shard, no manifest.
+    work = other / ".work"
+    (work / "seq64").mkdir(parents=True)
+    (work / "tokens-00000.arrow").write_bytes(b"cut short")
+    (work / "seq64" / "bucket-000000.arrow").write_bytes(b"cut short")
+    (other / "seq64").mkdir()
+    shutil.copy(sorted((output / "seq64").glob("*.arrow"))[0], other / "seq64")
+    with pytest.raises(ManifestError, match="has not finished"):
+        PretrainingShards(str(other / "seq64"), vocab_dir=str(vocab_dir))
+    run_job(documents_dir, vocab_dir, other)
+    assert shard_bytes(other) == shard_bytes(output)
+    assert not work.exists()
+
+
+def test_the_local_exchange_is_refused_for_gcs_paths(documents_dir, vocab_dir):
+    argv = ["--documents", str(documents_dir), "--vocab", str(vocab_dir)]
+    message = error_of([*argv, "--output", "gs://bucket/out", "--exchange", "local"])
+    assert "--exchange local needs local" in message
+
+
 def test_another_seed_gives_other_pairs_and_masks(job, documents_dir, vocab_dir, tmp_path):
     output, _ = job
     other = tmp_path / "pretraining"

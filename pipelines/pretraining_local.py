@@ -1,0 +1,590 @@
+"""The pretraining data job with local files between its steps: for one machine (DirectRunner).
+
+Beam's shuffle on the DirectRunner keeps every stage's data in the memory of its processes and
+costs more CPU than the work itself (bench/results/pretraining_data.md). Here the data goes
+through files in `<output>/.work/`, memory-mapped where they are read, and Beam moves only
+work items: file and bucket numbers. Three pipelines run one after another, the driver in
+between:
+
+1. tokenize: each documents shard -> `tokens-NNNNN.arrow` (doc_id, hash, token ids, sentence
+   boundaries). The driver then orders all documents by (hash, doc id), as the shuffle
+   exchange does, and cuts the ranks into buckets of --docs-per-bucket documents.
+2. plan: each bucket -> `plans-NNNNNN.npz`, its pairs per length and duplicate; the driver sums
+   the examples per bucket: every example's rank, the number of shards.
+3. assemble: each bucket -> per length `seq<L>/bucket-NNNNNN.arrow`, its masked examples
+   grouped by shard; B of a NotNext pair is read from the token files. Then each shard reads
+   its rows from every bucket's file and writes them in the order of their random keys.
+
+The records are built by the same functions as the shuffle exchange (pipelines/
+pretraining_records.py), so the shards are byte-identical to it. The work directory is removed
+after the run; a killed run leaves it behind, and the next run starts it afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import shutil
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from pipelines.arrow_shards import read_shard, write_shard_index
+from pipelines.beam_runner import make_pipeline
+from pipelines.pairs import (
+    PLAN_DTYPE,
+    SPECIAL_TOKENS_PER_PAIR,
+    gather_runs,
+    random_next_spans,
+    split_long_sentences,
+)
+from pipelines.pretraining_config import (
+    BadInputError,
+    PretrainingDataConfig,
+    Vocabulary,
+    checked_num_shards,
+    doc_hash,
+)
+from pipelines.pretraining_records import (
+    Answers,
+    DocumentPlanner,
+    DocumentTokenizer,
+    ExampleAssembler,
+    PlannedDocument,
+    TokenizedDocument,
+    examples_by_shard,
+    write_example_shard,
+)
+from schemas.documents import DOCUMENTS
+from schemas.manifest import ShardInfo
+from schemas.pretraining import token_id_type
+
+WORK_DIR_NAME = ".work"
+# Memory-mapped files a worker keeps: every bucket's file of a length, so that each shard
+# maps them once per worker (at most 65,530 mappings per process by default on Linux).
+OPEN_FILES = 16384
+
+
+def work_dir_for(output: str) -> str:
+    return os.path.join(output, WORK_DIR_NAME)
+
+
+def _tokens_path(work: str, index: int) -> str:
+    return os.path.join(work, f"tokens-{index:05d}.arrow")
+
+
+def _plans_path(work: str, bucket: int) -> str:
+    return os.path.join(work, f"plans-{bucket:06d}.npz")
+
+
+def _spill_path(work: str, length: int, bucket: int) -> str:
+    return os.path.join(work, f"seq{length}", f"bucket-{bucket:06d}.arrow")
+
+
+def _write_table(path: str, table: pa.Table) -> None:
+    """One record batch, uncompressed (read back memory-mapped), renamed into place."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks(), max_chunksize=max(table.num_rows, 1))
+    os.replace(tmp, path)
+
+
+def _read_table(path: str) -> pa.Table:
+    """A table written by _write_table, memory-mapped: nothing is read until used. The file is
+    closed at once (the mapping stays), so a worker may keep thousands mapped."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        mapped = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) if size else b""
+    return pa.ipc.open_file(pa.BufferReader(pa.py_buffer(mapped))).read_all()
+
+
+class _OpenFiles:
+    """The most recently used memory-mapped tables of a worker, opened on demand."""
+
+    def __init__(self, open_fn: Callable[[str], object]):
+        self.open_fn = open_fn
+        self.files: OrderedDict[str, object] = OrderedDict()
+
+    def get(self, path: str):
+        found = self.files.get(path)
+        if found is None:
+            found = self.files[path] = self.open_fn(path)
+            if len(self.files) > OPEN_FILES:
+                self.files.popitem(last=False)
+        else:
+            self.files.move_to_end(path)
+        return found
+
+
+@dataclass(frozen=True)
+class _TokenFile:
+    """A token file's columns as numpy views of the mapped file."""
+
+    doc_ids: pa.StringArray
+    tokens: np.ndarray
+    token_offsets: np.ndarray
+    bounds: np.ndarray
+    bound_offsets: np.ndarray
+    cut: list[tuple[np.ndarray, np.ndarray]]  # per length index: boundaries, their offsets
+
+    @classmethod
+    def open(cls, path: str) -> _TokenFile:
+        table = _read_table(path)
+
+        def flat(name):
+            column = table.column(name).chunk(0) if table.num_rows else None
+            if column is None:
+                return np.zeros(0), np.zeros(1, np.int64)
+            return column.values.to_numpy(), column.offsets.to_numpy()
+
+        tokens, token_offsets = flat("tokens")
+        bounds, bound_offsets = flat("bounds")
+        doc_ids = table.column("doc_id").combine_chunks()
+        cuts = sorted(n for n in table.column_names if n.startswith("cut"))
+        cut = [flat(name) for name in sorted(cuts, key=lambda n: int(n[3:]))]
+        return cls(doc_ids, tokens, token_offsets, bounds, bound_offsets, cut)
+
+    def document(self, row: int, hash64: int) -> TokenizedDocument:
+        t0, t1 = self.token_offsets[row], self.token_offsets[row + 1]
+        b0, b1 = self.bound_offsets[row], self.bound_offsets[row + 1]
+        doc_id = self.doc_ids[row].as_py()
+        return TokenizedDocument(doc_id, hash64, self.tokens[t0:t1], self.bounds[b0:b1])
+
+
+class _Corpus:
+    """The documents in rank order, read from the token files on demand."""
+
+    def __init__(self, work: str):
+        self.work = work
+        self.files = _OpenFiles(_TokenFile.open)
+        self.file_of_rank = np.load(os.path.join(work, "file_of_rank.npy"), mmap_mode="r")
+        self.row_of_rank = np.load(os.path.join(work, "row_of_rank.npy"), mmap_mode="r")
+        self.hash_of_rank = np.load(os.path.join(work, "hash_of_rank.npy"), mmap_mode="r")
+
+    @property
+    def num_documents(self) -> int:
+        return len(self.file_of_rank)
+
+    def document(self, rank: int) -> TokenizedDocument:
+        token_file = self.files.get(_tokens_path(self.work, int(self.file_of_rank[rank])))
+        return token_file.document(int(self.row_of_rank[rank]), int(self.hash_of_rank[rank]))
+
+    def random_next_sources(self, ranks: np.ndarray, li: int):
+        """For documents by rank: their ids, token ids, and sentence boundaries at length
+        index li (over-long sentences cut) as one array with offsets."""
+        files = np.asarray(self.file_of_rank[ranks])
+        rows = np.asarray(self.row_of_rank[ranks]).astype(np.int64)
+        doc_ids: list = [None] * len(ranks)
+        tokens: list = [None] * len(ranks)
+        sizes = np.zeros(len(ranks), dtype=np.int64)
+        cut_parts, cut_where = [], []
+        for f in np.unique(files).tolist():
+            where = np.flatnonzero(files == f)
+            token_file = self.files.get(_tokens_path(self.work, f))
+            r = rows[where]
+            for i, doc_id in zip(
+                where.tolist(), token_file.doc_ids.take(r).to_pylist(), strict=True
+            ):
+                doc_ids[i] = doc_id
+            t = token_file.tokens
+            for i, t0, t1 in zip(
+                where.tolist(),
+                token_file.token_offsets[r].tolist(),
+                token_file.token_offsets[r + 1].tolist(),
+                strict=True,
+            ):
+                tokens[i] = t[t0:t1]
+            values, offsets = token_file.cut[li]
+            sizes[where] = offsets[r + 1] - offsets[r]
+            cut_parts.append(values[gather_runs(offsets[r], sizes[where])])
+            cut_where.append(where)
+        doc_offsets = np.zeros(len(ranks) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=doc_offsets[1:])
+        bounds = np.zeros(int(doc_offsets[-1]), dtype=np.int64)
+        for where, part in zip(cut_where, cut_parts, strict=True):
+            bounds[gather_runs(doc_offsets[where], sizes[where])] = part
+        return doc_ids, tokens, bounds, doc_offsets
+
+
+def bucket_ranks(num_documents: int, num_buckets: int, bucket: int) -> range:
+    """The ranks of one bucket: consecutive, sizes equal within one."""
+    return range(num_documents * bucket // num_buckets, num_documents * (bucket + 1) // num_buckets)
+
+
+class TokenizeShard(beam.DoFn):
+    """(index, documents shard) -> token file `tokens-<index>.arrow`; yields its document count."""
+
+    def __init__(
+        self, config: PretrainingDataConfig, documents_dir: str, work: str, vocab_dir: str,
+        token_dtype: str,
+    ):  # fmt: skip
+        self.max_num_tokens = [L - SPECIAL_TOKENS_PER_PAIR for L in config.max_seq_lengths]
+        self.documents_dir = documents_dir
+        self.work = work
+        self.token_dtype = token_dtype
+        self.tokenizer = DocumentTokenizer(vocab_dir, token_dtype)
+
+    def setup(self) -> None:
+        self.tokenizer.setup()
+
+    def process(self, element: tuple[int, ShardInfo]) -> Iterator[int]:
+        index, info = element
+        table = read_shard(self.documents_dir, info, DOCUMENTS)
+        doc_ids, hashes, tokens, bounds = [], [], [], []
+        cuts: list[list[np.ndarray]] = [[] for _ in self.max_num_tokens]
+        for doc_id, sentences in zip(
+            table.column("doc_id").to_pylist(), table.column("sentences").to_pylist(), strict=True
+        ):
+            h = doc_hash(doc_id)
+            doc = self.tokenizer.tokenize(doc_id, h, sentences)
+            if doc is not None:
+                doc_ids.append(doc_id)
+                hashes.append(h)
+                tokens.append(doc.tokens)
+                bounds.append(doc.bounds)
+                # B of a NotNext pair is read with the cut of its length (pairs.py)
+                for cut, max_num_tokens in zip(cuts, self.max_num_tokens, strict=True):
+                    cut.append(split_long_sentences(doc.bounds, max_num_tokens)[0])
+        dtype = np.dtype(self.token_dtype)
+        _write_table(
+            _tokens_path(self.work, index),
+            pa.table(
+                {
+                    "doc_id": pa.array(doc_ids, pa.string()),
+                    "hash": pa.array(np.array(hashes, dtype=np.uint64)),
+                    "tokens": _large_lists(tokens, dtype),
+                    "bounds": _large_lists(bounds, np.dtype(np.int64)),
+                    **{
+                        f"cut{li}": _large_lists(cut, np.dtype(np.int64))
+                        for li, cut in enumerate(cuts)
+                    },
+                }
+            ),
+        )
+        yield len(doc_ids)
+
+
+def _large_lists(arrays: list[np.ndarray], dtype: np.dtype) -> pa.LargeListArray:
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    np.cumsum([len(a) for a in arrays], out=offsets[1:])
+    values = np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+def corpus_order(hashes: np.ndarray, doc_id: Callable[[int], str]) -> np.ndarray:
+    """Indices that sort documents by (hash, doc id); doc ids are looked up only for hashes
+    that occur more than once."""
+    order = np.argsort(hashes, kind="stable")
+    sorted_hashes = hashes[order]
+    same = np.flatnonzero(sorted_hashes[1:] == sorted_hashes[:-1])
+    start = 0
+    while start < len(same):
+        end = start
+        while end + 1 < len(same) and same[end + 1] == same[end] + 1:
+            end += 1
+        lo, hi = int(same[start]), int(same[end]) + 2
+        order[lo:hi] = sorted(order[lo:hi].tolist(), key=doc_id)
+        start = end + 1
+    return order
+
+
+def write_corpus_index(work: str, num_files: int) -> int:
+    """Orders the documents of every token file; writes rank -> (file, row, hash). Returns the
+    number of documents."""
+    hashes, files, rows, tables = [], [], [], {}
+    for index in range(num_files):
+        table = _read_table(_tokens_path(work, index))
+        tables[index] = table
+        hashes.append(np.asarray(table.column("hash").to_numpy(), dtype=np.uint64))
+        files.append(np.full(table.num_rows, index, dtype=np.uint32))
+        rows.append(np.arange(table.num_rows, dtype=np.uint32))
+    all_hashes = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
+    all_files = np.concatenate(files) if files else np.zeros(0, np.uint32)
+    all_rows = np.concatenate(rows) if rows else np.zeros(0, np.uint32)
+
+    def doc_id(i: int) -> str:
+        return tables[int(all_files[i])].column("doc_id")[int(all_rows[i])].as_py()
+
+    order = corpus_order(all_hashes, doc_id)
+    np.save(os.path.join(work, "file_of_rank.npy"), all_files[order])
+    np.save(os.path.join(work, "row_of_rank.npy"), all_rows[order])
+    np.save(os.path.join(work, "hash_of_rank.npy"), all_hashes[order])
+    return len(order)
+
+
+class PlanBucket(beam.DoFn):
+    """bucket -> `plans-<bucket>.npz`; yields (bucket, examples per length)."""
+
+    def __init__(self, config: PretrainingDataConfig, work: str, num_buckets: int):
+        self.planner = DocumentPlanner(config)
+        self.config = config
+        self.work = work
+        self.num_buckets = num_buckets
+
+    def setup(self) -> None:
+        self.corpus = _Corpus(self.work)
+
+    def process(self, bucket: int) -> Iterator[tuple[int, list[int]]]:
+        n = self.corpus.num_documents
+        ranks = bucket_ranks(n, self.num_buckets, bucket)
+        planned = [self.planner.plan(self.corpus.document(r), r, n) for r in ranks]
+        arrays, counts = {}, []
+        for li in range(len(self.config.max_seq_lengths)):
+            per_group = [p for doc in planned for p in doc.plans[li]]
+            sizes = np.array([len(p) for p in per_group], dtype=np.int64)
+            arrays[f"plans{li}"] = (
+                np.concatenate(per_group) if per_group else np.zeros(0, dtype=PLAN_DTYPE)
+            )
+            arrays[f"sizes{li}"] = sizes
+            counts.append(int(sizes.sum()))
+        tmp = _plans_path(self.work, bucket) + f".tmp-{os.getpid()}.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, _plans_path(self.work, bucket))
+        yield bucket, counts
+
+
+def _read_plans(path: str, num_lengths: int, num_docs: int, dupe_factor: int):
+    """plans[li][doc][dupe] from a plans file."""
+    with np.load(path) as data:
+        out = []
+        for li in range(num_lengths):
+            plans, sizes = data[f"plans{li}"], data[f"sizes{li}"]
+            offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+            np.cumsum(sizes, out=offsets[1:])
+            groups = [plans[offsets[g] : offsets[g + 1]] for g in range(len(sizes))]
+            out.append([groups[d * dupe_factor : (d + 1) * dupe_factor] for d in range(num_docs)])
+    return out
+
+
+class AssembleBucket(beam.DoFn):
+    """bucket -> per length its examples, grouped by shard, in `seq<L>/bucket-<bucket>.arrow`."""
+
+    def __init__(
+        self,
+        config: PretrainingDataConfig,
+        vocab_dir: str,
+        work: str,
+        num_buckets: int,
+        example_offsets: list[list[int]],
+        num_shards: list[int],
+    ):
+        self.assembler = ExampleAssembler(config, vocab_dir)
+        self.config = config
+        self.work = work
+        self.num_buckets = num_buckets
+        self.example_offsets = example_offsets  # [length index][bucket], plus the total
+        self.num_shards = num_shards  # per length index
+
+    def setup(self) -> None:
+        self.assembler.setup()
+        self.corpus = _Corpus(self.work)
+
+    def process(self, bucket: int) -> Iterator[int]:
+        cfg = self.config
+        n = self.corpus.num_documents
+        ranks = bucket_ranks(n, self.num_buckets, bucket)
+        docs = [self.corpus.document(r) for r in ranks]
+        plans = _read_plans(
+            _plans_path(self.work, bucket), len(cfg.max_seq_lengths), len(docs), cfg.dupe_factor
+        )
+        planned = [
+            PlannedDocument(doc, [], [plans[li][d] for li in range(len(plans))])
+            for d, doc in enumerate(docs)
+        ]
+        answers = self._answers(planned)
+        for li, length in enumerate(cfg.max_seq_lengths):
+            first = self.example_offsets[li][bucket]
+            parts = list(self.assembler.parts(planned, answers, li, first))
+            last = int(parts[-1]["_rank"][-1]) + 1 if parts else first
+            if last != self.example_offsets[li][bucket + 1]:
+                raise RuntimeError(f"bucket {bucket}: example count differs from the plan")
+            if parts:
+                # rows by shard, in rank order
+                table, shard = examples_by_shard(_merged(parts), self.num_shards[li])
+                table = table.append_column("_shard", pa.array(shard.astype(np.uint32)))
+                _write_table(_spill_path(self.work, length, bucket), table)
+        yield bucket
+
+    def _answers(self, planned: list[PlannedDocument]) -> Answers:
+        """B of every NotNext pair of the bucket, read from the token files."""
+        answers: Answers = {}
+        for li in range(len(self.config.max_seq_lengths)):
+            keys, requests = [], []
+            for index, doc in enumerate(planned):
+                for dupe, plans in enumerate(doc.plans[li]):
+                    pairs = np.flatnonzero(plans["random_doc_rank"] >= 0)
+                    if len(pairs):
+                        keys.append((index, dupe, pairs.tolist()))
+                        requests.append(plans[pairs])
+            if not requests:
+                continue
+            rows = np.concatenate(requests)
+            ranks, target = np.unique(rows["random_doc_rank"], return_inverse=True)
+            doc_ids, tokens, bounds, doc_offsets = self.corpus.random_next_sources(ranks, li)
+            starts, ends = random_next_spans(
+                bounds, doc_offsets, target, rows["random_start"], rows["b_target_length"]
+            )
+            spans = zip(target.tolist(), starts.tolist(), ends.tolist(), strict=True)
+            for index, dupe, pairs in keys:
+                for pair in pairs:
+                    t, s, e = next(spans)
+                    answers[index, li, dupe, pair] = (doc_ids[t], tokens[t][s:e])
+        return answers
+
+
+def _merged(parts: list[dict]) -> dict:
+    """Chunks of examples' columns as one."""
+    if len(parts) == 1:
+        return parts[0]
+    return {
+        name: sum((p[name] for p in parts), [])
+        if isinstance(parts[0][name], list)
+        else np.concatenate([p[name] for p in parts])
+        for name in parts[0]
+    }
+
+
+class _SpillFile:
+    def __init__(self, path: str):
+        self.table = _read_table(path) if os.path.exists(path) else None
+        self.shard = (
+            self.table.column("_shard").chunk(0).to_numpy() if self.table is not None else None
+        )
+
+    def rows_of(self, shard: int) -> pa.Table | None:
+        if self.table is None:
+            return None
+        lo, hi = np.searchsorted(self.shard, [shard, shard + 1])
+        return self.table.slice(int(lo), int(hi - lo)) if hi > lo else None
+
+
+class GatherShard(beam.DoFn):
+    """shard index -> the shard, its rows read from every bucket's file of one length."""
+
+    def __init__(
+        self, work: str, length: int, num_buckets: int, output_dir: str, token_type: str, n: int
+    ):
+        self.work = work
+        self.length = length
+        self.num_buckets = num_buckets
+        self.output_dir = output_dir
+        self.token_type = token_type
+        self.num_shards = n
+
+    def setup(self) -> None:
+        self.spills = _OpenFiles(_SpillFile)
+
+    def process(self, shard: int, assembled) -> Iterator[dict]:
+        del assembled  # only orders this step after every bucket's
+        tables = []
+        for bucket in range(self.num_buckets):
+            rows = self.spills.get(_spill_path(self.work, self.length, bucket)).rows_of(shard)
+            if rows is not None:
+                tables.append(rows)
+        yield write_example_shard(self.output_dir, self.token_type, shard, self.num_shards, tables)
+
+
+def _run(pipeline: beam.Pipeline):
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
+
+
+def run_local(
+    config: PretrainingDataConfig,
+    vocab: Vocabulary,
+    documents_dir: str,
+    shards: list[ShardInfo],
+    output_dirs: dict[int, str],
+    work: str,
+    docs_per_bucket: int,
+    min_buckets: int,
+    beam_args: list[str],
+) -> list:
+    """Runs the three pipelines; returns their results (for the counters)."""
+    shutil.rmtree(work, ignore_errors=True)
+    for length in config.max_seq_lengths:
+        os.makedirs(os.path.join(work, f"seq{length}"))
+    token_type = token_id_type(len(vocab.tokens))
+    token_dtype = np.dtype(token_type).str
+
+    pipeline = make_pipeline(beam_args)
+    _ = (
+        pipeline
+        | "ListShards" >> beam.Create(list(enumerate(shards)))
+        | "SpreadShards" >> beam.Reshuffle()
+        | "Tokenize"
+        >> beam.ParDo(TokenizeShard(config, documents_dir, work, vocab.directory, token_dtype))
+    )
+    results = [_run(pipeline)]
+
+    num_documents = write_corpus_index(work, len(shards))
+    if num_documents < 2:
+        raise BadInputError(
+            f"the corpus has {num_documents} document(s) with text; NotNext pairs need B "
+            "from another document, so at least two are needed"
+        )
+    num_buckets = min(num_documents, max(min_buckets, -(-num_documents // docs_per_bucket)))
+
+    counts_path = os.path.join(work, "counts.json")
+    pipeline = make_pipeline(beam_args)
+    _ = (
+        pipeline
+        | "ListBuckets" >> beam.Create(range(num_buckets))
+        | "SpreadBuckets" >> beam.Reshuffle()
+        | "Plan" >> beam.ParDo(PlanBucket(config, work, num_buckets))
+        | "CollectCounts" >> beam.combiners.ToList()
+        | "WriteCounts" >> beam.Map(lambda c: _write_json(counts_path, c))
+    )
+    results.append(_run(pipeline))
+
+    counts = np.zeros((len(config.max_seq_lengths), num_buckets), dtype=np.int64)
+    with open(counts_path) as f:
+        for bucket, per_length in json.load(f):
+            counts[:, bucket] = per_length
+    offsets = np.zeros((counts.shape[0], num_buckets + 1), dtype=np.int64)
+    np.cumsum(counts, axis=1, out=offsets[:, 1:])
+    num_shards = [
+        checked_num_shards(config, int(offsets[li, -1]), length)
+        for li, length in enumerate(config.max_seq_lengths)
+    ]
+
+    pipeline = make_pipeline(beam_args)
+    assembled = (
+        pipeline
+        | "ListBuckets" >> beam.Create(range(num_buckets))
+        | "SpreadBuckets" >> beam.Reshuffle()
+        | "Assemble"
+        >> beam.ParDo(
+            AssembleBucket(config, vocab.directory, work, num_buckets, offsets.tolist(), num_shards)
+        )
+    )
+    for li, length in enumerate(config.max_seq_lengths):
+        out = output_dirs[length]
+        _ = (
+            pipeline
+            | f"ListShards{length}" >> beam.Create(range(num_shards[li]))
+            | f"SpreadShards{length}" >> beam.Reshuffle()
+            | f"Write{length}"
+            >> beam.ParDo(
+                GatherShard(work, length, num_buckets, out, token_type, num_shards[li]),
+                beam.pvalue.AsList(assembled),
+            )
+            | f"CollectShardInfo{length}" >> beam.combiners.ToList()
+            | f"WriteShardIndex{length}" >> beam.Map(write_shard_index, out)
+        )
+    results.append(_run(pipeline))
+    shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def _write_json(path: str, value) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f)
+    os.replace(tmp, path)

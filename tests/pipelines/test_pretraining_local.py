@@ -1,0 +1,23 @@
+"""The local exchange's own pieces: the corpus order and the buckets of ranks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipelines.pretraining_local import bucket_ranks, corpus_order
+
+
+def test_documents_are_ordered_by_hash_then_by_id_where_hashes_collide():
+    hashes = np.array([9, 3, 7, 3, 3, 1, 7], dtype=np.uint64)
+    ids = ["i", "c-z", "g-b", "c-a", "c-m", "a", "g-a"]
+    order = corpus_order(hashes, lambda i: ids[i])
+    assert [ids[i] for i in order] == sorted(ids, key=lambda d: (int(hashes[ids.index(d)]), d))
+    assert [ids[i] for i in order] == ["a", "c-a", "c-m", "c-z", "g-a", "g-b", "i"]
+
+
+def test_buckets_cover_every_rank_once_in_order_with_sizes_equal_within_one():
+    for n, k in ((10, 3), (7, 7), (1000, 13)):
+        buckets = [bucket_ranks(n, k, b) for b in range(k)]
+        assert [r for b in buckets for r in b] == list(range(n))
+        sizes = [len(b) for b in buckets]
+        assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
