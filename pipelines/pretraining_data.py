@@ -50,6 +50,7 @@ from pipelines.pretraining_config import (
     read_vocabulary_files,
 )
 from pipelines.pretraining_local import run_local, work_dir_for
+from pipelines.pretraining_shuffle import num_buckets_for
 from pipelines.stage import StageRun
 from schemas.documents import DOCUMENTS
 from schemas.manifest import MANIFEST_NAME, InputRef, Manifest, ManifestError
@@ -253,29 +254,25 @@ def run(argv: list[str] | None = None) -> dict[int, dict]:
     for stage in stages.values():
         stage.begin()
     output_dirs = {length: output_dir_for(args.output, length) for length in todo}
+    k = num_buckets_for(documents.total_rows, args.docs_per_bucket, args.min_buckets)
     if local:
-        results = run_local(
+        result = run_local(
             sub,
             vocab,
             args.documents,
             list(documents.shards),
             output_dirs,
             work_dir_for(args.output),
-            args.docs_per_bucket,
-            args.min_buckets,
+            min(k, documents.total_rows),
             beam_args,
         )
     else:
-        k = pretraining_shuffle.num_buckets_for(
-            documents.total_rows, args.docs_per_bucket, args.min_buckets
-        )
         pipeline = make_pipeline(beam_args)
         pretraining_shuffle.build_pipeline(pipeline, sub, vocab, args.documents, output_dirs, k)
         result = pipeline.run()
         result.wait_until_finish()
-        results = [result]
     for li, stage in stages.items():
-        done[config.max_seq_lengths[li]] = json.loads(stage.finish(results).to_json())
+        done[config.max_seq_lengths[li]] = json.loads(stage.finish(result).to_json())
     return dict(sorted(done.items()))
 
 

@@ -3,17 +3,19 @@
 Beam's shuffle on the DirectRunner keeps every stage's data in the memory of its processes and
 costs more CPU than the work itself (bench/results/pretraining_data.md). Here the data goes
 through files in `<output>/.work/`, memory-mapped where they are read, and Beam moves only
-work items: file and bucket numbers. Three pipelines run one after another, the driver in
-between:
+work items: file, bucket and shard numbers. One pipeline, each step waiting for the one before
+through a side input:
 
 1. tokenize: each documents shard -> `tokens-NNNNN.arrow` (doc_id, hash, token ids, sentence
-   boundaries). The driver then orders all documents by (hash, doc id), as the shuffle
-   exchange does, and cuts the ranks into buckets of --docs-per-bucket documents.
-2. plan: each bucket -> `plans-NNNNNN.npz`, its pairs per length and duplicate; the driver sums
-   the examples per bucket: every example's rank, the number of shards.
+   boundaries, and per length the boundaries with over-long sentences cut); then all
+   documents are ordered by (hash, doc id), as the shuffle exchange does (rank -> file, row,
+   hash in three .npy files), and consecutive ranks form the buckets.
+2. plan: each bucket -> `plans-NNNNNN.npz`, its pairs per length and duplicate; the example
+   counts of all buckets give every example's rank and the number of shards.
 3. assemble: each bucket -> per length `seq<L>/bucket-NNNNNN.arrow`, its masked examples
-   grouped by shard; B of a NotNext pair is read from the token files. Then each shard reads
-   its rows from every bucket's file and writes them in the order of their random keys.
+   grouped by shard; B of a NotNext pair is read from the token files.
+4. write: each shard reads its rows from every bucket's file and writes them in the order of
+   their random keys.
 
 The records are built by the same functions as the shuffle exchange (pipelines/
 pretraining_records.py), so the shards are byte-identical to it. The work directory is removed
@@ -22,13 +24,13 @@ after the run; a killed run leaves it behind, and the next run starts it afresh.
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import shutil
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -327,10 +329,14 @@ class PlanBucket(beam.DoFn):
         self.num_buckets = num_buckets
 
     def setup(self) -> None:
-        self.corpus = _Corpus(self.work)
+        self.corpus = None  # opened on first use: the index is written in this pipeline
 
-    def process(self, bucket: int) -> Iterator[tuple[int, list[int]]]:
+    def process(self, bucket: int, num_documents: int) -> Iterator[tuple[int, list[int]]]:
+        if self.corpus is None:
+            self.corpus = _Corpus(self.work)
         n = self.corpus.num_documents
+        if n != num_documents:
+            raise RuntimeError(f"{self.work}: the corpus index changed during the run")
         ranks = bucket_ranks(n, self.num_buckets, bucket)
         planned = [self.planner.plan(self.corpus.document(r), r, n) for r in ranks]
         arrays, counts = {}, []
@@ -364,27 +370,19 @@ def _read_plans(path: str, num_lengths: int, num_docs: int, dupe_factor: int):
 class AssembleBucket(beam.DoFn):
     """bucket -> per length its examples, grouped by shard, in `seq<L>/bucket-<bucket>.arrow`."""
 
-    def __init__(
-        self,
-        config: PretrainingDataConfig,
-        vocab_dir: str,
-        work: str,
-        num_buckets: int,
-        example_offsets: list[list[int]],
-        num_shards: list[int],
-    ):
+    def __init__(self, config: PretrainingDataConfig, vocab_dir: str, work: str, num_buckets: int):
         self.assembler = ExampleAssembler(config, vocab_dir)
         self.config = config
         self.work = work
         self.num_buckets = num_buckets
-        self.example_offsets = example_offsets  # [length index][bucket], plus the total
-        self.num_shards = num_shards  # per length index
 
     def setup(self) -> None:
         self.assembler.setup()
-        self.corpus = _Corpus(self.work)
+        self.corpus = None  # opened on first use: the index is written in this pipeline
 
-    def process(self, bucket: int) -> Iterator[int]:
+    def process(self, bucket: int, layout: ExampleLayout) -> Iterator[int]:
+        if self.corpus is None:
+            self.corpus = _Corpus(self.work)
         cfg = self.config
         n = self.corpus.num_documents
         ranks = bucket_ranks(n, self.num_buckets, bucket)
@@ -398,14 +396,14 @@ class AssembleBucket(beam.DoFn):
         ]
         answers = self._answers(planned)
         for li, length in enumerate(cfg.max_seq_lengths):
-            first = self.example_offsets[li][bucket]
+            first = layout.offsets[li][bucket]
             parts = list(self.assembler.parts(planned, answers, li, first))
             last = int(parts[-1]["_rank"][-1]) + 1 if parts else first
-            if last != self.example_offsets[li][bucket + 1]:
+            if last != layout.offsets[li][bucket + 1]:
                 raise RuntimeError(f"bucket {bucket}: example count differs from the plan")
             if parts:
                 # rows by shard, in rank order
-                table, shard = examples_by_shard(_merged(parts), self.num_shards[li])
+                table, shard = examples_by_shard(_merged(parts), layout.num_shards[li])
                 table = table.append_column("_shard", pa.array(shard.astype(np.uint32)))
                 _write_table(_spill_path(self.work, length, bucket), table)
         yield bucket
@@ -466,33 +464,121 @@ class _SpillFile:
 class GatherShard(beam.DoFn):
     """shard index -> the shard, its rows read from every bucket's file of one length."""
 
-    def __init__(
-        self, work: str, length: int, num_buckets: int, output_dir: str, token_type: str, n: int
-    ):
+    def __init__(self, work: str, length_index: int, length: int, num_buckets: int,
+                 output_dir: str, token_type: str):  # fmt: skip
         self.work = work
+        self.length_index = length_index
         self.length = length
         self.num_buckets = num_buckets
         self.output_dir = output_dir
         self.token_type = token_type
-        self.num_shards = n
 
     def setup(self) -> None:
         self.spills = _OpenFiles(_SpillFile)
 
-    def process(self, shard: int, assembled) -> Iterator[dict]:
+    def process(self, shard: int, layout: ExampleLayout, assembled) -> Iterator[dict]:
         del assembled  # only orders this step after every bucket's
         tables = []
         for bucket in range(self.num_buckets):
             rows = self.spills.get(_spill_path(self.work, self.length, bucket)).rows_of(shard)
             if rows is not None:
                 tables.append(rows)
-        yield write_example_shard(self.output_dir, self.token_type, shard, self.num_shards, tables)
+        num_shards = layout.num_shards[self.length_index]
+        yield write_example_shard(self.output_dir, self.token_type, shard, num_shards, tables)
 
 
-def _run(pipeline: beam.Pipeline):
-    result = pipeline.run()
-    result.wait_until_finish()
-    return result
+class ExampleLayout(NamedTuple):
+    """Where each bucket's examples go, known once every bucket is planned."""
+
+    offsets: list[list[int]]  # [length index][bucket]: rank of its first example, then the total
+    num_shards: list[int]  # per length index
+
+
+def example_layout(
+    config: PretrainingDataConfig, num_buckets: int, counts: list[tuple[int, list[int]]]
+) -> ExampleLayout:
+    """The layout from the plan counts (bucket, examples per length); no example at a length
+    is an error."""
+    per_bucket = np.zeros((len(config.max_seq_lengths), num_buckets), dtype=np.int64)
+    for bucket, per_length in counts:
+        per_bucket[:, bucket] = per_length
+    offsets = np.zeros((len(config.max_seq_lengths), num_buckets + 1), dtype=np.int64)
+    np.cumsum(per_bucket, axis=1, out=offsets[:, 1:])
+    num_shards = [
+        checked_num_shards(config, int(offsets[li, -1]), length)
+        for li, length in enumerate(config.max_seq_lengths)
+    ]
+    return ExampleLayout(offsets.tolist(), num_shards)
+
+
+def _ordered(work: str, num_files: int) -> int:
+    """The corpus order, written once every token file is; returns the document count."""
+    num_documents = write_corpus_index(work, num_files)
+    if num_documents < 2:
+        raise BadInputError(
+            f"the corpus has {num_documents} document(s) with text; NotNext pairs need B "
+            "from another document, so at least two are needed"
+        )
+    return num_documents
+
+
+def build_local_pipeline(
+    pipeline: beam.Pipeline,
+    config: PretrainingDataConfig,
+    vocab: Vocabulary,
+    documents_dir: str,
+    shards: list[ShardInfo],
+    output_dirs: dict[int, str],
+    work: str,
+    num_buckets: int,
+) -> None:
+    """Adds the job with the local exchange to `pipeline`. Each step waits for the one before
+    through a side input, so the files it reads are complete."""
+    token_type = token_id_type(len(vocab.tokens))
+    token_dtype = np.dtype(token_type).str
+    k = num_buckets
+    counts = (
+        pipeline
+        | "ListShards" >> beam.Create(list(enumerate(shards)))
+        | "SpreadShards" >> beam.Reshuffle()
+        | "Tokenize"
+        >> beam.ParDo(TokenizeShard(config, documents_dir, work, vocab.directory, token_dtype))
+    )
+    num_documents = (
+        counts
+        | "AllTokenized" >> beam.combiners.ToList()
+        | "Order" >> beam.Map(lambda _: _ordered(work, len(shards)))
+    )
+    plan_counts = (
+        pipeline
+        | "ListBuckets" >> beam.Create(range(k))
+        | "SpreadBuckets" >> beam.Reshuffle()
+        | "Plan" >> beam.ParDo(PlanBucket(config, work, k), beam.pvalue.AsSingleton(num_documents))
+    )
+    layout = beam.pvalue.AsSingleton(
+        plan_counts
+        | "AllPlanned" >> beam.combiners.ToList()
+        | "Layout" >> beam.Map(lambda c: example_layout(config, k, c))
+    )
+    assembled = beam.pvalue.AsList(
+        pipeline
+        | "ListBucketsAgain" >> beam.Create(range(k))
+        | "AfterLayout" >> beam.Map(lambda b, _: b, layout)
+        | "SpreadBucketsAgain" >> beam.Reshuffle()
+        | "Assemble" >> beam.ParDo(AssembleBucket(config, vocab.directory, work, k), layout)
+    )
+    for li, length in enumerate(config.max_seq_lengths):
+        out = output_dirs[length]
+        _ = (
+            pipeline
+            | f"Start{length}" >> beam.Create([li])
+            | f"ListShards{length}" >> beam.FlatMap(lambda i, t: range(t.num_shards[i]), layout)
+            | f"SpreadShards{length}" >> beam.Reshuffle()
+            | f"Write{length}"
+            >> beam.ParDo(GatherShard(work, li, length, k, out, token_type), layout, assembled)
+            | f"CollectShardInfo{length}" >> beam.combiners.ToList()
+            | f"WriteShardIndex{length}" >> beam.Map(write_shard_index, out)
+        )
 
 
 def run_local(
@@ -502,89 +588,19 @@ def run_local(
     shards: list[ShardInfo],
     output_dirs: dict[int, str],
     work: str,
-    docs_per_bucket: int,
-    min_buckets: int,
+    num_buckets: int,
     beam_args: list[str],
-) -> list:
-    """Runs the three pipelines; returns their results (for the counters)."""
+):
+    """Runs the job with the local exchange; returns the pipeline's result. The work directory
+    is made afresh and removed after a successful run."""
     shutil.rmtree(work, ignore_errors=True)
     for length in config.max_seq_lengths:
         os.makedirs(os.path.join(work, f"seq{length}"))
-    token_type = token_id_type(len(vocab.tokens))
-    token_dtype = np.dtype(token_type).str
-
     pipeline = make_pipeline(beam_args)
-    _ = (
-        pipeline
-        | "ListShards" >> beam.Create(list(enumerate(shards)))
-        | "SpreadShards" >> beam.Reshuffle()
-        | "Tokenize"
-        >> beam.ParDo(TokenizeShard(config, documents_dir, work, vocab.directory, token_dtype))
+    build_local_pipeline(
+        pipeline, config, vocab, documents_dir, shards, output_dirs, work, num_buckets
     )
-    results = [_run(pipeline)]
-
-    num_documents = write_corpus_index(work, len(shards))
-    if num_documents < 2:
-        raise BadInputError(
-            f"the corpus has {num_documents} document(s) with text; NotNext pairs need B "
-            "from another document, so at least two are needed"
-        )
-    num_buckets = min(num_documents, max(min_buckets, -(-num_documents // docs_per_bucket)))
-
-    counts_path = os.path.join(work, "counts.json")
-    pipeline = make_pipeline(beam_args)
-    _ = (
-        pipeline
-        | "ListBuckets" >> beam.Create(range(num_buckets))
-        | "SpreadBuckets" >> beam.Reshuffle()
-        | "Plan" >> beam.ParDo(PlanBucket(config, work, num_buckets))
-        | "CollectCounts" >> beam.combiners.ToList()
-        | "WriteCounts" >> beam.Map(lambda c: _write_json(counts_path, c))
-    )
-    results.append(_run(pipeline))
-
-    counts = np.zeros((len(config.max_seq_lengths), num_buckets), dtype=np.int64)
-    with open(counts_path) as f:
-        for bucket, per_length in json.load(f):
-            counts[:, bucket] = per_length
-    offsets = np.zeros((counts.shape[0], num_buckets + 1), dtype=np.int64)
-    np.cumsum(counts, axis=1, out=offsets[:, 1:])
-    num_shards = [
-        checked_num_shards(config, int(offsets[li, -1]), length)
-        for li, length in enumerate(config.max_seq_lengths)
-    ]
-
-    pipeline = make_pipeline(beam_args)
-    assembled = (
-        pipeline
-        | "ListBuckets" >> beam.Create(range(num_buckets))
-        | "SpreadBuckets" >> beam.Reshuffle()
-        | "Assemble"
-        >> beam.ParDo(
-            AssembleBucket(config, vocab.directory, work, num_buckets, offsets.tolist(), num_shards)
-        )
-    )
-    for li, length in enumerate(config.max_seq_lengths):
-        out = output_dirs[length]
-        _ = (
-            pipeline
-            | f"ListShards{length}" >> beam.Create(range(num_shards[li]))
-            | f"SpreadShards{length}" >> beam.Reshuffle()
-            | f"Write{length}"
-            >> beam.ParDo(
-                GatherShard(work, length, num_buckets, out, token_type, num_shards[li]),
-                beam.pvalue.AsList(assembled),
-            )
-            | f"CollectShardInfo{length}" >> beam.combiners.ToList()
-            | f"WriteShardIndex{length}" >> beam.Map(write_shard_index, out)
-        )
-    results.append(_run(pipeline))
+    result = pipeline.run()
+    result.wait_until_finish()
     shutil.rmtree(work, ignore_errors=True)
-    return results
-
-
-def _write_json(path: str, value) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f)
-    os.replace(tmp, path)
+    return result

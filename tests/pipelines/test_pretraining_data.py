@@ -444,6 +444,16 @@ def test_a_corpus_of_one_sentence_documents_gives_a_clear_error(vocab_dir, tmp_p
         run_job(docs, vocab_dir, tmp_path / "o", "--max-seq-lengths", "64")
 
 
+@pytest.mark.parametrize("exchange", ["local", "shuffle"])
+def test_a_corpus_with_one_document_of_text_gives_a_clear_error(
+    exchange, vocab_dir, sample_dump, tmp_path
+):
+    rows = sample_articles(sample_dump, 1, 10) + [document_row("empty", ["", " "])]
+    docs = write_documents(rows, tmp_path / "docs", 1)
+    with pytest.raises(Exception, match=r"1 document\(s\) with text"):
+        run_job(docs, vocab_dir, tmp_path / "o", "--exchange", exchange)
+
+
 def test_missing_or_mismatched_inputs_are_named(documents_dir, vocab_dir, tmp_path):
     base = ["--output", str(tmp_path / "o")]
     message = error_of(["--documents", str(tmp_path / "nowhere"), "--vocab", str(vocab_dir), *base])
