@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import mmap
+import os
 import posixpath
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -191,14 +193,56 @@ def read_shard(directory: str, info: ShardInfo, spec: SchemaSpec) -> pa.Table:
     return table
 
 
+def iter_shard_batches(
+    directory: str, info: ShardInfo, spec: SchemaSpec
+) -> Iterator[pa.RecordBatch]:
+    """A shard's record batches one at a time, after checking its checksum and schema.
+
+    A local shard is memory-mapped and decompressed a batch at a time, so a large shard never
+    sits in memory whole; a gs:// shard is read whole first.
+    """
+    path = join(directory, info.path)
+    try:
+        if "://" in path:
+            data = pa.py_buffer(read_bytes(path))
+        else:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                data = pa.py_buffer(
+                    mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) if size else b""
+                )
+    except OSError as err:
+        raise CorruptShardError(
+            f"{path}: cannot read shard listed in the manifest ({err})"
+        ) from err
+    digest = hashlib.sha256()
+    view = memoryview(data)
+    for start in range(0, len(view), 1 << 24):
+        digest.update(view[start : start + (1 << 24)])
+    if digest.hexdigest() != info.sha256:
+        raise CorruptShardError(
+            f"{path}: checksum differs from the manifest; the shard is corrupt or was "
+            "changed after the stage finished; re-run the stage"
+        )
+    try:
+        reader = pa.ipc.open_file(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as err:
+        raise CorruptShardError(f"{path}: not a readable Arrow file ({err})") from err
+    try:
+        check_schema(reader.schema, spec, source=path)
+    except SchemaMismatchError as err:
+        raise CorruptShardError(str(err)) from err
+    for i in range(reader.num_record_batches):
+        yield reader.get_batch(i)
+
+
 class _ReadShard(beam.DoFn):
     def __init__(self, directory: str, spec: SchemaSpec):
         self.directory = directory
         self.spec = spec
 
     def process(self, info: ShardInfo) -> Iterator[dict]:
-        table = read_shard(self.directory, info, self.spec)
-        for batch in table.to_batches(max_chunksize=ROWS_PER_BATCH):
+        for batch in iter_shard_batches(self.directory, info, self.spec):
             yield from batch.to_pylist()
 
 

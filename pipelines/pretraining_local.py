@@ -6,7 +6,7 @@ through files in `<output>/.work/`, memory-mapped where they are read, and Beam 
 work items: file, bucket and shard numbers. One pipeline, each step waiting for the one before
 through a side input:
 
-1. tokenize: each documents shard -> `tokens-NNNNN.arrow` (doc_id, hash, token ids, sentence
+1. tokenize: each documents shard -> `tokens-NNNNN-PPPP.arrow` (doc_id, hash, token ids, sentence
    boundaries, and per length the boundaries with over-long sentences cut); then all
    documents are ordered by (hash, doc id), as the shuffle exchange does (rank -> file, row,
    hash in three .npy files), and consecutive ranks form the buckets.
@@ -24,6 +24,7 @@ after the run; a killed run leaves it behind, and the next run starts it afresh.
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import shutil
@@ -36,7 +37,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from pipelines.arrow_shards import read_shard, write_shard_index
+from pipelines.arrow_shards import iter_shard_batches, write_shard_index
 from pipelines.beam_runner import make_pipeline
 from pipelines.pairs import (
     PLAN_DTYPE,
@@ -67,6 +68,8 @@ from schemas.manifest import ShardInfo
 from schemas.pretraining import token_id_type
 
 WORK_DIR_NAME = ".work"
+TOKEN_FILES_NAME = "token_files.json"
+TOKENS_PER_FILE = 1 << 25  # token ids per token file (64 MB at 16 bits): the tokenizer's memory
 # Memory-mapped files a worker keeps: every bucket's file of a length, so that each shard
 # maps them once per worker (at most 65,530 mappings per process by default on Linux).
 OPEN_FILES = 16384
@@ -74,10 +77,6 @@ OPEN_FILES = 16384
 
 def work_dir_for(output: str) -> str:
     return os.path.join(output, WORK_DIR_NAME)
-
-
-def _tokens_path(work: str, index: int) -> str:
-    return os.path.join(work, f"tokens-{index:05d}.arrow")
 
 
 def _plans_path(work: str, bucket: int) -> str:
@@ -167,13 +166,15 @@ class _Corpus:
         self.file_of_rank = np.load(os.path.join(work, "file_of_rank.npy"), mmap_mode="r")
         self.row_of_rank = np.load(os.path.join(work, "row_of_rank.npy"), mmap_mode="r")
         self.hash_of_rank = np.load(os.path.join(work, "hash_of_rank.npy"), mmap_mode="r")
+        with open(os.path.join(work, TOKEN_FILES_NAME)) as f:
+            self.paths = [os.path.join(work, name) for name in json.load(f)]
 
     @property
     def num_documents(self) -> int:
         return len(self.file_of_rank)
 
     def document(self, rank: int) -> TokenizedDocument:
-        token_file = self.files.get(_tokens_path(self.work, int(self.file_of_rank[rank])))
+        token_file = self.files.get(self.paths[int(self.file_of_rank[rank])])
         return token_file.document(int(self.row_of_rank[rank]), int(self.hash_of_rank[rank]))
 
     def random_next_sources(self, ranks: np.ndarray, li: int):
@@ -187,7 +188,7 @@ class _Corpus:
         cut_parts, cut_where = [], []
         for f in np.unique(files).tolist():
             where = np.flatnonzero(files == f)
-            token_file = self.files.get(_tokens_path(self.work, f))
+            token_file = self.files.get(self.paths[f])
             r = rows[where]
             for i, doc_id in zip(
                 where.tolist(), token_file.doc_ids.take(r).to_pylist(), strict=True
@@ -219,7 +220,11 @@ def bucket_ranks(num_documents: int, num_buckets: int, bucket: int) -> range:
 
 
 class TokenizeShard(beam.DoFn):
-    """(index, documents shard) -> token file `tokens-<index>.arrow`; yields its document count."""
+    """(index, documents shard) -> token files `tokens-<index>-<part>.arrow`; yields their names.
+
+    The shard is read a record batch at a time and a token file is written every
+    TOKENS_PER_FILE token ids, so memory is bounded whatever the shard's size.
+    """
 
     def __init__(
         self, config: PretrainingDataConfig, documents_dir: str, work: str, vocab_dir: str,
@@ -234,41 +239,45 @@ class TokenizeShard(beam.DoFn):
     def setup(self) -> None:
         self.tokenizer.setup()
 
-    def process(self, element: tuple[int, ShardInfo]) -> Iterator[int]:
+    def process(self, element: tuple[int, ShardInfo]) -> Iterator[str]:
         index, info = element
-        table = read_shard(self.documents_dir, info, DOCUMENTS)
-        doc_ids, hashes, tokens, bounds = [], [], [], []
-        cuts: list[list[np.ndarray]] = [[] for _ in self.max_num_tokens]
-        for doc_id, sentences in zip(
-            table.column("doc_id").to_pylist(), table.column("sentences").to_pylist(), strict=True
-        ):
-            h = doc_hash(doc_id)
-            doc = self.tokenizer.tokenize(doc_id, h, sentences)
-            if doc is not None:
-                doc_ids.append(doc_id)
-                hashes.append(h)
-                tokens.append(doc.tokens)
-                bounds.append(doc.bounds)
-                # B of a NotNext pair is read with the cut of its length (pairs.py)
-                for cut, max_num_tokens in zip(cuts, self.max_num_tokens, strict=True):
-                    cut.append(split_long_sentences(doc.bounds, max_num_tokens)[0])
-        dtype = np.dtype(self.token_dtype)
-        _write_table(
-            _tokens_path(self.work, index),
-            pa.table(
-                {
-                    "doc_id": pa.array(doc_ids, pa.string()),
-                    "hash": pa.array(np.array(hashes, dtype=np.uint64)),
-                    "tokens": _large_lists(tokens, dtype),
-                    "bounds": _large_lists(bounds, np.dtype(np.int64)),
-                    **{
-                        f"cut{li}": _large_lists(cut, np.dtype(np.int64))
-                        for li, cut in enumerate(cuts)
-                    },
-                }
-            ),
+        docs: list[TokenizedDocument] = []
+        num_tokens, part = 0, 0
+        for batch in iter_shard_batches(self.documents_dir, info, DOCUMENTS):
+            for doc_id, sentences in zip(
+                batch.column("doc_id").to_pylist(),
+                batch.column("sentences").to_pylist(),
+                strict=True,
+            ):
+                doc = self.tokenizer.tokenize(doc_id, doc_hash(doc_id), sentences)
+                if doc is not None:
+                    docs.append(doc)
+                    num_tokens += len(doc.tokens)
+                if num_tokens >= TOKENS_PER_FILE:
+                    yield self._write(f"tokens-{index:05d}-{part:04d}.arrow", docs)
+                    docs, num_tokens, part = [], 0, part + 1
+        if docs:
+            yield self._write(f"tokens-{index:05d}-{part:04d}.arrow", docs)
+
+    def _write(self, name: str, docs: list[TokenizedDocument]) -> str:
+        # B of a NotNext pair is read with the sentence cut of its length (pairs.py)
+        cuts = {
+            f"cut{li}": _large_lists(
+                [split_long_sentences(d.bounds, m)[0] for d in docs], np.dtype(np.int64)
+            )
+            for li, m in enumerate(self.max_num_tokens)
+        }
+        table = pa.table(
+            {
+                "doc_id": pa.array([d.doc_id for d in docs], pa.string()),
+                "hash": pa.array(np.array([d.hash64 for d in docs], dtype=np.uint64)),
+                "tokens": _large_lists([d.tokens for d in docs], np.dtype(self.token_dtype)),
+                "bounds": _large_lists([d.bounds for d in docs], np.dtype(np.int64)),
+                **cuts,
+            }
         )
-        yield len(doc_ids)
+        _write_table(os.path.join(self.work, name), table)
+        return name
 
 
 def _large_lists(arrays: list[np.ndarray], dtype: np.dtype) -> pa.LargeListArray:
@@ -295,12 +304,13 @@ def corpus_order(hashes: np.ndarray, doc_id: Callable[[int], str]) -> np.ndarray
     return order
 
 
-def write_corpus_index(work: str, num_files: int) -> int:
-    """Orders the documents of every token file; writes rank -> (file, row, hash). Returns the
-    number of documents."""
+def write_corpus_index(work: str, names: list[str]) -> int:
+    """Orders the documents of the token files; writes rank -> (file, row, hash) and the
+    files' names. Returns the number of documents."""
+    names = sorted(names)
     hashes, files, rows, tables = [], [], [], {}
-    for index in range(num_files):
-        table = _read_table(_tokens_path(work, index))
+    for index, name in enumerate(names):
+        table = _read_table(os.path.join(work, name))
         tables[index] = table
         hashes.append(np.asarray(table.column("hash").to_numpy(), dtype=np.uint64))
         files.append(np.full(table.num_rows, index, dtype=np.uint32))
@@ -316,6 +326,8 @@ def write_corpus_index(work: str, num_files: int) -> int:
     np.save(os.path.join(work, "file_of_rank.npy"), all_files[order])
     np.save(os.path.join(work, "row_of_rank.npy"), all_rows[order])
     np.save(os.path.join(work, "hash_of_rank.npy"), all_hashes[order])
+    with open(os.path.join(work, TOKEN_FILES_NAME), "w") as f:
+        json.dump(names, f)
     return len(order)
 
 
@@ -511,9 +523,9 @@ def example_layout(
     return ExampleLayout(offsets.tolist(), num_shards)
 
 
-def _ordered(work: str, num_files: int) -> int:
+def _ordered(work: str, names: list[str]) -> int:
     """The corpus order, written once every token file is; returns the document count."""
-    num_documents = write_corpus_index(work, num_files)
+    num_documents = write_corpus_index(work, names)
     if num_documents < 2:
         raise BadInputError(
             f"the corpus has {num_documents} document(s) with text; NotNext pairs need B "
@@ -537,7 +549,7 @@ def build_local_pipeline(
     token_type = token_id_type(len(vocab.tokens))
     token_dtype = np.dtype(token_type).str
     k = num_buckets
-    counts = (
+    token_files = (
         pipeline
         | "ListShards" >> beam.Create(list(enumerate(shards)))
         | "SpreadShards" >> beam.Reshuffle()
@@ -545,9 +557,9 @@ def build_local_pipeline(
         >> beam.ParDo(TokenizeShard(config, documents_dir, work, vocab.directory, token_dtype))
     )
     num_documents = (
-        counts
+        token_files
         | "AllTokenized" >> beam.combiners.ToList()
-        | "Order" >> beam.Map(lambda _: _ordered(work, len(shards)))
+        | "Order" >> beam.Map(lambda names: _ordered(work, names))
     )
     plan_counts = (
         pipeline

@@ -317,6 +317,19 @@ def test_a_killed_local_run_never_looks_done_and_the_next_run_starts_afresh(
     assert not work.exists()
 
 
+def test_a_documents_shard_tokenized_into_many_small_files_gives_the_same_bytes(
+    job, documents_dir, vocab_dir, tmp_path, monkeypatch
+):
+    from pipelines import pretraining_local
+
+    output, _ = job
+    # A token file per few documents, as a shard of gigabytes gets one per 2^25 tokens.
+    monkeypatch.setattr(pretraining_local, "TOKENS_PER_FILE", 500)
+    other = tmp_path / "pretraining"
+    run_job(documents_dir, vocab_dir, other)
+    assert shard_bytes(other) == shard_bytes(output)
+
+
 def test_the_local_exchange_is_refused_for_gcs_paths(documents_dir, vocab_dir):
     argv = ["--documents", str(documents_dir), "--vocab", str(vocab_dir)]
     message = error_of([*argv, "--output", "gs://bucket/out", "--exchange", "local"])
