@@ -37,6 +37,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from pipelines.allocator import keep_freed_memory
 from pipelines.arrow_shards import iter_shard_batches, write_shard_index
 from pipelines.beam_runner import make_pipeline
 from pipelines.pairs import (
@@ -237,6 +238,7 @@ class TokenizeShard(beam.DoFn):
         self.tokenizer = DocumentTokenizer(vocab_dir, token_dtype)
 
     def setup(self) -> None:
+        keep_freed_memory()
         self.tokenizer.setup()
 
     def process(self, element: tuple[int, ShardInfo]) -> Iterator[str]:
@@ -389,6 +391,7 @@ class AssembleBucket(beam.DoFn):
         self.num_buckets = num_buckets
 
     def setup(self) -> None:
+        keep_freed_memory()
         self.assembler.setup()
         self.corpus = None  # opened on first use: the index is written in this pipeline
 
@@ -486,6 +489,7 @@ class GatherShard(beam.DoFn):
         self.token_type = token_type
 
     def setup(self) -> None:
+        keep_freed_memory()
         self.spills = _OpenFiles(_SpillFile)
 
     def process(self, shard: int, layout: ExampleLayout, assembled) -> Iterator[dict]:

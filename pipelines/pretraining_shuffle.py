@@ -19,6 +19,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from pipelines.allocator import keep_freed_memory
 from pipelines.arrow_shards import ReadArrowShards, write_shard_index
 from pipelines.pairs import random_next_span
 from pipelines.pretraining_config import (
@@ -92,6 +93,7 @@ class TokenizeDocuments(beam.DoFn):
         self.num_buckets = num_buckets
 
     def setup(self) -> None:
+        keep_freed_memory()
         self.tokenizer.setup()
 
     def process(self, row: dict) -> Iterator[tuple[int, TokenizedDocument]]:
@@ -214,6 +216,7 @@ class AssembleExamples(beam.DoFn):
         self.num_buckets = num_buckets
 
     def setup(self) -> None:
+        keep_freed_memory()
         self.assembler.setup()
 
     def process(self, element, example_counts):
