@@ -64,7 +64,9 @@ class CachedEncoder:
         self.lowercase = lowercase
         self.max_chunks = max_chunks
         self.max_words = max_words
-        self._special_starts = frozenset(t[0] for t in added if t)
+        starts = sorted({t[0] for t in added if t})
+        # finds a character that may start a special token typed in the text
+        self._special_start = re.compile("|".join(map(re.escape, starts)) or r"(?!)").search
         self._chunks: dict[str, bytes] = {}
         self._words: dict[str, bytes] = {}
         self.chunks_seen = 0  # distinct chunks per call, summed (sentences not all ASCII)
@@ -91,11 +93,7 @@ class CachedEncoder:
         return out  # type: ignore[return-value]
 
     def _ascii_path(self, text: str) -> bool:
-        return (
-            text.isascii()
-            and text.isprintable()
-            and not any(c in text for c in self._special_starts)
-        )
+        return text.isascii() and text.isprintable() and self._special_start(text) is None
 
     def _encode_chunked(self, sentences: Sequence[str]) -> list[bytes]:
         chunked = [s.split(" ") for s in sentences]
@@ -138,11 +136,14 @@ class CachedEncoder:
 
     def _encode_ascii(self, text: str) -> bytes:
         """Printable ASCII without special tokens: its words' remembered pieces."""
-        get = self._words.get  # a word always has at least one piece ([UNK] if nothing else)
-        new = self._new_word
         words = _ASCII_WORDS.findall(text.lower() if self.lowercase else text)
         self.words_seen += len(words)
-        return b"".join([get(w) or new(w) for w in words])
+        # A word always has at least one piece ([UNK] if nothing else): None means not seen.
+        pieces = list(map(self._words.get, words))
+        if None in pieces:
+            new = self._new_word
+            pieces = [p or new(w) for p, w in zip(pieces, words, strict=True)]
+        return b"".join(pieces)
 
     def _new_word(self, word: str) -> bytes:
         self.words_new += 1
