@@ -141,8 +141,8 @@ class CachedEncoder:
         # A word always has at least one piece ([UNK] if nothing else): None means not seen.
         pieces = list(map(self._words.get, words))
         if None in pieces:
-            new = self._new_word
-            pieces = [p or new(w) for p, w in zip(pieces, words, strict=True)]
+            get, new = self._words.get, self._new_word  # a word new here twice: encoded once
+            pieces = [p or get(w) or new(w) for p, w in zip(pieces, words, strict=True)]
         return b"".join(pieces)
 
     def _new_word(self, word: str) -> bytes:
