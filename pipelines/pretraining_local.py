@@ -24,11 +24,11 @@ after the run; a killed run leaves it behind, and the next run starts it afresh.
 
 from __future__ import annotations
 
+import itertools
 import json
 import mmap
 import os
 import shutil
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.allocator import keep_freed_memory
-from pipelines.arrow_shards import iter_shard_batches, write_shard_index
+from pipelines.arrow_shards import CorruptShardError, iter_shard_batches, write_shard_index
 from pipelines.beam_runner import make_pipeline
 from pipelines.pairs import (
     PLAN_DTYPE,
@@ -70,10 +70,11 @@ from schemas.pretraining import token_id_type
 
 WORK_DIR_NAME = ".work"
 TOKEN_FILES_NAME = "token_files.json"
+ERROR_NAME = "error.txt"  # a bad input's message, for the driver
 TOKENS_PER_FILE = 1 << 25  # token ids per token file (64 MB at 16 bits): the tokenizer's memory
-# Memory-mapped files a worker keeps: every bucket's file of a length, so that each shard
-# maps them once per worker (at most 65,530 mappings per process by default on Linux).
-OPEN_FILES = 16384
+# Memory-mapped files each step of a worker keeps (token files, or one length's bucket
+# files): Linux allows 65,530 mappings per process by default.
+OPEN_FILES = 8192
 
 
 def work_dir_for(output: str) -> str:
@@ -106,20 +107,20 @@ def _read_table(path: str) -> pa.Table:
 
 
 class _OpenFiles:
-    """The most recently used memory-mapped tables of a worker, opened on demand."""
+    """Memory-mapped tables of a worker, opened on demand. When full it keeps what it holds and
+    opens the others for the moment: files are read in the same order shard after shard, and
+    evicting the oldest would evict each file just before it is needed again."""
 
     def __init__(self, open_fn: Callable[[str], object]):
         self.open_fn = open_fn
-        self.files: OrderedDict[str, object] = OrderedDict()
+        self.files: dict[str, object] = {}
 
     def get(self, path: str):
         found = self.files.get(path)
         if found is None:
-            found = self.files[path] = self.open_fn(path)
-            if len(self.files) > OPEN_FILES:
-                self.files.popitem(last=False)
-        else:
-            self.files.move_to_end(path)
+            found = self.open_fn(path)
+            if len(self.files) < OPEN_FILES:
+                self.files[path] = found
         return found
 
 
@@ -245,7 +246,12 @@ class TokenizeShard(beam.DoFn):
         index, info = element
         docs: list[TokenizedDocument] = []
         num_tokens, part = 0, 0
-        for batch in iter_shard_batches(self.documents_dir, info, DOCUMENTS):
+        batches = iter_shard_batches(self.documents_dir, info, DOCUMENTS)
+        try:
+            first = next(batches, None)  # the checksum and schema are checked here
+        except CorruptShardError as err:
+            _refuse(self.work, err)
+        for batch in itertools.chain([] if first is None else [first], batches):
             for doc_id, sentences in zip(
                 batch.column("doc_id").to_pylist(),
                 batch.column("sentences").to_pylist(),
@@ -464,16 +470,18 @@ def _merged(parts: list[dict]) -> dict:
 
 class _SpillFile:
     def __init__(self, path: str):
-        self.table = _read_table(path) if os.path.exists(path) else None
-        self.shard = (
-            self.table.column("_shard").chunk(0).to_numpy() if self.table is not None else None
-        )
+        self.path = path
+        self.table = _read_table(path)
+        self.shard = self.table.column("_shard").chunk(0).to_numpy()
 
-    def rows_of(self, shard: int) -> pa.Table | None:
-        if self.table is None:
-            return None
+    def rows_of(self, shard: int) -> pa.Table:
         lo, hi = np.searchsorted(self.shard, [shard, shard + 1])
-        return self.table.slice(int(lo), int(hi - lo)) if hi > lo else None
+        return self.table.slice(int(lo), int(hi - lo))
+
+
+def _has_rows(first: int, end: int, shard: int, num_shards: int) -> bool:
+    """Whether ranks first..end-1 hold one that goes to `shard` (rank mod num_shards)."""
+    return end - first >= num_shards or (shard - first) % num_shards < end - first
 
 
 class GatherShard(beam.DoFn):
@@ -494,12 +502,25 @@ class GatherShard(beam.DoFn):
 
     def process(self, shard: int, layout: ExampleLayout, assembled) -> Iterator[dict]:
         del assembled  # only orders this step after every bucket's
+        offsets = layout.offsets[self.length_index]
+        num_shards = layout.num_shards[self.length_index]
         tables = []
         for bucket in range(self.num_buckets):
-            rows = self.spills.get(_spill_path(self.work, self.length, bucket)).rows_of(shard)
-            if rows is not None:
-                tables.append(rows)
-        num_shards = layout.num_shards[self.length_index]
+            if not _has_rows(offsets[bucket], offsets[bucket + 1], shard, num_shards):
+                continue
+            path = _spill_path(self.work, self.length, bucket)
+            if not os.path.exists(path):
+                raise RuntimeError(
+                    f"{path}: missing; was {self.work} removed or used by another run?"
+                )
+            tables.append(self.spills.get(path).rows_of(shard))
+        rows = sum(t.num_rows for t in tables)
+        expected = len(range(shard, offsets[-1], num_shards))
+        if rows != expected:
+            raise RuntimeError(
+                f"shard {shard} of seq{self.length}: {rows} examples in {self.work}, "
+                f"{expected} planned; was it used by another run?"
+            )
         yield write_example_shard(self.output_dir, self.token_type, shard, num_shards, tables)
 
 
@@ -527,15 +548,36 @@ def example_layout(
     return ExampleLayout(offsets.tolist(), num_shards)
 
 
+def _refuse(work: str, err: ValueError) -> None:
+    """Raise err after leaving its message for the driver: a worker process's exception
+    reaches the driver as Beam's RuntimeError, whatever its type."""
+    with open(os.path.join(work, ERROR_NAME), "w") as f:
+        f.write(str(err))
+    raise err
+
+
 def _ordered(work: str, names: list[str]) -> int:
     """The corpus order, written once every token file is; returns the document count."""
     num_documents = write_corpus_index(work, names)
     if num_documents < 2:
-        raise BadInputError(
-            f"the corpus has {num_documents} document(s) with text; NotNext pairs need B "
-            "from another document, so at least two are needed"
+        _refuse(
+            work,
+            BadInputError(
+                f"the corpus has {num_documents} document(s) with text; NotNext pairs need B "
+                "from another document, so at least two are needed"
+            ),
         )
     return num_documents
+
+
+def _checked_layout(
+    work: str, config: PretrainingDataConfig, num_buckets: int, counts
+) -> ExampleLayout:
+    try:
+        return example_layout(config, num_buckets, counts)
+    except BadInputError as err:
+        _refuse(work, err)
+        raise
 
 
 def build_local_pipeline(
@@ -574,7 +616,7 @@ def build_local_pipeline(
     layout = beam.pvalue.AsSingleton(
         plan_counts
         | "AllPlanned" >> beam.combiners.ToList()
-        | "Layout" >> beam.Map(lambda c: example_layout(config, k, c))
+        | "Layout" >> beam.Map(lambda c: _checked_layout(work, config, k, c))
     )
     assembled = beam.pvalue.AsList(
         pipeline
@@ -616,7 +658,14 @@ def run_local(
     build_local_pipeline(
         pipeline, config, vocab, documents_dir, shards, output_dirs, work, num_buckets
     )
-    result = pipeline.run()
-    result.wait_until_finish()
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as err:
+        error_path = os.path.join(work, ERROR_NAME)
+        if os.path.exists(error_path):
+            with open(error_path) as f:
+                raise BadInputError(f.read()) from err
+        raise
     shutil.rmtree(work, ignore_errors=True)
     return result

@@ -175,6 +175,11 @@ def example_offsets(counts: Iterable[tuple[int, int, int]], length_index: int, n
 
 
 def _list_array(offsets: np.ndarray, values: np.ndarray) -> pa.ListArray:
+    if offsets[-1] > np.iinfo(np.int32).max:
+        raise ValueError(
+            f"{offsets[-1]} values in one list column of a bucket, more than Arrow's 32-bit "
+            "offsets hold: lower --docs-per-bucket"
+        )
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
 
 

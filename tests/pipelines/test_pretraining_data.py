@@ -467,6 +467,28 @@ def test_a_corpus_with_one_document_of_text_gives_a_clear_error(
         run_job(docs, vocab_dir, tmp_path / "o", "--exchange", exchange)
 
 
+def test_bad_input_found_in_a_worker_process_is_a_clear_error(vocab_dir, sample_dump, tmp_path):
+    rows = sample_articles(sample_dump, 1, 10) + [document_row("empty", ["", " "])]
+    docs = write_documents(rows, tmp_path / "docs", 1)
+    with pytest.raises(pretraining_data.BadInputError, match=r"1 document\(s\) with text"):
+        run_job(
+            docs, vocab_dir, tmp_path / "o",
+            "--direct_running_mode", "multi_processing", "--direct_num_workers", "2",
+        )  # fmt: skip
+
+
+def test_a_corrupt_documents_shard_is_named(documents_dir, vocab_dir, tmp_path):
+    docs = tmp_path / "docs"
+    shutil.copytree(documents_dir, docs)
+    shard = sorted(docs.glob("*.arrow"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    argv = ["--documents", str(docs), "--vocab", str(vocab_dir), "--output", str(tmp_path / "o")]
+    message = error_of(argv)
+    assert shard.name in message and "checksum differs" in message
+
+
 def test_missing_or_mismatched_inputs_are_named(documents_dir, vocab_dir, tmp_path):
     base = ["--output", str(tmp_path / "o")]
     message = error_of(["--documents", str(tmp_path / "nowhere"), "--vocab", str(vocab_dir), *base])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.pretraining_local import bucket_ranks, corpus_order
+from pipelines.pretraining_local import _has_rows, bucket_ranks, corpus_order
 
 
 def test_documents_are_ordered_by_hash_then_by_id_where_hashes_collide():
@@ -21,3 +21,12 @@ def test_buckets_cover_every_rank_once_in_order_with_sizes_equal_within_one():
         assert [r for b in buckets for r in b] == list(range(n))
         sizes = [len(b) for b in buckets]
         assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+
+
+def test_a_bucket_has_rows_of_a_shard_exactly_when_one_of_its_ranks_goes_there():
+    for first in range(0, 30):
+        for end in range(first, first + 12):
+            for num_shards in (1, 2, 5, 7):
+                for shard in range(num_shards):
+                    expected = any(r % num_shards == shard for r in range(first, end))
+                    assert _has_rows(first, end, shard, num_shards) == expected
