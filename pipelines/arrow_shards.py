@@ -193,6 +193,14 @@ def read_shard(directory: str, info: ShardInfo, spec: SchemaSpec) -> pa.Table:
     return table
 
 
+def map_file(path: str) -> pa.Buffer:
+    """A local file's bytes, memory-mapped. The file is closed at once (the mapping stays),
+    so a process may keep thousands mapped."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        return pa.py_buffer(mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) if size else b"")
+
+
 def iter_shard_batches(
     directory: str, info: ShardInfo, spec: SchemaSpec
 ) -> Iterator[pa.RecordBatch]:
@@ -203,14 +211,7 @@ def iter_shard_batches(
     """
     path = join(directory, info.path)
     try:
-        if "://" in path:
-            data = pa.py_buffer(read_bytes(path))
-        else:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                data = pa.py_buffer(
-                    mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) if size else b""
-                )
+        data = pa.py_buffer(read_bytes(path)) if "://" in path else map_file(path)
     except OSError as err:
         raise CorruptShardError(
             f"{path}: cannot read shard listed in the manifest ({err})"

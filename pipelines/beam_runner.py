@@ -18,11 +18,16 @@ def local_runner() -> FnApiRunner:
     return FnApiRunner()
 
 
+def is_local_runner(beam_args: list[str]) -> bool:
+    """Whether Beam's flags pick the DirectRunner (the default)."""
+    runner_name = PipelineOptions(beam_args).view_as(StandardOptions).runner
+    return runner_name in (None, "DirectRunner", "direct")
+
+
 def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
     """A pipeline for Beam's own flags: --runner (DirectRunner by default), Dataflow options..."""
     logging.getLogger("apache_beam.typehints").setLevel(logging.WARNING)
     options = PipelineOptions(beam_args)
-    runner_name = options.view_as(StandardOptions).runner
-    if runner_name in (None, "DirectRunner", "direct"):
+    if is_local_runner(beam_args):
         return beam.Pipeline(runner=local_runner(), options=options)
     return beam.Pipeline(options=options)

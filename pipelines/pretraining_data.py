@@ -35,11 +35,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import pretraining_shuffle
 from pipelines.arrow_shards import join, read_manifest, write_atomic
-from pipelines.beam_runner import make_pipeline
+from pipelines.beam_runner import is_local_runner, make_pipeline
 from pipelines.pretraining_config import (
     STAGE,
     BadInputError,
@@ -50,7 +49,6 @@ from pipelines.pretraining_config import (
     read_vocabulary_files,
 )
 from pipelines.pretraining_local import run_local, work_dir_for
-from pipelines.pretraining_shuffle import num_buckets_for
 from pipelines.stage import StageRun
 from schemas.documents import DOCUMENTS
 from schemas.manifest import MANIFEST_NAME, InputRef, Manifest, ManifestError
@@ -254,7 +252,9 @@ def run(argv: list[str] | None = None) -> dict[int, dict]:
     for stage in stages.values():
         stage.begin()
     output_dirs = {length: output_dir_for(args.output, length) for length in todo}
-    k = num_buckets_for(documents.total_rows, args.docs_per_bucket, args.min_buckets)
+    k = pretraining_shuffle.num_buckets_for(
+        documents.total_rows, args.docs_per_bucket, args.min_buckets
+    )
     if local:
         result = run_local(
             sub,
@@ -278,8 +278,7 @@ def run(argv: list[str] | None = None) -> dict[int, dict]:
 
 def use_local_exchange(exchange: str, documents: str, output: str, beam_args: list[str]) -> bool:
     """Whether to exchange data through local files; refuses `local` where it cannot work."""
-    runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
-    local_runner = runner in (None, "DirectRunner", "direct")
+    local_runner = is_local_runner(beam_args)
     local_paths = "://" not in documents and "://" not in output
     if exchange == "local" and not (local_runner and local_paths):
         raise ValueError(

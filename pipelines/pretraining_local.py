@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import mmap
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -38,7 +37,12 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.allocator import keep_freed_memory
-from pipelines.arrow_shards import CorruptShardError, iter_shard_batches, write_shard_index
+from pipelines.arrow_shards import (
+    CorruptShardError,
+    iter_shard_batches,
+    map_file,
+    write_shard_index,
+)
 from pipelines.beam_runner import make_pipeline
 from pipelines.pairs import (
     PLAN_DTYPE,
@@ -61,6 +65,7 @@ from pipelines.pretraining_records import (
     ExampleAssembler,
     PlannedDocument,
     TokenizedDocument,
+    example_offsets,
     examples_by_shard,
     write_example_shard,
 )
@@ -98,12 +103,8 @@ def _write_table(path: str, table: pa.Table) -> None:
 
 
 def _read_table(path: str) -> pa.Table:
-    """A table written by _write_table, memory-mapped: nothing is read until used. The file is
-    closed at once (the mapping stays), so a worker may keep thousands mapped."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        mapped = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) if size else b""
-    return pa.ipc.open_file(pa.BufferReader(pa.py_buffer(mapped))).read_all()
+    """A table written by _write_table, memory-mapped: nothing is read until used."""
+    return pa.ipc.open_file(pa.BufferReader(map_file(path))).read_all()
 
 
 class _OpenFiles:
@@ -536,16 +537,15 @@ def example_layout(
 ) -> ExampleLayout:
     """The layout from the plan counts (bucket, examples per length); no example at a length
     is an error."""
-    per_bucket = np.zeros((len(config.max_seq_lengths), num_buckets), dtype=np.int64)
-    for bucket, per_length in counts:
-        per_bucket[:, bucket] = per_length
-    offsets = np.zeros((len(config.max_seq_lengths), num_buckets + 1), dtype=np.int64)
-    np.cumsum(per_bucket, axis=1, out=offsets[:, 1:])
+    per_length = [(li, b, n) for b, ns in counts for li, n in enumerate(ns)]
+    offsets = [
+        example_offsets(per_length, li, num_buckets) for li in range(len(config.max_seq_lengths))
+    ]
     num_shards = [
-        checked_num_shards(config, int(offsets[li, -1]), length)
+        checked_num_shards(config, int(offsets[li][-1]), length)
         for li, length in enumerate(config.max_seq_lengths)
     ]
-    return ExampleLayout(offsets.tolist(), num_shards)
+    return ExampleLayout([o.tolist() for o in offsets], num_shards)
 
 
 def _refuse(work: str, err: ValueError) -> None:
@@ -580,8 +580,7 @@ def _checked_layout(
         raise
 
 
-def build_local_pipeline(
-    pipeline: beam.Pipeline,
+def run_local(
     config: PretrainingDataConfig,
     vocab: Vocabulary,
     documents_dir: str,
@@ -589,9 +588,15 @@ def build_local_pipeline(
     output_dirs: dict[int, str],
     work: str,
     num_buckets: int,
-) -> None:
-    """Adds the job with the local exchange to `pipeline`. Each step waits for the one before
-    through a side input, so the files it reads are complete."""
+    beam_args: list[str],
+):
+    """Runs the job with the local exchange; returns the pipeline's result. Each step waits for
+    the one before through a side input, so the files it reads are complete. The work
+    directory is made afresh and removed after a successful run."""
+    shutil.rmtree(work, ignore_errors=True)
+    for length in config.max_seq_lengths:
+        os.makedirs(os.path.join(work, f"seq{length}"))
+    pipeline = make_pipeline(beam_args)
     token_type = token_id_type(len(vocab.tokens))
     token_dtype = np.dtype(token_type).str
     k = num_buckets
@@ -637,27 +642,6 @@ def build_local_pipeline(
             | f"CollectShardInfo{length}" >> beam.combiners.ToList()
             | f"WriteShardIndex{length}" >> beam.Map(write_shard_index, out)
         )
-
-
-def run_local(
-    config: PretrainingDataConfig,
-    vocab: Vocabulary,
-    documents_dir: str,
-    shards: list[ShardInfo],
-    output_dirs: dict[int, str],
-    work: str,
-    num_buckets: int,
-    beam_args: list[str],
-):
-    """Runs the job with the local exchange; returns the pipeline's result. The work directory
-    is made afresh and removed after a successful run."""
-    shutil.rmtree(work, ignore_errors=True)
-    for length in config.max_seq_lengths:
-        os.makedirs(os.path.join(work, f"seq{length}"))
-    pipeline = make_pipeline(beam_args)
-    build_local_pipeline(
-        pipeline, config, vocab, documents_dir, shards, output_dirs, work, num_buckets
-    )
     try:
         result = pipeline.run()
         result.wait_until_finish()
