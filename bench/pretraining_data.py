@@ -476,7 +476,8 @@ def core_run(documents: Path, vocab: Path) -> dict:
     tokens, tokenizer, _ = read_vocabulary_files(str(vocab))
     rows = read_documents(documents)
     t0 = time.process_time()
-    cache = CachedEncoder(tokenizer, typecode="H", lowercase=True)  # as the job tokenizes
+    # as the job tokenizes with the uncased vocabulary
+    cache = CachedEncoder(tokenizer, typecode="H", lowercase=True, accents_stripped=True)
     docs = []
     for row in rows:
         packed = cache.encode(row["sentences"])

@@ -93,7 +93,12 @@ class DocumentTokenizer:
         options, _ = read_vocab_config(
             read_bytes(join(self.vocab_dir, CONFIG_NAME)), source=join(self.vocab_dir, CONFIG_NAME)
         )
-        self.encoder = CachedEncoder(tokenizer, typecode=typecode, lowercase=options.lowercase)
+        self.encoder = CachedEncoder(
+            tokenizer,
+            typecode=typecode,
+            lowercase=options.lowercase,
+            accents_stripped=options.accents_stripped,
+        )
         ids = special_token_ids(tokens)
         self.unk_id = ids["[UNK]"]
         # The tokenizer keeps "[SEP]", "[MASK]"... typed in the text as special tokens; inside

@@ -5,7 +5,8 @@ whole tokenizer over every sentence. A sentence of printable ASCII (92% of the s
 split into words here and each word's WordPiece ids are remembered. Other sentences are cut
 at spaces into chunks ("word", "word,", "Ångström"), whose ids are remembered: a chunk seen
 before costs a lookup; a new printable-ASCII chunk goes through the word path; only the rest
-goes through the tokenizer.
+goes through the tokenizer. With BERT's uncased options, such a sentence's ASCII letters are
+lower-cased before it is cut, so "Ångström" and "ÅNGSTRöM" share one remembered chunk.
 
 The ids are exactly the tokenizer's ids for the whole sentence:
 - An ASCII space is a hard boundary for every step of BERT's tokenizer
@@ -19,6 +20,14 @@ The ids are exactly the tokenizer's ids for the whole sentence:
   str.lower(). Such a text's words are its runs of letters and digits and its single
   punctuation marks, and their pieces are WordPiece's, from the tokenizer's own model. Text
   that could hold a special token typed in it ("[MASK]") takes the other path.
+- BERT's uncased normalizer (lower-casing and accent stripping) ends in the same text whether
+  an ASCII letter comes in upper or lower case: cleaning and spacing ignore case, accent
+  stripping removes whatever marks NFC composed with the letter, and a lower-case ASCII letter
+  is as cased as an upper-case one for the final-sigma rule (tests/wordpiece/
+  test_cached_encoder.py checks every ASCII letter with every combining mark). Without accent
+  stripping it does not hold ("H" + U+0331 stays two characters, "h" + U+0331 composes to
+  "ẖ"), and the case is kept. Special tokens are matched before normalization, so text that
+  could hold one is left as it is.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from __future__ import annotations
 import array
 import itertools
 import re
+import string
 from collections.abc import Sequence
 
 from tokenizers import Tokenizer
@@ -33,13 +43,15 @@ from tokenizers import Tokenizer
 DEFAULT_MAX_CHUNKS = 1 << 19  # about 60 MB of chunks and their ids
 DEFAULT_MAX_WORDS = 1 << 18
 _ASCII_WORDS = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9 ]")  # spaces separate, nothing more
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 class CachedEncoder:
     """Encodes sentences to packed token ids ('H' uint16 or 'i' int32, native byte order).
 
-    `lowercase` is the tokenizer's option (wordpiece.tokenizer.TokenizerOptions); None turns
-    off the ASCII path, for a tokenizer that is not BERT's. When a cache is full it keeps what
+    `lowercase` and `accents_stripped` are the tokenizer's options
+    (wordpiece.tokenizer.TokenizerOptions); lowercase None turns off the ASCII path, for a
+    tokenizer that is not BERT's. When a cache is full it keeps what
     it holds (frequent chunks come early) and new chunks are encoded each time they appear:
     memory stays bounded whatever the corpus, and what the caches hold changes only the speed.
     """
@@ -50,6 +62,7 @@ class CachedEncoder:
         *,
         typecode: str,
         lowercase: bool | None,
+        accents_stripped: bool = False,
         max_chunks: int = DEFAULT_MAX_CHUNKS,
         max_words: int = DEFAULT_MAX_WORDS,
     ):
@@ -62,6 +75,8 @@ class CachedEncoder:
         self.typecode = typecode
         self.itemsize = array.array(typecode).itemsize
         self.lowercase = lowercase
+        # ASCII letters' case changes nothing (see the module doc)
+        self.fold_ascii_case = lowercase is True and accents_stripped
         self.max_chunks = max_chunks
         self.max_words = max_words
         starts = sorted({t[0] for t in added if t})
@@ -87,7 +102,11 @@ class CachedEncoder:
                 out.append(None)
                 others.append(i)
         if others:
-            chunked = self._encode_chunked([sentences[i] for i in others])
+            texts = [sentences[i] for i in others]
+            if self.fold_ascii_case:
+                special = self._special_start
+                texts = [t if special(t) else t.translate(_ASCII_LOWER) for t in texts]
+            chunked = self._encode_chunked(texts)
             for i, ids in zip(others, chunked, strict=True):
                 out[i] = ids
         return out  # type: ignore[return-value]

@@ -8,6 +8,7 @@ import pytest
 from pipelines.masking import (
     MaskingConfig,
     MaskingVocab,
+    _smallest_keys,
     mask_sequence_groups,
     mask_sequences,
     num_to_predict,
@@ -147,6 +148,25 @@ def test_the_cap_holds_per_sequence():
         ids, offsets, np.random.default_rng(0), VOCAB, MaskingConfig(max_predictions_per_seq=7)
     )
     assert np.diff(out.masked_lm_offsets).tolist() == [7] * 5
+
+
+def test_the_chosen_items_are_those_with_the_smallest_keys_even_after_unlikely_draws():
+    # Only keys under a bound are ranked; a sequence whose draws put fewer than its count
+    # there must still get its exact smallest keys (here: keys pushed close to 1).
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(0, 140, 400)
+    offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    keys = rng.random(int(offsets[-1]))
+    for s in (5, 17, 300):
+        keys[offsets[s] : offsets[s + 1]] = 1 - keys[offsets[s] : offsets[s + 1]] * 1e-3
+    counts = np.minimum(rng.integers(0, 25, len(sizes)), sizes)
+    counts[[5, 17, 300]] = np.minimum(20, sizes[[5, 17, 300]])
+    items = np.arange(len(keys)) * 3
+    expected = []
+    for s, n in enumerate(counts.tolist()):
+        lo, hi = offsets[s], offsets[s + 1]
+        expected += sorted(items[lo:hi][np.argsort(keys[lo:hi])[:n]].tolist())
+    assert _smallest_keys(offsets, keys, counts, items).tolist() == expected
 
 
 def _words(ids: np.ndarray) -> list[list[int]]:
