@@ -600,47 +600,61 @@ def run_local(
     token_type = token_id_type(len(vocab.tokens))
     token_dtype = np.dtype(token_type).str
     k = num_buckets
+    # Create(..., reshuffle=False): each list is spread by the Reshuffle that follows it; and
+    # a step that needs all of a PCollection takes it as a side input (no GroupByKey).
     token_files = (
         pipeline
-        | "ListShards" >> beam.Create(list(enumerate(shards)))
+        | "ListShards" >> beam.Create(list(enumerate(shards)), reshuffle=False)
         | "SpreadShards" >> beam.Reshuffle()
         | "Tokenize"
         >> beam.ParDo(TokenizeShard(config, documents_dir, work, vocab.directory, token_dtype))
     )
     num_documents = (
-        token_files
-        | "AllTokenized" >> beam.combiners.ToList()
-        | "Order" >> beam.Map(lambda names: _ordered(work, names))
+        pipeline
+        | "StartOrder" >> beam.Create([None])
+        | "Order"
+        >> beam.Map(lambda _, names: _ordered(work, names), beam.pvalue.AsList(token_files))
     )
     plan_counts = (
         pipeline
-        | "ListBuckets" >> beam.Create(range(k))
+        | "ListBuckets" >> beam.Create(range(k), reshuffle=False)
         | "SpreadBuckets" >> beam.Reshuffle()
         | "Plan" >> beam.ParDo(PlanBucket(config, work, k), beam.pvalue.AsSingleton(num_documents))
     )
     layout = beam.pvalue.AsSingleton(
-        plan_counts
-        | "AllPlanned" >> beam.combiners.ToList()
-        | "Layout" >> beam.Map(lambda c: _checked_layout(work, config, k, c))
+        pipeline
+        | "StartLayout" >> beam.Create([None])
+        | "Layout"
+        >> beam.Map(
+            lambda _, c: _checked_layout(work, config, k, c), beam.pvalue.AsList(plan_counts)
+        )
     )
     assembled = beam.pvalue.AsList(
         pipeline
-        | "ListBucketsAgain" >> beam.Create(range(k))
+        | "ListBucketsAgain" >> beam.Create(range(k), reshuffle=False)
         | "AfterLayout" >> beam.Map(lambda b, _: b, layout)
         | "SpreadBucketsAgain" >> beam.Reshuffle()
         | "Assemble" >> beam.ParDo(AssembleBucket(config, vocab.directory, work, k), layout)
     )
     for li, length in enumerate(config.max_seq_lengths):
         out = output_dirs[length]
-        _ = (
+        written = (
             pipeline
             | f"Start{length}" >> beam.Create([li])
             | f"ListShards{length}" >> beam.FlatMap(lambda i, t: range(t.num_shards[i]), layout)
             | f"SpreadShards{length}" >> beam.Reshuffle()
             | f"Write{length}"
             >> beam.ParDo(GatherShard(work, li, length, k, out, token_type), layout, assembled)
-            | f"CollectShardInfo{length}" >> beam.combiners.ToList()
-            | f"WriteShardIndex{length}" >> beam.Map(write_shard_index, out)
+        )
+        _ = (
+            pipeline
+            | f"StartShardIndex{length}" >> beam.Create([None])
+            | f"WriteShardIndex{length}"
+            >> beam.Map(
+                lambda _, infos, out: write_shard_index(infos, out),
+                beam.pvalue.AsList(written),
+                out,
+            )
         )
     try:
         result = pipeline.run()
