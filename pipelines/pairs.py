@@ -317,13 +317,16 @@ def pack_pair_groups(
     b_start[is_random] = random_at
     b_len[is_random] = random_len
     a_len = plans["a_end"] - plans["a_start"]
-    # Each group truncated with its own rng, as pack_pairs would; the spans stay vectorized.
+    # Each group truncated with its own rng, as pack_pairs would (truncate_seq_pairs: the
+    # lengths for all at once, then each group's coins); the spans stay vectorized.
+    new_a, new_b = truncated_lengths(a_len, b_len, max_num_tokens)
+    cut_a, cut_b = a_len - new_a, b_len - new_b
     bounds = np.cumsum(group_size) - group_size
-    cuts = [
-        truncate_seq_pairs(a_len[lo : lo + n], b_len[lo : lo + n], max_num_tokens, g.rng)
+    fronts = [
+        (g.rng.binomial(cut_a[lo : lo + n], 0.5), g.rng.binomial(cut_b[lo : lo + n], 0.5))
         for g, lo, n in zip(groups, bounds.tolist(), group_size.tolist(), strict=True)
     ]
-    a_front, new_a, b_front, new_b = (np.concatenate(field) for field in zip(*cuts, strict=True))
+    a_front, b_front = (np.concatenate(field) for field in zip(*fronts, strict=True))
     # Five runs per pair: [CLS], A, [SEP], B, [SEP].
     ones = np.ones(num, np.int64)
     starts = np.stack(

@@ -169,6 +169,23 @@ def test_the_chosen_items_are_those_with_the_smallest_keys_even_after_unlikely_d
     assert _smallest_keys(offsets, keys, counts, items).tolist() == expected
 
 
+def test_tied_keys_still_give_each_sequence_its_count_of_smallest_keys():
+    rng = np.random.default_rng(4)
+    sizes = rng.integers(1, 60, 300)
+    offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    keys = rng.integers(0, 4, int(offsets[-1])) / 4.0  # four values: ties everywhere
+    counts = np.minimum(rng.integers(0, 20, len(sizes)), sizes)
+    items = np.arange(len(keys))
+    chosen = _smallest_keys(offsets, keys, counts, items)
+    seq = np.searchsorted(offsets, chosen, side="right") - 1
+    assert np.bincount(seq, minlength=len(sizes)).tolist() == counts.tolist()
+    assert np.all(np.diff(chosen) > 0)
+    for s in range(len(sizes)):
+        mine = keys[chosen[seq == s]]
+        rest = np.setdiff1d(np.arange(offsets[s], offsets[s + 1]), chosen)
+        assert len(mine) == 0 or len(rest) == 0 or mine.max() <= keys[rest].min()
+
+
 def _words(ids: np.ndarray) -> list[list[int]]:
     """Positions of each word (a piece and its '##' continuations) of one sequence."""
     words: list[list[int]] = []
