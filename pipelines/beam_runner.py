@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 
@@ -22,6 +22,24 @@ def is_local_runner(beam_args: list[str]) -> bool:
     """Whether Beam's flags pick the DirectRunner (the default)."""
     runner_name = PipelineOptions(beam_args).view_as(StandardOptions).runner
     return runner_name in (None, "DirectRunner", "direct")
+
+
+def runs_in_one_worker(beam_args: list[str]) -> bool:
+    """Whether the pipeline runs on the DirectRunner's in_memory engine, whose one worker
+    runs every bundle in turn (whatever --direct_num_workers says)."""
+    mode = PipelineOptions(beam_args).view_as(DirectOptions).direct_running_mode
+    return is_local_runner(beam_args) and mode == "in_memory"
+
+
+class Spread(beam.PTransform):
+    """Reshuffle, so that workers share the elements; nothing where one worker runs them all."""
+
+    def __init__(self, one_worker: bool):
+        super().__init__()
+        self.one_worker = one_worker
+
+    def expand(self, pcoll):
+        return pcoll if self.one_worker else pcoll | beam.Reshuffle()
 
 
 def make_pipeline(beam_args: list[str]) -> beam.Pipeline:

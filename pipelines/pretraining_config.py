@@ -19,7 +19,7 @@ from pipelines.masking import MaskingConfig
 from pipelines.pairs import SPECIAL_TOKENS_PER_PAIR
 from pipelines.vocab import read_vocab_dir
 from wordpiece.tokenizer import CONFIG_NAME, TOKENIZER_NAME, VOCAB_NAME
-from wordpiece.vocab_file import parse_vocab, special_token_ids
+from wordpiece.vocab_file import special_token_ids
 
 STAGE = "pretraining_data"  # also the namespace of the job's counters
 MIN_SEQ_LENGTH = 2 + SPECIAL_TOKENS_PER_PAIR  # [CLS] a [SEP] b [SEP]
@@ -125,9 +125,9 @@ def read_vocabulary_files(vocab_dir: str) -> tuple[list[str], Tokenizer, str]:
     tokenizer, vocab_hash = read_vocab_dir(vocab_dir)
     tokenizer.no_padding()
     tokenizer.no_truncation()
-    tokens = parse_vocab(
-        read_bytes(join(vocab_dir, VOCAB_NAME)), source=join(vocab_dir, VOCAB_NAME)
-    )
+    # read_vocab_dir checked that the tokenizer's vocabulary is vocab.txt, token for token
+    by_id = tokenizer.get_vocab(with_added_tokens=False)
+    tokens = sorted(by_id, key=by_id.__getitem__)
     return tokens, tokenizer, vocab_hash
 
 

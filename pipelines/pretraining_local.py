@@ -43,7 +43,7 @@ from pipelines.arrow_shards import (
     map_file,
     write_shard_index,
 )
-from pipelines.beam_runner import make_pipeline
+from pipelines.beam_runner import Spread, make_pipeline, runs_in_one_worker
 from pipelines.pairs import (
     PLAN_DTYPE,
     SPECIAL_TOKENS_PER_PAIR,
@@ -600,12 +600,14 @@ def run_local(
     token_type = token_id_type(len(vocab.tokens))
     token_dtype = np.dtype(token_type).str
     k = num_buckets
-    # Create(..., reshuffle=False): each list is spread by the Reshuffle that follows it; and
-    # a step that needs all of a PCollection takes it as a side input (no GroupByKey).
+    # Create(..., reshuffle=False): each list is spread between workers by the Spread that
+    # follows it (none with one worker); a step that needs all of a PCollection takes it as a
+    # side input (no GroupByKey).
+    one_worker = runs_in_one_worker(beam_args)
     token_files = (
         pipeline
         | "ListShards" >> beam.Create(list(enumerate(shards)), reshuffle=False)
-        | "SpreadShards" >> beam.Reshuffle()
+        | "SpreadShards" >> Spread(one_worker)
         | "Tokenize"
         >> beam.ParDo(TokenizeShard(config, documents_dir, work, vocab.directory, token_dtype))
     )
@@ -618,7 +620,7 @@ def run_local(
     plan_counts = (
         pipeline
         | "ListBuckets" >> beam.Create(range(k), reshuffle=False)
-        | "SpreadBuckets" >> beam.Reshuffle()
+        | "SpreadBuckets" >> Spread(one_worker)
         | "Plan" >> beam.ParDo(PlanBucket(config, work, k), beam.pvalue.AsSingleton(num_documents))
     )
     layout = beam.pvalue.AsSingleton(
@@ -633,7 +635,7 @@ def run_local(
         pipeline
         | "ListBucketsAgain" >> beam.Create(range(k), reshuffle=False)
         | "AfterLayout" >> beam.Map(lambda b, _: b, layout)
-        | "SpreadBucketsAgain" >> beam.Reshuffle()
+        | "SpreadBucketsAgain" >> Spread(one_worker)
         | "Assemble" >> beam.ParDo(AssembleBucket(config, vocab.directory, work, k), layout)
     )
     for li, length in enumerate(config.max_seq_lengths):
@@ -642,7 +644,7 @@ def run_local(
             pipeline
             | f"Start{length}" >> beam.Create([li])
             | f"ListShards{length}" >> beam.FlatMap(lambda i, t: range(t.num_shards[i]), layout)
-            | f"SpreadShards{length}" >> beam.Reshuffle()
+            | f"SpreadShards{length}" >> Spread(one_worker)
             | f"Write{length}"
             >> beam.ParDo(GatherShard(work, li, length, k, out, token_type), layout, assembled)
         )
