@@ -39,6 +39,7 @@ import apache_beam as beam
 from pipelines import pretraining_shuffle
 from pipelines.arrow_shards import join, read_manifest, write_atomic
 from pipelines.beam_runner import is_local_runner, make_pipeline
+from pipelines.output_lock import OutputBusyError, output_lock
 from pipelines.pretraining_config import (
     STAGE,
     BadInputError,
@@ -213,8 +214,14 @@ def parse_args(argv: list[str] | None):
 
 
 def run(argv: list[str] | None = None) -> dict[int, dict]:
-    """Run the job; returns {length: manifest dict}. Lengths already up to date are skipped."""
+    """Run the job; returns {length: manifest dict}. Lengths already up to date are skipped.
+    One run at a time per --output (pipelines/output_lock.py)."""
     args, config, beam_args = parse_args(argv)
+    with output_lock(args.output):
+        return _run(args, config, beam_args)
+
+
+def _run(args: argparse.Namespace, config: PretrainingDataConfig, beam_args: list[str]):
     local = use_local_exchange(args.exchange, args.documents, args.output, beam_args)
     documents, documents_hash = check_documents(args.documents)
     vocab = load_vocabulary(args.vocab)
@@ -309,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         manifests = run(argv)
-    except (BadInputError, ManifestError, FileNotFoundError, ValueError) as err:
+    except (BadInputError, ManifestError, FileNotFoundError, ValueError, OutputBusyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for length, manifest in manifests.items():

@@ -36,7 +36,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from pipelines.allocator import keep_freed_memory
+from pipelines.allocator import freeze_setup_objects, keep_freed_memory, thaw_setup_objects
 from pipelines.arrow_shards import (
     CorruptShardError,
     iter_shard_batches,
@@ -242,6 +242,10 @@ class TokenizeShard(beam.DoFn):
     def setup(self) -> None:
         keep_freed_memory()
         self.tokenizer.setup()
+        freeze_setup_objects()
+
+    def teardown(self) -> None:
+        thaw_setup_objects()
 
     def process(self, element: tuple[int, ShardInfo]) -> Iterator[str]:
         index, info = element
@@ -401,6 +405,10 @@ class AssembleBucket(beam.DoFn):
         keep_freed_memory()
         self.assembler.setup()
         self.corpus = None  # opened on first use: the index is written in this pipeline
+        freeze_setup_objects()
+
+    def teardown(self) -> None:
+        thaw_setup_objects()
 
     def process(self, bucket: int, layout: ExampleLayout) -> Iterator[int]:
         if self.corpus is None:
@@ -500,6 +508,10 @@ class GatherShard(beam.DoFn):
     def setup(self) -> None:
         keep_freed_memory()
         self.spills = _OpenFiles(_SpillFile)
+        freeze_setup_objects()
+
+    def teardown(self) -> None:
+        thaw_setup_objects()
 
     def process(self, shard: int, layout: ExampleLayout, assembled) -> Iterator[dict]:
         del assembled  # only orders this step after every bucket's

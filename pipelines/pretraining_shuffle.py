@@ -19,7 +19,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from pipelines.allocator import keep_freed_memory
+from pipelines.allocator import freeze_setup_objects, keep_freed_memory, thaw_setup_objects
 from pipelines.arrow_shards import ReadArrowShards, write_shard_index
 from pipelines.pairs import random_next_span
 from pipelines.pretraining_config import (
@@ -95,6 +95,10 @@ class TokenizeDocuments(beam.DoFn):
     def setup(self) -> None:
         keep_freed_memory()
         self.tokenizer.setup()
+        freeze_setup_objects()
+
+    def teardown(self) -> None:
+        thaw_setup_objects()
 
     def process(self, row: dict) -> Iterator[tuple[int, TokenizedDocument]]:
         h = doc_hash(row["doc_id"])
@@ -218,6 +222,10 @@ class AssembleExamples(beam.DoFn):
     def setup(self) -> None:
         keep_freed_memory()
         self.assembler.setup()
+        freeze_setup_objects()
+
+    def teardown(self) -> None:
+        thaw_setup_objects()
 
     def process(self, element, example_counts):
         bucket, grouped = element

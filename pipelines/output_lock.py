@@ -1,0 +1,105 @@
+"""One run at a time per output directory: a lock file that names the run holding it.
+
+Two runs writing the same output would share its work files and overwrite each other's shards.
+A run holds `<output>/.lock` (local paths; a gs:// output has none) from start to finish. A lock
+left by a run that is gone (killed, crashed machine) is taken over when it names a process of
+this machine that no longer exists; a lock from another machine is never taken over, and the
+error says which file to remove once that run is known to be gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+
+LOCK_NAME = ".lock"
+UNWRITTEN_GRACE_S = 10.0  # a lock still empty after this long was left by a killed run
+log = logging.getLogger(__name__)
+
+
+class OutputBusyError(RuntimeError):
+    """Another run holds the output directory."""
+
+
+@contextlib.contextmanager
+def output_lock(output: str) -> Iterator[None]:
+    """Hold `<output>/.lock` for the duration of the block; OutputBusyError if another run does."""
+    if "://" in output:
+        yield
+        return
+    created = not os.path.exists(output)
+    os.makedirs(output, exist_ok=True)
+    path = os.path.join(output, LOCK_NAME)
+    try:
+        _acquire(path)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+    finally:
+        if created:  # a run refused before it wrote anything leaves no directory behind
+            with contextlib.suppress(OSError):
+                os.rmdir(output)
+
+
+def _acquire(path: str) -> None:
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _holder(path)
+            if not _is_stale(path, holder):
+                raise OutputBusyError(_busy_message(path, holder)) from None
+            log.warning("%s: taking over the lock of a run that is gone (%s)", path, holder)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return
+    raise OutputBusyError(f"{path}: other runs keep taking this lock; is a run being restarted?")
+
+
+def _holder(path: str) -> dict | None:
+    """The run named in the lock file; None while it is empty or unreadable."""
+    try:
+        with open(path) as f:
+            holder = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _is_stale(path: str, holder: dict | None) -> bool:
+    if holder is None:  # its run was killed between creating and writing it, or is writing now
+        with contextlib.suppress(FileNotFoundError):
+            return time.time() - os.path.getmtime(path) > UNWRITTEN_GRACE_S
+        return True
+    if holder.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return False
+    return False
+
+
+def _busy_message(path: str, holder: dict | None) -> str:
+    if holder is None:
+        who = "a run that is starting"
+    else:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
+        who = f"process {holder.get('pid')} on {holder.get('host')}, started {started}"
+    return (
+        f"{os.path.dirname(path)} is being written by another run ({who}); wait for it to "
+        f"finish, or remove {path} if that run is gone"
+    )
