@@ -109,18 +109,51 @@ def create_pair_plans(
     pair, and giving it only NotNext pairs would bias the labels. `doc_rank` is this document's
     rank among `num_documents`; a NotNext pair names the rank of B's document, never its own.
     """
+    return [
+        PairPlan(*row)
+        for row in pair_plan_rows(
+            bounds,
+            rng,
+            max_num_tokens=max_num_tokens,
+            short_seq_prob=short_seq_prob,
+            num_documents=num_documents,
+            doc_rank=doc_rank,
+        )
+    ]
+
+
+def pair_plan_array(bounds: list[int], rng: random.Random, **options) -> np.ndarray:
+    """`create_pair_plans` as one structured array (PLAN_DTYPE), without a PairPlan per pair."""
+    rows = pair_plan_rows(bounds, rng, **options)
+    return np.array(rows, dtype=PLAN_DTYPE) if rows else np.zeros(0, dtype=PLAN_DTYPE)
+
+
+def pair_plan_rows(
+    bounds: list[int],
+    rng: random.Random,
+    *,
+    max_num_tokens: int,
+    short_seq_prob: float,
+    num_documents: int,
+    doc_rank: int,
+) -> list[tuple]:
+    """`create_pair_plans`' pairs as plain tuples (PairPlan's fields): this loop runs once per
+    pair of the corpus, so it keeps to local names and tuples."""
     num_sentences = len(bounds) - 1
     if num_sentences < 2:
         return []
     if num_documents < 2:
         raise ValueError("a NotNext pair needs another document, and the corpus has only one")
-    plans: list[PairPlan] = []
+    draw = rng.random
+    others = num_documents - 1
+    rows: list[tuple] = []
+    add = rows.append
     start = 0
     while start < num_sentences:
         target = target_length(rng, max_num_tokens, short_seq_prob)
         # The chunk is the sentences from `start` up to the first that reaches the target.
         end = min(bisect_left(bounds, bounds[start] + target, start + 1), num_sentences)
-        is_random_next = rng.random() < 0.5
+        is_random_next = draw() < 0.5
         if not is_random_next and end - start == 1:
             # IsNext needs a B: the next sentence, or at the document's end the previous one.
             if end < num_sentences:
@@ -128,20 +161,18 @@ def create_pair_plans(
             else:
                 start -= 1
         num_chunk = end - start
-        a_end = start + 1 if num_chunk == 1 else start + 1 + int(rng.random() * (num_chunk - 1))
+        a_end = start + 1 if num_chunk == 1 else start + 1 + int(draw() * (num_chunk - 1))
+        a0, a1 = bounds[start], bounds[a_end]
         if is_random_next:
-            rank = int(rng.random() * (num_documents - 1))
+            rank = int(draw() * others)
             rank += rank >= doc_rank  # skip this document: uniform over the others
-            b_target = target - (bounds[a_end] - bounds[start])
-            plans.append(PairPlan(bounds[start], bounds[a_end], 0, 0, rank, rng.random(), b_target))
+            add((a0, a1, 0, 0, rank, draw(), target - (a1 - a0)))
             # The chunk's sentences after A were not used: they start the next pair.
             start = a_end
         else:
-            plans.append(
-                PairPlan(bounds[start], bounds[a_end], bounds[a_end], bounds[end], -1, 0.0, 0)
-            )
+            add((a0, a1, a1, bounds[end], -1, 0.0, 0))
             start = end
-    return plans
+    return rows
 
 
 def random_next_span(

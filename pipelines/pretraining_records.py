@@ -23,10 +23,9 @@ from pipelines.masking import MaskingVocab, mask_sequence_groups
 from pipelines.pairs import (
     SPECIAL_TOKENS_PER_PAIR,
     PairGroup,
-    create_pair_plans,
     gather_runs,
     pack_pair_groups,
-    plans_to_array,
+    pair_plan_array,
     sentence_bounds,
     split_long_sentences,
 )
@@ -154,7 +153,7 @@ class DocumentPlanner:
             per_dupe = []
             for dupe in range(cfg.dupe_factor):
                 rng = random.Random(record_seed(cfg.seed, "pairs", length, doc.doc_id, dupe))
-                plans = create_pair_plans(
+                plans = pair_plan_array(
                     bounds_list,
                     rng,
                     max_num_tokens=max_num_tokens,
@@ -162,7 +161,7 @@ class DocumentPlanner:
                     num_documents=num_documents,
                     doc_rank=rank,
                 )
-                per_dupe.append(plans_to_array(plans))
+                per_dupe.append(plans)
             bounds_per_length.append(bounds)
             plans_per_length.append(per_dupe)
         return PlannedDocument(doc, bounds_per_length, plans_per_length)

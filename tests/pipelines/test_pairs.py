@@ -13,6 +13,7 @@ from pipelines.pairs import (
     create_pair_plans,
     pack_pair_groups,
     pack_pairs,
+    pair_plan_array,
     plans_to_array,
     random_next_span,
     random_next_spans,
@@ -50,6 +51,18 @@ def plans(bounds, rng, max_num_tokens=25, num_documents=5, doc_rank=2, short_seq
         num_documents=num_documents,
         doc_rank=doc_rank,
     )
+
+
+def test_the_plan_array_holds_the_same_pairs_as_the_plans():
+    rng = np.random.default_rng(5)
+    for seed in range(200):
+        bounds = sentence_bounds(rng.integers(1, 26, rng.integers(1, 40))).tolist()
+        options = {"max_num_tokens": 25, "short_seq_prob": 0.3, "num_documents": 9}
+        expected = plans_to_array(
+            create_pair_plans(bounds, random.Random(seed), doc_rank=seed % 9, **options)
+        )
+        got = pair_plan_array(bounds, random.Random(seed), doc_rank=seed % 9, **options)
+        assert got.dtype == expected.dtype and got.tolist() == expected.tolist()
 
 
 def test_sentence_bounds_are_cumulative_offsets():
