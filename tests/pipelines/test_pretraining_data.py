@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.util
 import json
@@ -296,6 +297,10 @@ def test_beams_shuffle_gives_the_same_bytes_as_the_local_files_exchange(
     other = tmp_path / "pretraining"
     run_job(documents_dir, vocab_dir, other, "--exchange", "shuffle", "--docs-per-bucket", "3")
     assert shard_bytes(other) == shard_bytes(output)
+    # Both runs were in this process: the steps gave back the objects they kept out of the
+    # garbage collector, and the runs released their output locks.
+    assert gc.get_freeze_count() == 0
+    assert not (output / ".lock").exists() and not (other / ".lock").exists()
 
 
 def test_a_killed_local_run_never_looks_done_and_the_next_run_starts_afresh(
