@@ -171,12 +171,9 @@ def mask_sequence_groups(
 
 def _count_per_seq(offsets: np.ndarray, mask: np.ndarray, total: int) -> np.ndarray:
     """Per sequence, its positions where mask is True; counted from the few where it is not."""
-    lengths = np.diff(offsets)
     if total * 2 < len(mask):
-        where = np.flatnonzero(mask)
-        return np.diff(np.searchsorted(where, offsets))
-    where = np.flatnonzero(~mask)
-    return lengths - np.diff(np.searchsorted(where, offsets))
+        return np.diff(np.searchsorted(np.flatnonzero(mask), offsets))
+    return np.diff(offsets) - np.diff(np.searchsorted(np.flatnonzero(~mask), offsets))
 
 
 def _per_group(rngs: list[np.random.Generator], sizes, draw) -> np.ndarray:
