@@ -38,8 +38,8 @@ def keep_freed_memory() -> bool:
 
 def freeze_setup_objects() -> None:
     """Leave every object made so far (Beam's, the vocabulary, the tokenizer's caches) out of
-    Python's cyclic garbage collections: a full collection walks all tracked objects, and at
-    16 times the sample collections took 4.7% of the job's CPU, 2.0% after this (perf). What
+    Python's cyclic garbage collections, which walk all tracked objects: during a run at 16
+    times the sample, collections took 0.27 s, 0.155 s after this (gc callbacks). What
     is frozen is what exists at a step's setup, so it does not grow with the data; a cycle
     that becomes garbage among those objects is freed after `thaw_setup_objects`."""
     gc.freeze()
