@@ -76,13 +76,6 @@ def table_to_ipc_bytes(table: pa.Table, compression: str | None) -> bytes:
     return sink.getvalue()
 
 
-def table_from_ipc_bytes(data: bytes, *, source: str) -> pa.Table:
-    try:
-        return pa.ipc.open_file(pa.BufferReader(data)).read_all()
-    except (pa.ArrowInvalid, OSError) as err:
-        raise CorruptShardError(f"{source}: not a readable Arrow file ({err})") from err
-
-
 class _WriteShard(beam.DoFn):
     def __init__(self, output_dir, spec, num_shards, sort_key, compression):
         self.output_dir = output_dir
@@ -173,24 +166,7 @@ def read_manifest(directory: str) -> tuple[Manifest, str]:
 
 def read_shard(directory: str, info: ShardInfo, spec: SchemaSpec) -> pa.Table:
     """Read one shard, check its checksum and schema, and return it as a table."""
-    path = join(directory, info.path)
-    try:
-        data = read_bytes(path)
-    except OSError as err:
-        raise CorruptShardError(
-            f"{path}: cannot read shard listed in the manifest ({err})"
-        ) from err
-    if hashlib.sha256(data).hexdigest() != info.sha256:
-        raise CorruptShardError(
-            f"{path}: checksum differs from the manifest; the shard is corrupt or was "
-            "changed after the stage finished; re-run the stage"
-        )
-    table = table_from_ipc_bytes(data, source=path)
-    try:
-        check_schema(table.schema, spec, source=path)
-    except SchemaMismatchError as err:
-        raise CorruptShardError(str(err)) from err
-    return table
+    return _checked_reader(directory, info, spec, mapped=False).read_all()
 
 
 def map_file(path: str) -> pa.Buffer:
@@ -209,9 +185,19 @@ def iter_shard_batches(
     A local shard is memory-mapped and decompressed a batch at a time, so a large shard never
     sits in memory whole; a gs:// shard is read whole first.
     """
+    reader = _checked_reader(directory, info, spec, mapped=True)
+    for i in range(reader.num_record_batches):
+        yield reader.get_batch(i)
+
+
+def _checked_reader(
+    directory: str, info: ShardInfo, spec: SchemaSpec, *, mapped: bool
+) -> pa.ipc.RecordBatchFileReader:
+    """A shard's Arrow reader once its checksum and schema match the manifest entry; `mapped`
+    maps a local file instead of reading it."""
     path = join(directory, info.path)
     try:
-        data = pa.py_buffer(read_bytes(path)) if "://" in path else map_file(path)
+        data = map_file(path) if mapped and "://" not in path else pa.py_buffer(read_bytes(path))
     except OSError as err:
         raise CorruptShardError(
             f"{path}: cannot read shard listed in the manifest ({err})"
@@ -233,8 +219,7 @@ def iter_shard_batches(
         check_schema(reader.schema, spec, source=path)
     except SchemaMismatchError as err:
         raise CorruptShardError(str(err)) from err
-    for i in range(reader.num_record_batches):
-        yield reader.get_batch(i)
+    return reader
 
 
 class _ReadShard(beam.DoFn):

@@ -93,33 +93,9 @@ def target_length(rng: random.Random, max_num_tokens: int, short_seq_prob: float
     return max_num_tokens
 
 
-def create_pair_plans(
-    bounds: list[int],
-    rng: random.Random,
-    *,
-    max_num_tokens: int,
-    short_seq_prob: float,
-    num_documents: int,
-    doc_rank: int,
-) -> list[PairPlan]:
-    """Pairs of one document: contiguous sentences packed into A and B up to a target length.
-
-    `bounds` are the sentence boundaries (see `sentence_bounds`), every sentence non-empty and
-    at most max_num_tokens long. A document of one sentence gives no pair: it has no IsNext
-    pair, and giving it only NotNext pairs would bias the labels. `doc_rank` is this document's
-    rank among `num_documents`; a NotNext pair names the rank of B's document, never its own.
-    """
-    return [
-        PairPlan(*row)
-        for row in pair_plan_rows(
-            bounds,
-            rng,
-            max_num_tokens=max_num_tokens,
-            short_seq_prob=short_seq_prob,
-            num_documents=num_documents,
-            doc_rank=doc_rank,
-        )
-    ]
+def create_pair_plans(bounds: list[int], rng: random.Random, **options) -> list[PairPlan]:
+    """Pairs of one document as PairPlans (`pair_plan_rows`, which says what the options are)."""
+    return [PairPlan(*row) for row in pair_plan_rows(bounds, rng, **options)]
 
 
 def pair_plan_array(bounds: list[int], rng: random.Random, **options) -> np.ndarray:
@@ -137,8 +113,14 @@ def pair_plan_rows(
     num_documents: int,
     doc_rank: int,
 ) -> list[tuple]:
-    """`create_pair_plans`' pairs as plain tuples (PairPlan's fields): this loop runs once per
-    pair of the corpus, so it keeps to local names and tuples."""
+    """Pairs of one document: contiguous sentences packed into A and B up to a target length,
+    as plain tuples of PairPlan's fields (this loop runs once per pair of the corpus).
+
+    `bounds` are the sentence boundaries (see `sentence_bounds`), every sentence non-empty and
+    at most max_num_tokens long. A document of one sentence gives no pair: it has no IsNext
+    pair, and giving it only NotNext pairs would bias the labels. `doc_rank` is this document's
+    rank among `num_documents`; a NotNext pair names the rank of B's document, never its own.
+    """
     num_sentences = len(bounds) - 1
     if num_sentences < 2:
         return []

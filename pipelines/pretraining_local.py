@@ -30,6 +30,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -479,7 +480,6 @@ def _merged(parts: list[dict]) -> dict:
 
 class _SpillFile:
     def __init__(self, path: str):
-        self.path = path
         self.table = _read_table(path)
         self.shard = self.table.column("_shard").chunk(0).to_numpy()
 
@@ -592,6 +592,15 @@ def _checked_layout(
         raise
 
 
+def _on_all(pipeline: beam.Pipeline, label: str, pcoll, fn: Callable[[list], object]):
+    """fn(every element of pcoll), once they all exist: a side input, no GroupByKey."""
+    return (
+        pipeline
+        | f"Start{label}" >> beam.Create([None])
+        | label >> beam.Map(lambda _, items: fn(items), beam.pvalue.AsList(pcoll))
+    )
+
+
 def run_local(
     config: PretrainingDataConfig,
     vocab: Vocabulary,
@@ -613,8 +622,7 @@ def run_local(
     token_dtype = np.dtype(token_type).str
     k = num_buckets
     # Create(..., reshuffle=False): each list is spread between workers by the Spread that
-    # follows it (none with one worker); a step that needs all of a PCollection takes it as a
-    # side input (no GroupByKey).
+    # follows it (none with one worker); a step that needs all of a PCollection runs _on_all.
     one_worker = runs_in_one_worker(beam_args)
     token_files = (
         pipeline
@@ -623,12 +631,7 @@ def run_local(
         | "Tokenize"
         >> beam.ParDo(TokenizeShard(config, documents_dir, work, vocab.directory, token_dtype))
     )
-    num_documents = (
-        pipeline
-        | "StartOrder" >> beam.Create([None])
-        | "Order"
-        >> beam.Map(lambda _, names: _ordered(work, names), beam.pvalue.AsList(token_files))
-    )
+    num_documents = _on_all(pipeline, "Order", token_files, lambda names: _ordered(work, names))
     plan_counts = (
         pipeline
         | "ListBuckets" >> beam.Create(range(k), reshuffle=False)
@@ -636,12 +639,7 @@ def run_local(
         | "Plan" >> beam.ParDo(PlanBucket(config, work, k), beam.pvalue.AsSingleton(num_documents))
     )
     layout = beam.pvalue.AsSingleton(
-        pipeline
-        | "StartLayout" >> beam.Create([None])
-        | "Layout"
-        >> beam.Map(
-            lambda _, c: _checked_layout(work, config, k, c), beam.pvalue.AsList(plan_counts)
-        )
+        _on_all(pipeline, "Layout", plan_counts, lambda c: _checked_layout(work, config, k, c))
     )
     assembled = beam.pvalue.AsList(
         pipeline
@@ -660,15 +658,11 @@ def run_local(
             | f"Write{length}"
             >> beam.ParDo(GatherShard(work, li, length, k, out, token_type), layout, assembled)
         )
-        _ = (
-            pipeline
-            | f"StartShardIndex{length}" >> beam.Create([None])
-            | f"WriteShardIndex{length}"
-            >> beam.Map(
-                lambda _, infos, out: write_shard_index(infos, out),
-                beam.pvalue.AsList(written),
-                out,
-            )
+        _on_all(
+            pipeline,
+            f"WriteShardIndex{length}",
+            written,
+            partial(write_shard_index, output_dir=out),
         )
     try:
         result = pipeline.run()
