@@ -105,7 +105,7 @@ class MetricsLog:
         self.file.write(json.dumps(line) + "\n")
         self.file.flush()
         event, step = record.get("event"), record.get("step", 0)
-        if self.writer is not None and event in ("train", "eval"):
+        if self.writer is not None and event in ("train", "eval", "health"):
             for name, value in record.items():
                 if isinstance(value, int | float) and name not in ("step", "phase", "time"):
                     self.writer.add_scalar(f"{event}/{name}", value, step)

@@ -39,6 +39,7 @@ from model.checkpointing import (
     save_checkpoint,
 )
 from model.config import PRESETS, BertConfig
+from model.health import HealthMonitor, HealthReport
 from model.hf_checkpoint import load_hf_weights, save_hf_checkpoint
 from model.metrics_log import MetricsLog
 from model.optim import WarmupLinearDecay, build_optimizer, clip_gradients
@@ -80,6 +81,10 @@ class PretrainError(RuntimeError):
 
 class NonFiniteLossError(PretrainError):
     """The loss or the gradients became NaN or infinite."""
+
+
+class NotLearningError(PretrainError):
+    """--stop-on-collapse: the run collapsed or does not learn (model/health.py)."""
 
 
 class BatchTooLargeError(PretrainError):
@@ -321,6 +326,37 @@ def evaluate(
     }
 
 
+def health_batches(config: PretrainConfig, data: PhaseData, phase: Phase) -> list[Any]:
+    """The batches the health checks measure their baseline on: the evaluation's own, or
+    the first training examples when the phase has no validation split."""
+    shards, shard_list = data.validation, data.validation_shards
+    if shards is None:
+        shards, shard_list = data.train, data.train_shards
+    batches = validation_batches(
+        shards,
+        shard_list,
+        examples=config.eval.examples,
+        micro_batch_size=config.eval.micro_batch_size or phase.micro_batch_size,
+        rank=0,
+        world_size=1,
+        cache_dir=_cache_dir(config),
+    )
+    return [loaded.batch for loaded in batches]
+
+
+def report_health(
+    report: HealthReport, metrics: MetricsLog, config: PretrainConfig, phase: Phase
+) -> None:
+    """Log and record one health check; end the run if asked to and it is not learning."""
+    metrics.write(report.record() | {"phase": phase.index})
+    (log.warning if report.problems else log.info)("%s", report.line())
+    if config.health.stop_on_collapse and report.failing_checks >= config.health.patience:
+        raise NotLearningError(
+            f"stopped at step {report.step} (--stop-on-collapse, {report.failing_checks} failing "
+            "checks in a row): " + "; ".join(report.problems[kind] for kind in report.fatal)
+        )
+
+
 def _cache_dir(config: PretrainConfig) -> str:
     return config.data.cache_dir or str(Path(config.output) / "shard_cache")
 
@@ -493,6 +529,12 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
     total_steps = config.schedule.total_steps
     warmup_steps = round(total_steps * config.optim.warmup_fraction)
     scheduler = WarmupLinearDecay(optimizer, warmup_steps=warmup_steps, total_steps=total_steps)
+    after = config.health.after_steps
+    health = HealthMonitor(
+        config.health,
+        after_steps=2 * warmup_steps if after < 0 else after,
+        vocab_size=model_config.vocab_size,
+    )
     restored = restore(config, dist, phases, vocab_hash, model, optimizer, scheduler)
     step, last_checkpoint = restored.step, restored.checkpoint
     trained = parallelize(model, dist, compile=use_compile)
@@ -555,6 +597,9 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
                     pin_memory=config.data.pin_memory and device.type == "cuda",
                 )
             )
+            baseline = health.start_phase(health_batches(config, data, phase), device)
+            metrics.write({"event": "baseline", "step": step, "phase": phase.index}
+                          | baseline.as_dict())  # fmt: skip
             stats = TrainStats(device)
             model.train()
             while step < phase.end_step:
@@ -599,9 +644,15 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
                 do_eval = data.validation is not None and (
                     phase_end or (every > 0 and step % every == 0)
                 )
-                if step % config.log.every == 0 or do_checkpoint or do_eval:
+                do_log = step % config.log.every == 0 or do_checkpoint or do_eval
+                if do_log:
                     summary = stats.summary(dist)
                     if not math.isfinite(summary["loss"]) or summary["non_finite_grad_steps"]:
+                        metrics.write(
+                            {"event": "health", "step": step, "phase": phase.index,
+                             "status": "failing", "problems": ["non_finite"],
+                             "loss": summary["loss"]}
+                        )  # fmt: skip
                         raise NonFiniteLossError(
                             f"step {step}: the training loss became {summary['loss']} (gradient "
                             f"norm {float(grad_norm)}); stopped without saving. The last good "
@@ -624,6 +675,9 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
                     last_eval = {"event": "eval", "step": step, "phase": phase.index}
                     last_eval |= {"seq_length": T, **evaluation}
                     metrics.write(last_eval)
+                    report_health(health.check(model, step, evaluation), metrics, config, phase)
+                elif do_log and data.validation is None:  # no held-out data: the train means
+                    report_health(health.check(model, step, last_train), metrics, config, phase)
                 if phase_end and dist.is_main:  # the model of each phase, for fine-tuning
                     export = save_hf_checkpoint(model, output / f"phase{phase.index}", export_files)
                     metrics.write({"event": "export", "step": step, "path": str(export)})
@@ -686,6 +740,13 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     parser.add_argument("--init-from", default="", help="HF-format weights to start from")
     parser.add_argument("--steps", default=None, help="schedule.total_steps, e.g. 1e6")
     parser.add_argument(
+        "--stop-on-collapse",
+        action="store_true",
+        help="health.stop_on_collapse: end the run (exit 1) when, after the warm-up, its "
+        "representations collapse or its MLM accuracy or loss is no better than the unigram "
+        "baseline",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -702,6 +763,8 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     config.data.vocab = args.vocab
     config.init_from = args.init_from
     steps = [] if args.steps is None else [f"schedule.total_steps={args.steps}"]
+    if args.stop_on_collapse:
+        steps.append("health.stop_on_collapse=true")
     try:
         apply_overrides(config, steps + args.overrides)
         config.validate()

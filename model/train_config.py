@@ -107,6 +107,25 @@ class RuntimeConfig:
 
 
 @dataclass(kw_only=True)
+class HealthConfig:
+    """When a run counts as not learning (model/health.py), and what to do about it."""
+
+    # Steps before the learning checks apply; -1: twice the learning-rate warm-up. A healthy
+    # run sits at the unigram baseline for a while after the warm-up, as a collapsed one does.
+    after_steps: int = -1
+    patience: int = 2  # consecutive failing checks before --stop-on-collapse ends the run
+    # Mean cosine between different tokens' final hidden states above which the
+    # representations count as collapsed.
+    collapse_cosine: float = 0.95
+    # MLM loss within this share of the unigram entropy (either side) counts as stuck there.
+    entropy_margin: float = 0.02
+    # NSP accuracy within this of the majority label's share counts as chance.
+    nsp_margin: float = 0.02
+    probe_tokens: int = 512  # real tokens of the probe batch whose cosines are averaged
+    stop_on_collapse: bool = False  # end the run when it collapses or does not learn
+
+
+@dataclass(kw_only=True)
 class PretrainConfig:
     """A whole pretraining run: model, data, phases, optimiser, checkpoints and logs."""
 
@@ -126,6 +145,7 @@ class PretrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
 
     def validate(self) -> None:
         """Raise ValueError naming the first field that is out of range."""
@@ -161,6 +181,19 @@ class PretrainConfig:
             )
         if self.optim.weight_decay < 0 or self.optim.grad_clip < 0 or self.optim.eps <= 0:
             raise ValueError("optim.weight_decay and optim.grad_clip must be >= 0, optim.eps > 0")
+        _positive(self, "health.probe_tokens", "health.patience")
+        if self.health.after_steps < -1:
+            raise ValueError(
+                f"health.after_steps must be -1 or >= 0, got {self.health.after_steps}"
+            )
+        if not 0.0 < self.health.collapse_cosine <= 1.0:
+            raise ValueError(
+                f"health.collapse_cosine must be in (0, 1], got {self.health.collapse_cosine}"
+            )
+        if not (0.0 <= self.health.entropy_margin < 1.0 and 0.0 <= self.health.nsp_margin < 0.5):
+            raise ValueError(
+                "health.entropy_margin must be in [0, 1), health.nsp_margin in [0, 0.5)"
+            )
         if self.runtime.device not in ("auto", "cuda", "cpu"):
             raise ValueError(f"runtime.device must be auto, cuda or cpu: {self.runtime.device!r}")
         if self.runtime.precision not in ("auto", "bf16", "fp32"):

@@ -24,6 +24,7 @@ from model.metrics_log import TIMING_FIELDS, read_metrics
 from model.optim import Lamb, param_groups, warmup_linear_decay
 from model.pretrain import (
     NonFiniteLossError,
+    NotLearningError,
     PretrainError,
     main,
     parse_args,
@@ -306,6 +307,45 @@ def test_tiny_model_learns_on_the_sample(trained_run):
         assert report.missing_keys == () and model.config.vocab_size == 2000
     final = weights(trained_run / "checkpoints" / "step-000000300")
     assert all(torch.equal(t, final[k]) for k, t in weights(trained_run / "phase2").items())
+
+
+def test_health_checks_see_a_healthy_run(trained_run):
+    records = read_metrics(trained_run / "metrics.jsonl")
+    baselines = [r for r in records if r["event"] == "baseline"]
+    assert [r["phase"] for r in baselines] == [1, 2]
+    # The most frequent masked piece of the sample ("the") is 4-8% of the masked tokens.
+    assert all(0.03 < r["unigram_accuracy"] < 0.1 for r in baselines)
+    health = [r for r in records if r["event"] == "health"]
+    evals = [r for r in records if r["event"] == "eval"]
+    assert [r["step"] for r in health] == [r["step"] for r in evals]
+    last = health[-1]
+    assert last["learning_checked"] and last["status"] != "failing", last
+    assert last["mlm_accuracy_ratio"] > 1.0 and last["token_cosine"] < 0.9
+
+
+def test_collapse_is_reported_and_stop_on_collapse_ends_the_run(sample_data, tmp_path, caplog):
+    # lr 3e-2 breaks post-LayerNorm BERT: the final hidden states of all tokens align and
+    # the MLM head predicts the most frequent piece everywhere.
+    collapsing = ["--set=optim.lr=3e-2", "--set=optim.warmup_fraction=0.1", "--set=log.every=5"]
+    collapsing += ["--set=eval.every=10", "--set=phase=1", "--set=checkpoint.every=1000"]
+    output = tmp_path / "reported"
+    train(tiny_config(sample_data.pretraining, output, 40, *collapsing))
+    health = [r for r in read_metrics(output / "metrics.jsonl") if r["event"] == "health"]
+    checked = [r for r in health if r["learning_checked"]]  # from step 8: twice the warm-up
+    assert [r["step"] for r in checked] == [10, 20, 30, 36]
+    assert all(r["status"] == "failing" and "not_learning" in r["problems"] for r in checked)
+    assert [r["failing_checks"] for r in checked] == [1, 2, 3, 4]
+    assert max(r["token_cosine"] for r in checked) > 0.95
+    assert any("collapse" in r["problems"] for r in checked)
+    assert "the representations collapsed" in caplog.text
+    assert (output / "phase1").exists()  # without --stop-on-collapse the run goes on
+
+    output = tmp_path / "stopped"
+    stop = NotLearningError
+    with pytest.raises(stop, match=r"stopped at step 20 \(--stop-on-collapse, 2 failing") as err:
+        train(tiny_config(sample_data.pretraining, output, 40, "--stop-on-collapse", *collapsing))
+    assert "unigram baseline" in str(err.value)
+    assert not (output / "phase1").exists()  # a run stopped for collapse exports no model
 
 
 @pytest.mark.timeout(600)
