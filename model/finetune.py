@@ -1,12 +1,14 @@
 """Fine-tune a checkpoint on one task: grid search on dev, several seeds, scores next to the paper's.
 
     python -m model.finetune --task mrpc --data glue_data/MRPC --checkpoint CKPT --output out/mrpc \
-        [--grid paper | --grid "lr=5e-5,3e-5 batch=32 epochs=3"] [--seeds 0,1,2]
+        [--grid paper | --grid "lr=5e-5,3e-5 batch=32 epochs=3"] [--seeds 0,1,2] [--init random]
 
 CKPT is a Hugging Face-format directory (config.json + model.safetensors) with the vocab.txt
 of its tokenizer: one of ours, an imported BERT, or a fine-tuned model of this module (e.g.
 MNLI, to start RTE, MRPC or STS-B from it). Every configuration of the grid is trained once
 per seed; the configuration with the best mean dev score wins, and its best seed is saved.
+`--init random` keeps CKPT's architecture and vocabulary but starts each run from fresh weights
+drawn from its seed, the baseline that shows what pretraining buys (model/inits.py).
 
 OUTPUT/
   model/             the saved model (transformers' BertFor* layout; also a checkpoint here)
@@ -37,12 +39,24 @@ import torch
 from torch import Tensor, nn
 
 from model.bert import BertModel
+from model.config import BertConfig
 from model.heads import (
     build_task_model,
     load_encoder,
     load_task_model,
     read_task_info,
     save_task_model,
+)
+from model.hf_checkpoint import read_hf_config
+from model.inits import (
+    DEFAULT_INIT,
+    INITS,
+    Init,
+    compare_inits,
+    comparison_table,
+    format_score,
+    init_of,
+    pair_inits,
 )
 from model.paper_results import FINE_TUNED, paper_results
 from model.tasks import TASKS, get_task, task_name
@@ -396,13 +410,39 @@ class FineTuneJob:
     predict_test: bool = True  # predict the test files that are present
     max_train_examples: int | None = None  # keep only the first N training examples
     select_metric: str | None = None  # "split/metric" to maximise; None: the task's primary
+    init: Init = DEFAULT_INIT  # "random": the checkpoint's config and vocabulary, fresh weights
+
+
+@dataclass(frozen=True)
+class EncoderStart:
+    """Where each run's encoder comes from: the checkpoint's weights, or fresh ones of its shape."""
+
+    init: Init
+    config: BertConfig  # the checkpoint's architecture
+    pretrained: BertModel | None  # the loaded encoder; None for a random init
+    missing_keys: tuple[str, ...]  # encoder parameters the checkpoint lacked (the pooler)
+
+    def encoder(self) -> BertModel:
+        """A new encoder for one run; a random one is drawn from torch's seed, as a new model's."""
+        if self.pretrained is not None:
+            return copy.deepcopy(self.pretrained)
+        return BertModel(self.config)
+
+
+def encoder_start(checkpoint: Path, init: str) -> EncoderStart:
+    """The checkpoint's encoder (`pretrained`), or only its config (`random`: weights unread)."""
+    if init == "pretrained":
+        pretrained, report = load_encoder(checkpoint)
+        return EncoderStart(init, pretrained.config, pretrained, report.missing_keys)
+    if init == "random":
+        return EncoderStart(init, read_hf_config(checkpoint), None, ())
+    raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
 
 
 def checkpoint_tokenizer(
-    checkpoint: Path, max_seq_length: int, config_source: BertModel
+    checkpoint: Path, max_seq_length: int, config: BertConfig
 ) -> CheckpointTokenizer:
     """The checkpoint's tokenizer, checked against the model's config and the sequence length."""
-    config = config_source.config
     tokenizer = load_tokenizer(checkpoint, vocab_size=config.vocab_size)
     if tokenizer.pad_id != config.pad_token_id:
         raise TokenizerError(
@@ -423,8 +463,8 @@ def run_finetune(job: FineTuneJob) -> dict[str, Any]:
     grid = job.grid or task.default_grid
     max_seq_length = job.max_seq_length or task.max_seq_length
     placement = job.placement
-    pretrained, load_report = load_encoder(job.checkpoint)
-    tokenizer = checkpoint_tokenizer(job.checkpoint, max_seq_length, pretrained)
+    start = encoder_start(job.checkpoint, job.init)
+    tokenizer = checkpoint_tokenizer(job.checkpoint, max_seq_length, start.config)
     splits = read_splits(
         task,
         job.data_dir,
@@ -439,11 +479,15 @@ def run_finetune(job: FineTuneJob) -> dict[str, Any]:
     _, train_data = splits.train
     if placement.device.type == "cuda":
         train_data = train_data.to(placement.device)
-    try:  # a model fine-tuned here (e.g. on MNLI, to start RTE, MRPC or STS-B from it)
-        start_task = read_task_info(job.checkpoint)["task"]
-        logger.info("%s: starting from a model fine-tuned on %s", task.name, start_task)
-    except ValueError:
-        start_task = None
+    start_task = None
+    if start.init == "random":
+        logger.info("%s: random init: %s's config and vocabulary only", task.name, job.checkpoint)
+    else:
+        try:  # a model fine-tuned here (e.g. on MNLI, to start RTE, MRPC or STS-B from it)
+            start_task = read_task_info(job.checkpoint)["task"]
+            logger.info("%s: starting from a model fine-tuned on %s", task.name, start_task)
+        except ValueError:
+            pass
 
     runs: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None  # the winning configuration so far
@@ -455,8 +499,8 @@ def run_finetune(job: FineTuneJob) -> dict[str, Any]:
                 learning_rate=learning_rate, batch_size=batch_size, epochs=epochs, seed=seed
             )
             logger.info("%s: training %s", task.name, run)
-            torch.manual_seed(seed)
-            model = build_task_model(task.head, copy.deepcopy(pretrained), num_labels)
+            torch.manual_seed(seed)  # a random init's encoder, the head, dropout
+            model = build_task_model(task.head, start.encoder(), num_labels)
             model.to(placement.device)
             stats = train(model, train_data, run, job.settings, placement)
             scores, predictions = evaluate_splits(task, model, splits.dev, job.settings, placement)
@@ -488,7 +532,7 @@ def run_finetune(job: FineTuneJob) -> dict[str, Any]:
             }
 
     _, state, dev_predictions, saved_scores, saved_seed = best["seed_state"]
-    model = build_task_model(task.head, copy.deepcopy(pretrained), num_labels)
+    model = build_task_model(task.head, start.encoder(), num_labels)
     model.load_state_dict(state)
     model.to(placement.device)
     output = job.output_dir
@@ -496,7 +540,7 @@ def run_finetune(job: FineTuneJob) -> dict[str, Any]:
     save_task_model(
         model,
         output / "model",
-        info=task.finetune_info() | {"max_seq_length": max_seq_length},
+        info=task.finetune_info() | {"max_seq_length": max_seq_length, "init": start.init},
         write_tokenizer=tokenizer.save,
     )
     prediction_files, test_scores = _write_predictions(
@@ -508,7 +552,8 @@ def run_finetune(job: FineTuneJob) -> dict[str, Any]:
         "task": task.name,
         "display_name": task.display_name,
         "checkpoint": str(job.checkpoint),
-        "checkpoint_missing_keys": list(load_report.missing_keys),
+        "init": start.init,
+        "checkpoint_missing_keys": list(start.missing_keys),
         "checkpoint_task": start_task,
         "data_dir": str(job.data_dir),
         "max_seq_length": max_seq_length,
@@ -575,7 +620,7 @@ def evaluate_saved(
         raise ValueError(f"{model_dir} was fine-tuned for {info['task']}, not {task.name}")
     model, _ = load_task_model(model_dir)
     max_seq_length = max_seq_length or info.get("max_seq_length") or task.max_seq_length
-    tokenizer = checkpoint_tokenizer(model_dir, max_seq_length, model.bert)
+    tokenizer = checkpoint_tokenizer(model_dir, max_seq_length, model.bert.config)
     splits = read_splits(
         task, data_dir, tokenizer, max_seq_length, with_train=False, with_test=predict_test
     )
@@ -589,6 +634,7 @@ def evaluate_saved(
         "task": task.name,
         "display_name": task.display_name,
         "checkpoint": str(model_dir),
+        "init": info.get("init", DEFAULT_INIT),  # how the evaluated model's fine-tuning started
         "data_dir": str(data_dir),
         "max_seq_length": max_seq_length,
         "device": str(placement.device),
@@ -622,15 +668,6 @@ def write_results(results: dict[str, Any], output_dir: Path) -> None:
     _write_atomic(output_dir / RESULTS_NAME, results_table([results]))
 
 
-def _format_score(summary: dict[str, Any]) -> str:
-    if summary["mean"] is None:
-        return "undefined"
-    n = len(summary["values"])
-    if n > 1:
-        return f"{summary['mean']:.2f} ± {summary['std']:.2f} (n={n})"
-    return f"{summary['mean']:.2f}"
-
-
 def results_table(all_results: Sequence[dict[str, Any]]) -> str:
     """Markdown: each task's dev scores (mean ± std over seeds) next to the paper's numbers."""
     lines = [
@@ -640,9 +677,11 @@ def results_table(all_results: Sequence[dict[str, Any]]) -> str:
     notes = []
     for results in all_results:
         name = results.get("display_name", results["task"])
+        if init_of(results) == "random":  # never to be read as a pretrained model's score
+            name += " (random init)"
         paper = results.get("paper", [])
         for metric, summary in results["dev"].items():
-            ours = _format_score(summary)
+            ours = format_score(summary["mean"], summary["std"], len(summary["values"]))
             matching = [p for p in paper if p["metric"] == metric]
             if not matching:
                 lines.append(f"| {name} | {metric} | {ours} | — | — | — | — |")
@@ -660,7 +699,7 @@ def results_table(all_results: Sequence[dict[str, Any]]) -> str:
             notes.append(
                 f"- {name}: selected on {results['select_metric']}: learning rate "
                 f"{selected['learning_rate']:g}, batch {selected['batch_size']}, "
-                f"{selected['epochs']} epochs; seeds {seeds}; checkpoint {results['checkpoint']}; "
+                f"{selected['epochs']} epochs; seeds {seeds}; {_start(results)}; "
                 f"{results['device']} {results['precision']}."
             )
         else:
@@ -677,13 +716,26 @@ def results_table(all_results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(header + lines + [""] + notes) + "\n"
 
 
+def _start(results: dict[str, Any]) -> str:
+    """Where the fine-tuning started, for a table's note."""
+    if init_of(results) == "random":
+        return f"random init (config and vocabulary of {results['checkpoint']}, fresh weights)"
+    return f"checkpoint {results['checkpoint']}"
+
+
 def summarize(output_dirs: Sequence[Path]) -> str:
-    """One table over several jobs' scores.json files."""
+    """One table over several jobs' scores.json files; given pretrained and random runs of a
+    task, also the table that compares them."""
     all_results = []
     for directory in output_dirs:
         path = Path(directory) / SCORES_NAME if Path(directory).is_dir() else Path(directory)
         all_results.append(json.loads(path.read_text(encoding="utf-8")))
-    return results_table(all_results)
+    table = results_table(all_results)
+    pairs, notes = pair_inits(all_results)
+    if not pairs and not notes:
+        return table
+    rows = [row for pretrained, random in pairs for row in compare_inits(pretrained, random)]
+    return table + "\n" + comparison_table(rows, notes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -698,6 +750,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid", help='"paper", "default" (the task\'s), or "lr=... batch=... epochs=..."'
     )
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    parser.add_argument(
+        "--init",
+        choices=INITS,
+        default=DEFAULT_INIT,
+        help="pretrained: start from the checkpoint's weights (default); random: from fresh "
+        "weights of its architecture and vocabulary, drawn from each seed (the baseline)",
+    )
     parser.add_argument("--max-seq-length", type=int, help="default: 128, SQuAD 384")
     parser.add_argument(
         "--task-option",
@@ -747,6 +806,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     ]
     if args.eval_only and "task" in missing:
         missing.remove("task")
+    if args.eval_only and args.init != DEFAULT_INIT:
+        parser.error("--init chooses where training starts; --eval-only trains nothing")
     if missing:
         parser.error(
             "the following arguments are required: " + ", ".join(f"--{m}" for m in missing)
@@ -793,6 +854,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                 predict_test=not args.no_test,
                 max_train_examples=args.max_train_examples,
                 select_metric=args.select_metric,
+                init=args.init,
             )
             results = run_finetune(job)
     except (DataError, TokenizerError, ValueError, FileNotFoundError) as error:
