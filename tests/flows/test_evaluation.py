@@ -148,6 +148,7 @@ def test_the_sample_task_is_built_from_the_documents_the_same_way_every_time(tmp
     _documents_output(tmp_path / "documents", docs)
     out = tmp_path / "tasks"
     argv = ["--documents", str(tmp_path / "documents"), "--output", str(out)]
+    argv += ["--tasks", "sentence-order"]
     assert build_sample_tasks(argv) == 0
     train = [json.loads(x) for x in (out / "sentence-order/train.jsonl").read_text().splitlines()]
     dev = [json.loads(x) for x in (out / "sentence-order/dev.jsonl").read_text().splitlines()]
