@@ -5,6 +5,8 @@ gs://), skips those whose fingerprint already has a score for every configured t
 results history, fine-tunes and evaluates the rest, appends their scores to the history
 (a Parquet file, rewritten atomically after each checkpoint) and publishes a table and a plot
 of each task's score against the pretraining step (the paper's Figure 5, for any corpus).
+It fine-tunes from each checkpoint's weights only: a random-init baseline does not depend on
+the step (pretrain-bert and finetune-bert run it, with finetune.inits).
 """
 
 from __future__ import annotations
@@ -166,6 +168,11 @@ def evaluate_bert(
     todo = pending_checkpoints(found, table, [t.name for t in params.task_specs()])
     if max_checkpoints:
         todo = todo[:max_checkpoints]
+    if "random" in params.inits:
+        logger.info(
+            "finetune.inits includes 'random': evaluate-bert scores checkpoints, so it "
+            "fine-tunes from their weights only; pretrain-bert and finetune-bert run the baseline"
+        )
     logger.info("%d checkpoint(s) under %s, %d to evaluate", len(found), root, len(todo))
     run_id = str(runtime.flow_run.id or "")
     try:
@@ -178,6 +185,7 @@ def evaluate_bert(
                     InputRef(path=checkpoint.path, manifest_hash=checkpoint.fingerprint)
                 ],
                 output=storage.join(output, f"{name}-{checkpoint.fingerprint[:8]}"),
+                inits=["pretrained"],
             )
             rows = pa.Table.from_pylist(history_rows(checkpoint, results, run_id), HISTORY_SCHEMA)
             table = pa.concat_tables([table, rows])

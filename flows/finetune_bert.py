@@ -1,8 +1,9 @@
 """`finetune-bert`: a checkpoint and a list of tasks (and a grid) -> fine-tuned models and scores.
 
-One fine-tuning stage per task, side by side on the flow's task runner (a Prefect concurrency
-limit on the `gpu` tag caps how many share the accelerators). Each is cached like any stage:
-the same checkpoint, task, grid and code give the stored scores back at once.
+One fine-tuning stage per task and init (finetune.inits: from the checkpoint's weights, from
+random weights of its shape, or both), side by side on the flow's task runner (a Prefect
+concurrency limit on the `gpu` tag caps how many share the accelerators). Each is cached like
+any stage: the same checkpoint, task, grid and code give the stored scores back at once.
 """
 
 from __future__ import annotations
@@ -15,9 +16,17 @@ from prefect.artifacts import create_table_artifact
 
 from flows import storage
 from flows.checkpoints import finetune_ready, fingerprint
-from flows.params import PRESETS, FinetuneParams, PresetName, overlay
+from flows.params import PRESETS, FinetuneParams, Init, PresetName, overlay
+from flows.report import init_comparison
 from flows.runner import kill_stage_processes, stage_outcome, submit_stage
-from flows.stages import InputRef, StageResult, finetune_call, task_data_dir
+from flows.stages import (
+    InputRef,
+    StageResult,
+    finetune_call,
+    finetune_output,
+    finetuned_task,
+    task_data_dir,
+)
 
 
 def resolve_finetune_params(preset: str, finetune: FinetuneParams | dict | None) -> FinetuneParams:
@@ -45,8 +54,11 @@ def finetune_checkpoint(
     output: str,
     vocab: str | None = None,
     workdir: str | None = None,
+    inits: list[Init] | None = None,
 ) -> list[StageResult]:
-    """Fine-tune and evaluate `checkpoint` on every task, side by side; results in task order."""
+    """Fine-tune and evaluate `checkpoint` on every task from each init (default
+    `params.inits`), side by side; results in init order, then task order. A random init's
+    tasks go to `output`-random."""
     model_dir = prepare_checkpoint(checkpoint, vocab, storage.join(output, "pretrained"))
     futures = [
         submit_stage(
@@ -55,10 +67,12 @@ def finetune_checkpoint(
                 task=spec,
                 checkpoint=model_dir,
                 checkpoint_inputs=checkpoint_inputs,
-                output=storage.join(output, spec.name),
+                output=storage.join(finetune_output(output, init), spec.name),
                 data_dir=task_data_dir(params, spec, workdir),
+                init=init,
             )
         )
+        for init in inits or params.inits
         for spec in params.task_specs()
     ]
     return [stage_outcome(f) for f in futures]
@@ -93,7 +107,8 @@ def finetune_bert(
         vocab: The vocabulary directory, when the checkpoint has no vocab.txt and no
             trainer.json that names it.
         preset: Whose fine-tuning settings to start from: 'sample', 'base' or 'base-dataflow'.
-        finetune: Tasks and grid; fields you set override the preset's.
+        finetune: Tasks, grid and inits (from the pretrained weights, random ones or both);
+            fields you set override the preset's.
     """
     logger = get_run_logger()
     params = resolve_finetune_params(preset, finetune)
@@ -113,12 +128,20 @@ def finetune_bert(
         kill_stage_processes()
     rows = [
         {
-            "task": r.name.removeprefix("finetune-"),
+            "task": finetuned_task(r)[0],
+            "init": finetuned_task(r)[1],
             **{k: r.summary.get(k) for k in ("metric", "score")},
         }
         for r in results
     ]
     create_table_artifact(key="finetune-bert-scores", table=rows, description=f"`{checkpoint}`")
     for row in rows:
-        logger.info("%s: %s = %s", row["task"], row["metric"], row["score"])
-    return {"checkpoint": checkpoint, "output": output, "scores": rows}
+        logger.info("%s (%s): %s = %s", row["task"], row["init"], row["metric"], row["score"])
+    comparison = init_comparison(results)
+    if comparison:
+        create_table_artifact(
+            key="finetune-bert-inits",
+            table=comparison,
+            description="pretrained against random initialisation (dev)",
+        )
+    return {"checkpoint": checkpoint, "output": output, "scores": rows, "inits": comparison}

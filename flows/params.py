@@ -12,7 +12,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-PresetName = Literal["sample", "base", "base-dataflow"]
+from flows.sample_tasks import TASKS as CORPUS_TASKS
+from model.inits import Init
+
+PresetName = Literal["sample", "small", "base", "base-dataflow"]
 StageName = Literal[
     "extract", "vocab", "pretraining_data", "validate", "pretrain_phase1", "pretrain_phase2",
     "finetune",
@@ -23,6 +26,9 @@ ModelPreset = Literal[
     "bert_l3_h768_a12", "bert_l6_h768_a3", "bert_l6_h768_a12", "bert_l12_h1024_a16",
 ]  # fmt: skip
 SAMPLE_CORPUS = "sample"  # stands for the embedded Wikipedia excerpt
+# Stands for the English prose that registry packages ship (pipelines/corpora.py): its train
+# split in extract.inputs, its held-out split in extract.heldout_inputs.
+PROSE_CORPUS = "prose"
 SAMPLE_TASKS_DIR = "sample-tasks"  # data_dir value: the tasks built from the corpus itself
 GCS_URI = r"^gs://[a-z0-9][-_.a-z0-9]{1,221}(/.*)?$"
 
@@ -121,7 +127,20 @@ class ExtractParams(Section):
     inputs: list[str] = Field(
         [SAMPLE_CORPUS],
         description="Corpus files or globs, local or gs:// (Wikipedia XML dumps, plain text, "
-        "JSONL, Parquet). 'sample' is the embedded Wikipedia excerpt.",
+        "JSONL, Parquet). 'sample' is the embedded Wikipedia excerpt; 'prose' the train split "
+        "of the English prose that registry packages ship (pipelines/corpora.py).",
+    )
+    heldout_inputs: list[str] = Field(
+        [],
+        description="Corpus files held out of pretraining, in the same format: their documents "
+        "give the held-out MLM/NSP evaluation and the fine-tuning tasks built from the corpus. "
+        "'prose': the held-out split of the registry prose. []: evaluate on held-out shards.",
+    )
+    prose_heldout_fraction: float = Field(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description="'prose': share of its documents held out (chosen by a hash of the id).",
     )
     input_format: Literal["auto", "wiki", "text", "jsonl", "parquet"] = Field(
         "auto", description="Input format; 'auto' decides by file extension."
@@ -246,6 +265,11 @@ class PretrainParams(Section):
         "auto", description="'auto': bf16 on GPU, fp32 on CPU."
     )
     seed: int = Field(12345, ge=0, description="Seed of initialisation, data order and dropout.")
+    stop_on_collapse: bool = Field(
+        False,
+        description="End pretraining when, after twice the warm-up, two health checks in a row "
+        "find collapsed representations or MLM accuracy no better than the unigram baseline.",
+    )
     loader_workers: int = Field(4, ge=0, description="Data loader processes per device.")
     nproc_per_node: int = Field(
         1, ge=1, le=64, description="Processes (GPUs) per machine; >1 launches with torchrun."
@@ -300,6 +324,16 @@ class FinetuneParams(Section):
     seeds: list[Annotated[int, Field(ge=0)]] = Field(
         [0], min_length=1, description="Seeds per grid point; the best mean on dev wins."
     )
+    inits: list[Init] = Field(
+        ["pretrained"],
+        min_length=1,
+        json_schema_extra={"uniqueItems": True},
+        description="Where fine-tuning starts, one stage per task and init: 'pretrained' (the "
+        "checkpoint's weights; output finetuned/<task>) and 'random' (fresh weights of the "
+        "checkpoint's architecture and vocabulary, drawn from each seed; output "
+        "finetuned-random/<task>). With both, the report compares them per task. "
+        "evaluate-bert scores checkpoints, so it fine-tunes from 'pretrained' only.",
+    )
     max_seq_length: int = Field(0, ge=0, le=4096, description="Longest input; 0 = the task's.")
     max_train_examples: int = Field(
         0, ge=0, description="Train on the first N examples only; 0 = all."
@@ -311,18 +345,26 @@ class FinetuneParams(Section):
     )
     extra_args: ExtraArgs = []
 
+    @model_validator(mode="after")
+    def _each_init_once(self) -> FinetuneParams:
+        if len(set(self.inits)) != len(self.inits):
+            raise ValueError(f"finetune.inits repeats a value: {self.inits}")
+        return self
+
     def task_specs(self) -> list[TaskSpec]:
         """Every task as a full spec."""
         return [TaskSpec(name=t, task=t) if isinstance(t, str) else t for t in self.tasks]
 
 
 # Built from the corpus by flows/sample_tasks.py: are two consecutive sentences in order?
-SAMPLE_ORDER_TASK = TaskSpec(
-    name="sentence-order",
-    task="custom",
-    data="sentence-order",
-    options={"text_a": "text_a", "text_b": "text_b", "label": "label", "id": "id"},
-)
+def corpus_task(name: str) -> TaskSpec:
+    """A task that flows/sample_tasks.py builds from the corpus, as a fine-tuning task spec."""
+    return TaskSpec(
+        name=name, task="custom", data=name, options=CORPUS_TASKS[name].finetune_options
+    )
+
+
+SAMPLE_ORDER_TASK = corpus_task("sentence-order")
 
 
 class PretrainBertParams(BaseModel):
@@ -381,7 +423,52 @@ def sample_preset() -> PretrainBertParams:
             learning_rates=[1e-3],
             batch_sizes=[32],
             epochs=[1],
+            inits=["pretrained", "random"],  # the paper's comparison, one seed each
             max_seq_length=64,
+            build_sample_tasks=True,
+        ),
+        beam=BeamParams(),
+    )
+
+
+def small_preset() -> PretrainBertParams:
+    """The recipe measured to learn on a 2-core CPU in about an hour (docs/recipes.md):
+    bert_mini on the English prose of registry packages, evaluated on held-out documents."""
+    return PretrainBertParams(
+        preset="small",
+        workdir="runs/small",
+        extract=ExtractParams(
+            inputs=[PROSE_CORPUS],
+            heldout_inputs=[PROSE_CORPUS],
+            input_format="jsonl",
+            id_field="id",
+            title_field="title",
+            num_shards=4,
+        ),
+        vocab=VocabParams(vocab_size=16000),
+        pretraining_data=PretrainingDataParams(max_seq_lengths=[128], dupe_factor=3, num_shards=8),
+        validation=ValidationParams(),
+        pretrain=PretrainParams(
+            model="bert_mini",
+            total_steps=3500,
+            phase1_fraction=1.0,
+            phase1_batch_size=32,
+            phase2_batch_size=32,
+            learning_rate=5e-4,
+            warmup_fraction=0.1,
+            checkpoint_every=500,
+            log_every=50,
+            loader_workers=1,
+            extra_args=["--set", "eval.examples=2000"],
+        ),
+        finetune=FinetuneParams(
+            tasks=[corpus_task("same-document"), corpus_task("source"), SAMPLE_ORDER_TASK],
+            learning_rates=[1e-4],
+            batch_sizes=[32],
+            epochs=[3],
+            seeds=[0, 1, 2],
+            inits=["pretrained", "random"],
+            max_seq_length=128,
             build_sample_tasks=True,
         ),
         beam=BeamParams(),
@@ -413,6 +500,7 @@ def base_dataflow_preset() -> PretrainBertParams:
 
 PRESETS = {
     "sample": sample_preset,
+    "small": small_preset,
     "base": base_preset,
     "base-dataflow": base_dataflow_preset,
 }

@@ -1,7 +1,8 @@
 """`pretrain-bert`: the whole chain, from a corpus to fine-tuned scores, as tracked stages.
 
     extract -> vocab -> pretraining data (every length) -> validate (each length)
-      -> pretrain phase 1 (shortest length) -> phase 2 (longest) -> fine-tune per task -> report
+      -> pretrain phase 1 (shortest length) -> phase 2 (longest)
+      -> fine-tune per task and init (pretrained weights, random ones or both) -> report
 
 Each stage is one run of `flows.runner.stage_task`: cached on its inputs, arguments and code,
 retried on storage/network errors, logged live, reported as artifacts.
@@ -21,6 +22,7 @@ from flows import storage
 from flows.finetune_bert import finetune_checkpoint
 from flows.params import (
     DATAFLOW_RULE,
+    PROSE_CORPUS,
     SAMPLE_CORPUS,
     STAGE_ORDER,
     BeamParams,
@@ -41,6 +43,7 @@ from flows.stages import (
     STAGES,
     StageResult,
     StageUnavailableError,
+    corpora_call,
     corpus_inputs,
     extract_call,
     pretrain_call,
@@ -169,16 +172,30 @@ def run_chain(params: PretrainBertParams) -> dict[str, Any]:
         done.extend(results)
 
     beam = params.beam
-    sample = fetch_sample_dump() if SAMPLE_CORPUS in params.extract.inputs else None
-    corpus = corpus_inputs(params.extract.inputs, sample)
-    documents = run_stage(extract_call(params.extract, beam, workdir=workdir, corpus=corpus))
+    extract = params.extract
+    named = extract.inputs + extract.heldout_inputs
+    sample = fetch_sample_dump() if SAMPLE_CORPUS in named else None
+    prose = None
+    if PROSE_CORPUS in named:
+        prose = run_stage(
+            corpora_call(workdir=workdir, heldout_fraction=extract.prose_heldout_fraction)
+        )
+        record(prose)
+    corpus = corpus_inputs(extract.inputs, sample, prose=prose)
+    documents = run_stage(extract_call(extract, beam, workdir=workdir, corpus=corpus))
     record(documents)
+    heldout = None  # documents kept out of pretraining: held-out evaluation and tasks
+    if extract.heldout_inputs:
+        corpus = corpus_inputs(extract.heldout_inputs, sample, prose=prose, split="heldout")
+        heldout = run_stage(
+            extract_call(extract, beam, workdir=workdir, corpus=corpus, heldout=True)
+        )
+        record(heldout)
     progress.step()
     if params.finetune.build_sample_tasks and "finetune" in stages:
         data_dir = params.finetune.data_dir or storage.join(workdir, "tasks")
-        record(
-            run_stage(sample_tasks_call(workdir=workdir, documents=documents, data_dir=data_dir))
-        )
+        source = heldout or documents
+        record(run_stage(sample_tasks_call(workdir=workdir, documents=source, data_dir=data_dir)))
     if params.stop_after == "extract":
         return finish()
 
@@ -193,6 +210,14 @@ def run_chain(params: PretrainBertParams) -> dict[str, Any]:
         pretraining_data_call(data_params, beam, workdir=workdir, documents=documents, vocab=vocab)
     )
     record(data)
+    heldout_data = None
+    if heldout is not None:
+        heldout_data = run_stage(
+            pretraining_data_call(
+                data_params, beam, workdir=workdir, documents=heldout, vocab=vocab, heldout=True
+            )
+        )
+        record(heldout_data)
     progress.step()
     if params.stop_after == "pretraining_data":
         return finish()
@@ -212,7 +237,13 @@ def run_chain(params: PretrainBertParams) -> dict[str, Any]:
         if f"pretrain_phase{phase}" not in stages:
             continue
         call = pretrain_call(
-            params.pretrain, workdir=workdir, phase=phase, data=data, lengths=lengths, vocab=vocab
+            params.pretrain,
+            workdir=workdir,
+            phase=phase,
+            data=data,
+            lengths=lengths,
+            vocab=vocab,
+            validation=heldout_data,
         )
         checkpoint = run_stage(call)
         record(checkpoint)
@@ -261,7 +292,8 @@ def pretrain_bert(
         pretraining_data: Pretraining data options; fields you set override the preset's.
         validation: Validation tolerances; fields you set override the preset's.
         pretrain: Pretraining options; fields you set override the preset's.
-        finetune: Fine-tuning tasks and grid; fields you set override the preset's.
+        finetune: Fine-tuning tasks, grid and inits (from the pretrained weights, random ones
+            or both); fields you set override the preset's.
         beam: Where the Beam stages run; fields you set override the preset's.
     """
     params = resolve_pretrain_params(

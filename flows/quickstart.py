@@ -13,9 +13,11 @@ every unchanged stage from the cache.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,13 @@ import httpx
 from flows.local_server import DEFAULT_POOL, DEFAULT_STATE_DIR, ROOT, LocalPrefect, LocalServerError
 
 SAMPLE_DEPLOYMENTS = ("pretrain-bert/sample", "finetune-bert/sample", "evaluate-bert/sample")
+# Deployed too, run on request: the CPU recipe that learns (docs/recipes.md), about an hour.
+LOCAL_DEPLOYMENTS = (*SAMPLE_DEPLOYMENTS, "pretrain-bert/small")
 RUN_ID = re.compile(r"UUID: ([0-9a-f-]{36})")
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
 
 
-def deploy(local: LocalPrefect, names: tuple[str, ...] = SAMPLE_DEPLOYMENTS) -> None:
+def deploy(local: LocalPrefect, names: tuple[str, ...] = LOCAL_DEPLOYMENTS) -> None:
     """`prefect deploy` each named deployment of prefect.yaml onto the local pool."""
     env = local.full_env() | {"PWD": str(ROOT)}  # prefect.yaml's pull step runs flows from here
     procs = {
@@ -143,6 +147,10 @@ def print_summary(local: LocalPrefect, deployment: str, run_id: str) -> bool:
         print(f"results:   {workdir}")
         if (workdir / "report.md").exists():
             print(f"report:    {workdir / 'report.md'}")
+        if (workdir / "report.json").exists():
+            verdict = json.loads((workdir / "report.json").read_text()).get("verdict")
+            if verdict:
+                print(textwrap.fill(f"learned?   {verdict}", width=100, subsequent_indent=" " * 11))
     keyed = [a for a in summary["artifacts"] if a.get("key")]
     if keyed:
         print("artifacts:")
@@ -185,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, new in local.up().items():
             print(f"{name}: {'started' if new else 'already running'}")
         deploy(local)
-        print(f"deployed: {', '.join(SAMPLE_DEPLOYMENTS)}")
+        print(f"deployed: {', '.join(LOCAL_DEPLOYMENTS)}")
         if args.no_run:
             return 0
         run_id = create_run(local, args.deployment, args.param)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows import storage
-from flows.stages import StageResult
+from flows.stages import SCORES_NAME, StageResult, finetuned_task
+from model.inits import InitComparison, compare_inits, comparison_table
 
 # BERT-base dev scores from the paper's ablation (Table 5), for a sense of scale only.
 PAPER_BASE_DEV = {"mnli": 84.4, "qnli": 88.4, "mrpc": 86.7, "sst2": 92.7, "squad1": 88.5}
@@ -29,20 +31,106 @@ def stage_rows(results: list[StageResult]) -> list[dict[str, Any]]:
 
 
 def score_rows(finetuned: list[StageResult]) -> list[dict[str, Any]]:
-    """One row per task: its main score and metric, from each fine-tuning result."""
+    """One row per task and init: its main score and metric, from each fine-tuning result."""
     rows = []
     for r in finetuned:
-        task = r.name.removeprefix("finetune-")
+        task, init = finetuned_task(r)
         rows.append(
             {
                 "task": task,
+                "init": init,
                 "metric": r.summary.get("metric", ""),
                 "score": r.summary.get("score"),
-                "paper_bert_base_dev": PAPER_BASE_DEV.get(task),
+                "paper_bert_base_dev": PAPER_BASE_DEV.get(task) if init == "pretrained" else None,
                 "output": r.output,
             }
         )
     return rows
+
+
+def init_comparison_rows(finetuned: list[StageResult]) -> list[InitComparison]:
+    """For each task fine-tuned both from the pretrained weights and from random ones, the
+    comparison of their scores.json (model/inits.py); [] when no task ran both ways."""
+    by_task: dict[str, dict[str, StageResult]] = {}
+    for r in finetuned:
+        task, init = finetuned_task(r)
+        by_task.setdefault(task, {})[init] = r
+    rows = []
+    for task, runs in by_task.items():
+        if {"pretrained", "random"} <= set(runs):
+            pretrained, random = (
+                json.loads(storage.read_bytes(storage.join(runs[init].output, SCORES_NAME)))
+                for init in ("pretrained", "random")
+            )
+            rows += compare_inits(pretrained, random, label=task)
+    return rows
+
+
+def init_comparison(finetuned: list[StageResult]) -> list[dict[str, Any]]:
+    """init_comparison_rows as plain rows, for a table artifact or JSON."""
+    return [asdict(row) for row in init_comparison_rows(finetuned)]
+
+
+SMALL_DEPLOYMENT = "pretrain-bert/small"  # the recipe measured to learn on a 2-core CPU
+
+
+def learning_rows(stages: list[StageResult]) -> list[dict[str, Any]]:
+    """Per pretraining phase: the last health check against the unigram baseline."""
+    rows = []
+    for r in stages:
+        figures = r.summary
+        if "health" not in figures:
+            continue
+        rows.append(
+            {
+                "stage": r.name,
+                "step": figures.get("step"),
+                "held-out MLM accuracy": _round(figures.get("eval_mlm_accuracy")),
+                "unigram baseline": _round(figures.get("health_unigram_accuracy")),
+                "x baseline": _round(figures.get("health_mlm_accuracy_ratio"), 2),
+                "held-out NSP accuracy": _round(figures.get("eval_nsp_accuracy")),
+                "token cosine": _round(figures.get("health_token_cosine")),
+                "health": figures["health"],
+                "problems": figures.get("health_problems", ""),
+            }
+        )
+    return rows
+
+
+def _round(value: Any, digits: int = 3) -> Any:
+    return round(value, digits) if isinstance(value, int | float) else value
+
+
+def learning_verdict(rows: list[dict[str, Any]], comparison: list[InitComparison]) -> str:
+    """One paragraph: did pretraining teach the model anything, by the two measures we have."""
+    if not rows:
+        return "No pretraining phase reported health checks."
+    last = rows[-1]
+    ratio = last["x baseline"]
+    learned = last["health"] != "failing" and isinstance(ratio, int | float) and ratio >= 1.5
+    parts = []
+    if learned:
+        parts.append(
+            f"Pretraining learned: held-out MLM accuracy is {ratio}x the unigram baseline "
+            f"(always predicting the most frequent token) at step {last['step']}."
+        )
+    else:
+        parts.append(
+            f"Pretraining has not shown that it learned: held-out MLM accuracy is {ratio}x the "
+            f"unigram baseline at step {last['step']} (health: {last['health']}"
+            + (f"; {last['problems']}" if last["problems"] not in ("", "none") else "")
+            + "). A run this short proves the plumbing, not the learning; "
+            f"`prefect deployment run {SMALL_DEPLOYMENT}` runs the recipe measured to learn on "
+            "a 2-core CPU (docs/recipes.md)."
+        )
+    main_rows = list({c.task: c for c in reversed(comparison)}.values())  # selection metric
+    if main_rows:
+        clear = [c for c in main_rows if c.separation == "clear" and (c.gain or 0) > 0]
+        parts.append(
+            f"Fine-tuning from the pretrained weights beats random initialisation clearly "
+            f"(seed ranges apart) on {len(clear)} of {len(main_rows)} tasks."
+        )
+    return " ".join(parts)
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -68,14 +156,22 @@ def write_report(
     """Write report.md and report.json under `directory`, publish them; returns report.md's path."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
     stage_table, scores = stage_rows(stages), score_rows(finetuned)
+    comparison = init_comparison_rows(finetuned)
+    learning = learning_rows(stages)
+    verdict = learning_verdict(learning, comparison) if learning or comparison else ""
     parts = [
         f"# {flow_name} report",
         f"Written {now}. Outputs under `{directory}`.",
-        "## Stages",
-        markdown_table(stage_table),
     ]
+    if verdict:
+        parts += ["## Did it learn?", verdict]
+    if learning:
+        parts.append(markdown_table(learning))
+    parts += ["## Stages", markdown_table(stage_table)]
     if scores:
         parts += ["## Scores (dev)", markdown_table(scores)]
+    if comparison:
+        parts.append(comparison_table(comparison).rstrip("\n"))
     if pending:
         parts += ["## Not run", "\n".join(f"- {p}" for p in pending)]
     markdown = "\n\n".join(parts) + "\n"
@@ -84,6 +180,9 @@ def write_report(
         "written_at": now,
         "stages": [r.model_dump() for r in stages],
         "scores": scores,
+        "init_comparison": [asdict(row) for row in comparison],
+        "learning": learning,
+        "verdict": verdict,
         "not_run": pending,
         "parameters": parameters,
     }
@@ -95,4 +194,10 @@ def write_report(
     create_markdown_artifact(key=key, markdown=markdown, description=f"{flow_name}: the run")
     if scores:
         create_table_artifact(key=f"{key}-scores", table=scores, description="dev scores")
+    if comparison:
+        create_table_artifact(
+            key=f"{key}-inits",
+            table=[asdict(row) for row in comparison],
+            description="pretrained against random initialisation (dev)",
+        )
     return md_path

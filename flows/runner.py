@@ -256,6 +256,13 @@ def publish_stage_artifacts(call: StageCall, result: StageResult) -> None:
             link_text=path,
             description=f"**{call.name}**: {label}",
         )
+    health = health_markdown(call.name, read_metrics(storage.join(call.output, METRICS_NAME)))
+    if health:
+        create_markdown_artifact(
+            key=artifact_key(call.name, "health"),
+            markdown=health,
+            description=f"**{call.name}**: is the model learning?",
+        )
     curves = training_curves_markdown(call)
     if curves:
         create_markdown_artifact(
@@ -263,6 +270,37 @@ def publish_stage_artifacts(call: StageCall, result: StageResult) -> None:
             markdown=curves,
             description=f"**{call.name}**: loss and accuracy by step",
         )
+
+
+def health_markdown(name: str, records: list[dict]) -> str | None:
+    """The trainer's health checks (model/health.py) as a table with a verdict on top."""
+    checks = [r for r in records if r.get("event") == "health" and "mlm_accuracy_ratio" in r]
+    if not checks:
+        return None
+    last = checks[-1]
+    verdict = {
+        "ok": "learning: above the unigram baseline, no collapse",
+        "warning": "learning, with warnings",
+        "failing": "NOT LEARNING",
+    }[last["status"]]
+    if not last["learning_checked"]:
+        verdict = "too early to tell (the checks of learning start at twice the warm-up)"
+    lines = [
+        f"# {name}: is it learning? {verdict}",
+        "MLM accuracy against the unigram baseline (always the most frequent masked token), "
+        "mean cosine between different tokens' final hidden states (collapse above 0.95), "
+        "NSP accuracy against the majority label's share.",
+        "",
+        "| step | status | MLM acc | x unigram | token cosine | NSP acc | NSP chance | problems |",
+        "|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in checks:
+        lines.append(
+            f"| {r['step']:,} | {r['status']} | {r['mlm_accuracy']:.3f} | "
+            f"{r['mlm_accuracy_ratio']:.2f} | {r['token_cosine']:.3f} | {r['nsp_accuracy']:.3f} | "
+            f"{r['nsp_chance']:.3f} | {', '.join(r['problems']) or '-'} |"
+        )
+    return "\n".join(lines)
 
 
 def _series(records: list[dict], keys: list[str]) -> dict[str, list[tuple[float, float]]]:

@@ -28,10 +28,12 @@ from pydantic import BaseModel, Field
 
 from flows import storage
 from flows.params import (
+    PROSE_CORPUS,
     SAMPLE_CORPUS,
     BeamParams,
     ExtractParams,
     FinetuneParams,
+    Init,
     PretrainingDataParams,
     PretrainParams,
     TaskSpec,
@@ -44,6 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 GPU_TAG = "gpu"  # tag of training task runs: a Prefect concurrency limit on it caps GPU use
 METRICS_NAME = "metrics.jsonl"  # training curves, one JSON object per logged step
 SCORES_NAME = "scores.json"  # fine-tuning: every run's dev scores and the selection
+# What a random-init fine-tuning run reads of its checkpoint: architecture and tokenizer only.
+RANDOM_INIT_READS = ("config.json", "vocab.txt", "tokenizer_config.json")
 
 
 class StageUnavailableError(RuntimeError):
@@ -248,6 +252,13 @@ def summarize_training(call: StageCall) -> dict[str, Any]:
         figures.update(
             {f"eval_{k}": v for k, v in flatten_numbers(evals[-1]).items() if k != "phase"}
         )
+    checks = [r for r in records if r.get("event") == "health" and "mlm_accuracy_ratio" in r]
+    if checks:  # the trainer's last check against the unigram baseline (model/health.py)
+        last = checks[-1]
+        figures["health"] = last["status"]
+        figures["health_problems"] = ", ".join(last["problems"]) or "none"
+        keys = ("mlm_accuracy_ratio", "unigram_accuracy", "token_cosine", "nsp_chance")
+        figures.update({f"health_{k}": last[k] for k in keys if k in last})
     figures["checkpoints"] = len(_checkpoint_dirs(call.output))
     return figures
 
@@ -263,6 +274,7 @@ def summarize_scores(call: StageCall) -> dict[str, Any]:
     dev = body.get("dev", {})
     figures: dict[str, Any] = {
         "task": body.get("task", call.meta.get("task", "")),
+        "init": body.get("init", "pretrained"),
         "metric": metric,
         "score": (dev.get(metric) or {}).get("mean"),
         "std": (dev.get(metric) or {}).get("std"),
@@ -278,6 +290,18 @@ def summarize_scores(call: StageCall) -> dict[str, Any]:
     if paper:
         figures["paper_bert_base"] = paper[0]["value"]
         figures["paper_split"] = paper[0]["split"]
+    return figures
+
+
+def summarize_corpora(call: StageCall) -> dict[str, Any]:
+    """Documents and words per source and split of the registry prose (corpus.json)."""
+    body = json.loads(storage.read_bytes(storage.join(call.output, CORPUS_NAME)))
+    figures: dict[str, Any] = {}
+    for name, source in sorted(body["sources"].items()):
+        figures[f"{name}_package"] = f"{source['package']}=={source['version']}"
+        for split, counts in sorted(source["splits"].items()):
+            figures[f"{name}_{split}_documents"] = counts["documents"]
+            figures[f"{name}_{split}_words"] = counts["words"]
     return figures
 
 
@@ -331,6 +355,7 @@ class StageSpec:
 
 
 STAGES: dict[str, StageSpec] = {
+    "corpora": StageSpec(module="pipelines.corpora", summarize=summarize_corpora),
     "extract": StageSpec(module="pipelines.extract", summarize=summarize_manifests),
     "vocab": StageSpec(module="pipelines.vocab", summarize=summarize_vocab),
     "pretraining_data": StageSpec(
@@ -461,14 +486,42 @@ def _flag(name: str, value: Any) -> list[str]:
     return [f"--{name}", str(value)]
 
 
-def corpus_inputs(patterns: list[str], sample_dump: str | None) -> list[InputRef]:
-    """The corpus files, with sizes: a new or changed file changes the extraction's key."""
+CORPUS_NAME = "corpus.json"  # pipelines/corpora.py's record of what it fetched, written last
+
+
+def corpora_call(*, workdir: str, heldout_fraction: float) -> StageCall:
+    """The registry prose (pipelines/corpora.py): train/ and heldout/ JSONL files per source."""
+    output = storage.join(workdir, "corpus")
+    return make_call(
+        "corpora",
+        args=["--output", output, *_flag("heldout-fraction", heldout_fraction)],
+        output=output,
+        markers=[CORPUS_NAME],
+        inputs=[],
+    )
+
+
+def corpus_inputs(
+    patterns: list[str],
+    sample_dump: str | None,
+    *,
+    prose: StageResult | None = None,
+    split: str = "train",
+) -> list[InputRef]:
+    """The corpus files, with sizes: a new or changed file changes the extraction's key.
+
+    'sample' is the sample dump; 'prose' the `split` of the registry prose in `prose`.
+    """
     refs: list[InputRef] = []
     for pattern in patterns:
         if pattern == SAMPLE_CORPUS:
             if sample_dump is None:
                 raise ValueError("the 'sample' corpus needs the sample dump's path")
             pattern = sample_dump
+        elif pattern == PROSE_CORPUS:
+            if prose is None:
+                raise ValueError("the 'prose' corpus needs the corpora stage's output")
+            pattern = storage.join(prose.output, split, "*.jsonl")
         files = storage.glob_files(storage.absolute(pattern))
         if not files:
             raise FileNotFoundError(f"extract.inputs: '{pattern}' matches no file")
@@ -477,9 +530,15 @@ def corpus_inputs(patterns: list[str], sample_dump: str | None) -> list[InputRef
 
 
 def extract_call(
-    params: ExtractParams, beam: BeamParams, *, workdir: str, corpus: list[InputRef]
+    params: ExtractParams,
+    beam: BeamParams,
+    *,
+    workdir: str,
+    corpus: list[InputRef],
+    heldout: bool = False,
 ) -> StageCall:
-    output = storage.join(workdir, "documents")
+    """Documents of the corpus, or (heldout) of the files held out of pretraining."""
+    output = storage.join(workdir, "heldout-documents" if heldout else "documents")
     args = ["--output", output, *_flag("num-shards", params.num_shards)]
     for ref in corpus:
         args += ["--input", ref.path]
@@ -496,6 +555,7 @@ def extract_call(
         args.append("--no-dedup")
     return make_call(
         "extract",
+        name="extract-heldout" if heldout else None,
         args=args + list(params.extra_args),
         runtime_args=beam.args(),
         output=output,
@@ -534,8 +594,12 @@ def pretraining_data_call(
     workdir: str,
     documents: StageResult,
     vocab: StageResult,
+    heldout: bool = False,
 ) -> StageCall:
-    output = storage.join(workdir, "pretraining")
+    """Pre-masked pairs; for held-out documents (heldout) one copy in one shard per length."""
+    if heldout:
+        params = params.model_copy(update={"dupe_factor": 1, "num_shards": 1})
+    output = storage.join(workdir, "heldout-pretraining" if heldout else "pretraining")
     args = ["--documents", documents.output, "--vocab", vocab.output, "--output", output]
     args += _flag("max-seq-lengths", ",".join(map(str, params.max_seq_lengths)))
     if params.max_predictions_per_seq:
@@ -549,6 +613,7 @@ def pretraining_data_call(
         args.append("--whole-word-mask")
     return make_call(
         "pretraining_data",
+        name="pretraining-data-heldout" if heldout else None,
         args=args + list(params.extra_args),
         runtime_args=beam.args(),
         output=output,
@@ -611,8 +676,10 @@ def pretrain_call(
     data: StageResult,
     lengths: list[int],
     vocab: StageResult,
+    validation: StageResult | None = None,
 ) -> StageCall:
-    """Phase 1 at the shortest length, phase 2 at the longest, in one run directory."""
+    """Phase 1 at the shortest length, phase 2 at the longest, in one run directory;
+    evaluated on `validation` (pretraining data of held-out documents) when given."""
     output = pretrain_run_dir(params, workdir=workdir, data=data)
     args = ["--preset", params.model, "--data", data.output, "--vocab", vocab.output]
     args += ["--output", output, "--phase", str(phase), "--steps", str(params.total_steps)]
@@ -632,8 +699,16 @@ def pretrain_call(
     args += _set("log.every", params.log_every)
     args += _set("runtime.precision", params.precision)
     args += _set("runtime.seed", params.seed)
+    if params.stop_on_collapse:
+        args.append("--stop-on-collapse")
     runtime = _set("data.num_workers", params.loader_workers) + _set("log.progress", "false")
     inputs = [data.as_input(storage.join(data.output, f"seq{n}")) for n in sorted(set(lengths))]
+    if validation is not None:
+        args += _set("data.validation_dir", validation.output)
+        inputs += [
+            validation.as_input(storage.join(validation.output, f"seq{n}"))
+            for n in sorted(set(lengths))
+        ]
     return make_call(
         "pretrain",
         name=f"pretrain-phase{phase}",
@@ -658,6 +733,23 @@ def task_data_dir(params: FinetuneParams, task: TaskSpec, workdir: str | None) -
     return storage.join(storage.absolute(base), data)
 
 
+def finetune_stage_name(task: str, init: Init) -> str:
+    """`finetune-TASK` from the pretrained weights, `finetune-TASK-random` from random ones."""
+    return f"finetune-{task}" if init == "pretrained" else f"finetune-{task}-{init}"
+
+
+def finetune_output(output: str, init: Init) -> str:
+    """Where one init's fine-tuned tasks go: `output`, or `output`-random beside it."""
+    return output if init == "pretrained" else f"{output.rstrip('/')}-{init}"
+
+
+def finetuned_task(result: StageResult) -> tuple[str, str]:
+    """(task name, init) of a fine-tuning stage's result."""
+    init = result.summary.get("init", "pretrained")
+    name = result.name.removeprefix("finetune-")
+    return (name if init == "pretrained" else name.removesuffix(f"-{init}")), init
+
+
 def finetune_call(
     params: FinetuneParams,
     *,
@@ -666,8 +758,13 @@ def finetune_call(
     checkpoint_inputs: list[InputRef],
     output: str,
     data_dir: str,
+    init: Init = "pretrained",
 ) -> StageCall:
-    """One task: grid search on dev over the given seeds, the best model saved with scores."""
+    """One task: grid search on dev over the given seeds, the best model saved with scores.
+
+    A random init reads only the checkpoint's config and tokenizer, so those files are its
+    inputs instead of `checkpoint_inputs`: newer weights of the same shape keep its cached result.
+    """
     grid = (
         f"lr={','.join(map(str, params.learning_rates))} "
         f"batch={','.join(map(str, params.batch_sizes))} "
@@ -675,6 +772,7 @@ def finetune_call(
     )
     args = ["--task", task.task, "--data", data_dir, "--checkpoint", checkpoint]
     args += ["--output", output, "--grid", grid, "--seeds", ",".join(map(str, params.seeds))]
+    args += _flag("init", init)
     if params.max_seq_length:
         args += _flag("max-seq-length", params.max_seq_length)
     if params.max_train_examples:
@@ -685,14 +783,20 @@ def finetune_call(
         InputRef(path=path, bytes=size)
         for path, size in storage.glob_files(storage.join(data_dir, "*"))
     ]
+    if init == "random":
+        checkpoint_inputs = [
+            InputRef(path=path, manifest_hash=digest)
+            for path in (storage.join(checkpoint, name) for name in RANDOM_INIT_READS)
+            if (digest := storage.sha256_file(path)) is not None
+        ]
     return make_call(
         "finetune",
-        name=f"finetune-{task.name}",
+        name=finetune_stage_name(task.name, init),
         args=args + list(params.extra_args),
         output=output,
         markers=[SCORES_NAME],
         inputs=checkpoint_inputs + data_files,
-        meta={"task": task.name},
+        meta={"task": task.name, "init": init},
     )
 
 

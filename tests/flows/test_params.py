@@ -94,6 +94,9 @@ def test_dataflow_needs_a_project_and_gives_the_runner_flags():
             "does not match",
         ),  # fmt: skip
         ({"pretraining_data": {"masked_lm_prob": 1.5}}, "pretraining_data.masked_lm_prob", "1.5"),
+        ({"finetune": {"inits": ["scratch"]}}, "finetune.inits[0]", "is not one of"),
+        ({"finetune": {"inits": ["random", "random"]}}, "finetune.inits", "non-unique"),
+        ({"finetune": {"inits": []}}, "finetune.inits", "should be non-empty"),
     ],
 )
 def test_the_server_refuses_bad_parameters_and_names_the_field(params, field, reason):
@@ -108,6 +111,17 @@ def test_good_parameters_pass_the_server_check():
         pretrain_bert, {"preset": "base", "workdir": "gs://b/run", "vocab": {"vocab_size": 50000}}
     )
     server_check(evaluate_bert, {"checkpoints": "gs://b/run", "finetune": {"tasks": ["mrpc"]}})
+    both = {"finetune": {"inits": ["pretrained", "random"]}}
+    server_check(finetune_bert, {"checkpoint": "runs/sample/model", **both})
+    server_check(pretrain_bert, both)
+
+
+def test_fine_tuning_starts_from_the_pretrained_weights_unless_inits_say_otherwise():
+    assert resolve_pretrain_params("base", extract=CORPUS).finetune.inits == ["pretrained"]
+    params = resolve_finetune_params("base", {"tasks": ["mrpc"], "inits": ["random"]})
+    assert params.inits == ["random"] and params.seeds == [0]
+    with pytest.raises(PydanticError, match=r"finetune.inits repeats a value"):
+        resolve_pretrain_params("sample", finetune={"inits": ["pretrained", "pretrained"]})
 
 
 def test_every_deployment_in_prefect_yaml_passes_the_server_check():

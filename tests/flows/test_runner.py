@@ -219,3 +219,23 @@ def test_transient_failures_are_retried_and_bad_input_is_not(prefect_harness, to
     assert isinstance(error, StageError) and "something broke inside the stage" in str(error)
     assert runs(crash) == 1
     assert not os.path.exists(crash / "out" / "manifest.json")
+
+
+def test_the_health_artifact_says_whether_the_model_learns():
+    from flows.runner import health_markdown
+
+    def check(step, status, ratio, problems, checked=True):
+        return {"event": "health", "step": step, "status": status, "problems": problems,
+                "learning_checked": checked, "mlm_accuracy": 0.05 * ratio,
+                "mlm_accuracy_ratio": ratio, "token_cosine": 0.4, "nsp_accuracy": 0.6,
+                "nsp_chance": 0.5}  # fmt: skip
+
+    assert health_markdown("pretrain-phase1", [{"event": "train", "step": 1}]) is None
+    failing = [check(10, "ok", 1.0, [], checked=False), check(2000, "failing", 1.0, ["collapse"])]
+    text = health_markdown("pretrain-phase1", failing)
+    assert text.startswith("# pretrain-phase1: is it learning? NOT LEARNING")
+    assert "| 2,000 | failing | 0.050 | 1.00 | 0.400 | 0.600 | 0.500 | collapse |" in text
+    healthy = health_markdown("p", [check(3000, "ok", 3.2, [])])
+    assert "learning: above the unigram baseline" in healthy
+    early = health_markdown("p", [check(10, "ok", 1.0, [], checked=False)])
+    assert "too early to tell" in early

@@ -8,14 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from flows import storage
 from flows.params import resolve_pretrain_params
 from flows.stages import (
     InputRef,
     StageCall,
     StageResult,
+    corpora_call,
     corpus_inputs,
     extract_call,
     finetune_call,
+    finetune_output,
+    finetuned_task,
     marker_hashes,
     outputs_intact,
     pretrain_call,
@@ -88,7 +92,11 @@ def test_the_trainer_accepts_the_flows_command_line_for_each_phase():
         assert (config.phase1.seq_length, config.phase2.seq_length) == (128, 512)
         assert config.optim.lr == params.learning_rate and config.log.progress is False
         assert call.markers == [f"phase{phase}/config.json", f"phase{phase}/model.safetensors"]
+        assert config.health.stop_on_collapse is False
     assert call.tags == ["gpu"]
+    stopping = params.model_copy(update={"stop_on_collapse": True})
+    call = pretrain_call(stopping, workdir="/w", phase=1, data=DATA, lengths=[128], vocab=VOCAB)
+    assert parse_args(call.args + call.runtime_args).health.stop_on_collapse is True
 
 
 def test_a_validation_per_length_reads_that_lengths_directory():
@@ -97,27 +105,57 @@ def test_a_validation_per_length_reads_that_lengths_directory():
     assert call.inputs[0] == InputRef(path="/w/pretraining/seq512", manifest_hash="b")
 
 
-def test_fine_tuning_accepts_the_flows_command_line(tmp_path):
+def test_fine_tuning_accepts_the_flows_command_line_for_each_init(tmp_path):
     from model.finetune import build_parser
 
-    params = PARAMS.finetune
+    params = PARAMS.finetune.model_copy(update={"inits": ["pretrained", "random"]})
     (spec,) = params.task_specs()
     data_dir = tmp_path / "tasks" / spec.name
     data_dir.mkdir(parents=True)
     (data_dir / "train.jsonl").write_text("{}\n")
-    call = finetune_call(
-        params,
-        task=spec,
-        checkpoint="/w/model",
-        checkpoint_inputs=[InputRef(path="/w/model", manifest_hash="m")],
-        output="/w/finetuned/x",
-        data_dir=task_data_dir(params, spec, str(tmp_path)),
-    )
-    args = build_parser().parse_args(call.args)
-    assert (args.task, args.data, args.checkpoint) == ("custom", data_dir, Path("/w/model"))
-    assert args.grid == "lr=0.001 batch=32 epochs=1" and args.max_seq_length == 64
-    assert "text_b=text_b" in args.task_option
-    assert [i.path for i in call.inputs] == ["/w/model", str(data_dir / "train.jsonl")]
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("config.json", "model.safetensors", "vocab.txt"):
+        (model / name).write_text(name)
+
+    def call(init: str, weights: str = "m"):
+        return finetune_call(
+            params,
+            task=spec,
+            checkpoint=str(model),
+            checkpoint_inputs=[InputRef(path=str(model), manifest_hash=weights)],
+            output=storage.join(finetune_output("/w/finetuned", init), spec.name),
+            data_dir=task_data_dir(params, spec, str(tmp_path)),
+            init=init,
+        )
+
+    for init in params.inits:
+        args = build_parser().parse_args(call(init).args)
+        assert (args.task, args.data, args.checkpoint) == ("custom", data_dir, model)
+        assert args.grid == "lr=0.001 batch=32 epochs=1" and args.max_seq_length == 64
+        assert "text_b=text_b" in args.task_option and args.init == init
+    pretrained, scratch = call("pretrained"), call("random")
+    assert (pretrained.name, pretrained.output) == (
+        "finetune-sentence-order", "/w/finetuned/sentence-order"
+    )  # fmt: skip
+    assert (scratch.name, scratch.output) == (
+        "finetune-sentence-order-random", "/w/finetuned-random/sentence-order"
+    )  # fmt: skip
+    assert [i.path for i in pretrained.inputs] == [str(model), str(data_dir / "train.jsonl")]
+    # A random init reads the config and vocabulary, not the weights: new weights keep its cache.
+    assert [i.path for i in scratch.inputs] == [
+        str(model / "config.json"), str(model / "vocab.txt"), str(data_dir / "train.jsonl")
+    ]  # fmt: skip
+    assert call("random", weights="m2").cache_key() == scratch.cache_key()
+    assert call("pretrained", weights="m2").cache_key() != pretrained.cache_key()
+    (model / "config.json").write_text("another architecture")
+    assert call("random").cache_key() != scratch.cache_key()
+
+    done = StageResult(name=scratch.name, kind="finetune", output=scratch.output,
+                       markers={"scores.json": "s"}, summary={"init": "random"})  # fmt: skip
+    assert finetuned_task(done) == ("sentence-order", "random")
+    old = done.model_copy(update={"name": pretrained.name, "summary": {}})
+    assert finetuned_task(old) == ("sentence-order", "pretrained")
 
 
 def test_the_cache_key_follows_what_decides_the_output():
@@ -250,3 +288,43 @@ def test_the_model_export_copies_weights_and_vocabulary_only_when_they_changed(t
     newer = phase2.model_copy(update={"markers": {"phase2/model.safetensors": "w2"}})
     export_model.fn(newer, vocab, str(target))
     assert (target / "model.safetensors").read_bytes() == b"weights-2"
+
+
+def test_the_small_preset_holds_documents_out_of_pretraining(tmp_path):
+    from model.pretrain import parse_args as pretrain_args
+    from pipelines.corpora import parse_args as corpora_args
+    from pipelines.extract import parse_args as extract_args
+    from pipelines.pretraining_data import parse_args as data_args
+
+    small = resolve_pretrain_params("small", workdir=str(tmp_path))
+    call = corpora_call(workdir=str(tmp_path), heldout_fraction=0.2)
+    args = corpora_args(call.args)
+    assert (args.output, args.heldout_fraction) == (str(tmp_path / "corpus"), 0.2)
+    for split in ("train", "heldout"):
+        (tmp_path / "corpus" / split).mkdir(parents=True)
+        (tmp_path / "corpus" / split / "wiki.jsonl").write_text("{}\n")
+    prose = result(str(tmp_path / "corpus"), {"corpus.json": "c"}, name="corpora")
+    calls = {}
+    for heldout, split in ((False, "train"), (True, "heldout")):
+        corpus = corpus_inputs(["prose"], None, prose=prose, split=split)
+        assert [r.path for r in corpus] == [str(tmp_path / "corpus" / split / "wiki.jsonl")]
+        calls[split] = extract_call(small.extract, small.beam, workdir="/w", corpus=corpus,
+                                    heldout=heldout)  # fmt: skip
+    assert (calls["train"].name, calls["heldout"].name) == ("extract", "extract-heldout")
+    assert extract_args(calls["heldout"].args)[0].output == "/w/heldout-documents"
+    with pytest.raises(ValueError, match="'prose' corpus needs the corpora stage"):
+        corpus_inputs(["prose"], None)
+    # held-out documents: one copy of each pair, in one shard, into their own directory
+    heldout_docs = result("/w/heldout-documents")
+    call = pretraining_data_call(small.pretraining_data, small.beam, workdir="/w",
+                                 documents=heldout_docs, vocab=VOCAB, heldout=True)  # fmt: skip
+    args, config, _ = data_args(call.args + call.runtime_args)[:3]
+    assert (args.output, config.dupe_factor, config.num_shards) == ("/w/heldout-pretraining", 1, 1)
+    assert call.name == "pretraining-data-heldout" and small.pretraining_data.dupe_factor == 3
+    heldout_data = result("/w/heldout-pretraining", {"seq128/manifest.json": "v"})
+    call = pretrain_call(small.pretrain, workdir="/w", phase=1, data=DATA, lengths=[128],
+                         vocab=VOCAB, validation=heldout_data)  # fmt: skip
+    config = pretrain_args(call.args + call.runtime_args)
+    assert config.data.validation_dir == "/w/heldout-pretraining"
+    assert config.preset == "bert_mini" and config.eval.examples == 2000
+    assert "/w/heldout-pretraining/seq128" in [r.path for r in call.inputs]

@@ -1,0 +1,96 @@
+"""The run report: scores per task and init, and the pretrained-against-random table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flows.report import init_comparison_rows, score_rows, write_report
+from flows.stages import StageResult, finetune_output, finetune_stage_name
+
+
+def finetuned(workdir: Path, task: str, init: str, accuracy: list[float]) -> StageResult:
+    """A fine-tuning stage's result with the scores.json it wrote."""
+    output = Path(finetune_output(str(workdir / "finetuned"), init)) / task
+    output.mkdir(parents=True)
+    mean = sum(accuracy) / len(accuracy)
+    body = {
+        "task": "custom",
+        "init": init,
+        "select_metric": "dev/accuracy",
+        "dev": {"dev/accuracy": {"mean": mean, "std": 0.0, "values": accuracy}},
+    }
+    (output / "scores.json").write_text(json.dumps(body))
+    return StageResult(
+        name=finetune_stage_name(task, init),
+        kind="finetune",
+        output=str(output),
+        markers={"scores.json": "h"},
+        summary={"init": init, "metric": "dev/accuracy", "score": mean},
+    )
+
+
+def test_the_report_compares_each_task_fine_tuned_both_ways(tmp_path, monkeypatch):
+    results = [
+        finetuned(tmp_path, "mnli", "pretrained", [84.0, 84.0]),
+        finetuned(tmp_path, "sentence-order", "pretrained", [70.0, 70.0]),
+        finetuned(tmp_path, "mnli", "random", [61.0, 61.0]),
+    ]
+    rows = score_rows(results)
+    assert [(r["task"], r["init"], r["score"]) for r in rows] == [
+        ("mnli", "pretrained", 84.0), ("sentence-order", "pretrained", 70.0),
+        ("mnli", "random", 61.0),
+    ]  # fmt: skip
+    assert [r["paper_bert_base_dev"] for r in rows] == [84.4, None, None]  # not for random
+    assert rows[2]["output"] == str(tmp_path / "finetuned-random/mnli")
+    (comparison,) = init_comparison_rows(results)  # sentence-order ran one way only
+    assert (comparison.task, comparison.gain, comparison.separation) == ("mnli", 23.0, "clear")
+
+    published = {}
+    monkeypatch.setattr(
+        "flows.report.create_markdown_artifact", lambda **kw: published.update({kw["key"]: kw})
+    )
+    monkeypatch.setattr(
+        "flows.report.create_table_artifact", lambda **kw: published.update({kw["key"]: kw})
+    )
+    path = write_report(flow_name="pretrain-bert", directory=str(tmp_path), stages=results,
+                        finetuned=results, parameters={}, pending=[], key="r")  # fmt: skip
+    report = Path(path).read_text()
+    assert "| mnli | random | dev/accuracy | 61.0 |" in report
+    assert "## Pretrained against random initialisation" in report
+    assert (
+        "| mnli | dev/accuracy | 84.00 ± 0.00 (n=2) | 61.00 ± 0.00 (n=2) | +23.00 | clear |"
+        in report
+    )
+    assert json.loads((tmp_path / "report.json").read_text())["init_comparison"][0]["gain"] == 23.0
+    assert published["r-inits"]["table"][0]["separation"] == "clear"
+
+
+def pretrained_phase(ratio: float, health: str, problems: str = "none") -> StageResult:
+    summary = {"step": 3000, "eval_mlm_accuracy": 0.05 * ratio, "eval_nsp_accuracy": 0.7,
+               "health": health, "health_problems": problems, "health_unigram_accuracy": 0.05,
+               "health_mlm_accuracy_ratio": ratio, "health_token_cosine": 0.3}  # fmt: skip
+    return StageResult(name="pretrain-phase1", kind="pretrain", output="/w/p", markers={},
+                       summary=summary)  # fmt: skip
+
+
+def test_the_report_says_whether_pretraining_learned(tmp_path):
+    from flows.report import learning_rows, learning_verdict
+
+    rows = learning_rows([pretrained_phase(1.02, "failing", "not_learning")])
+    assert rows[0]["x baseline"] == 1.02 and rows[0]["unigram baseline"] == 0.05
+    verdict = learning_verdict(rows, [])
+    assert verdict.startswith("Pretraining has not shown that it learned")
+    assert "proves the plumbing, not the learning" in verdict
+    assert "prefect deployment run pretrain-bert/small" in verdict
+    results = [
+        finetuned(tmp_path, "same-document", "pretrained", [80.0, 81.0]),
+        finetuned(tmp_path, "same-document", "random", [60.0, 62.0]),
+        finetuned(tmp_path, "source", "pretrained", [70.0, 75.0]),
+        finetuned(tmp_path, "source", "random", [72.0, 74.0]),
+    ]
+    comparison = init_comparison_rows(results)
+    verdict = learning_verdict(learning_rows([pretrained_phase(3.4, "ok")]), comparison)
+    assert verdict.startswith("Pretraining learned: held-out MLM accuracy is 3.4x")
+    assert "clearly (seed ranges apart) on 1 of 2 tasks" in verdict
+    assert learning_rows([]) == [] and "No pretraining" in learning_verdict([], comparison)
