@@ -742,9 +742,9 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     parser.add_argument(
         "--stop-on-collapse",
         action="store_true",
-        help="health.stop_on_collapse: end the run (exit 1) when, after the warm-up, its "
-        "representations collapse or its MLM accuracy or loss is no better than the unigram "
-        "baseline",
+        help="health.stop_on_collapse: end the run (exit 1) after two failing health checks "
+        "in a row from twice the warm-up on: collapsed representations, or MLM accuracy no "
+        "better than the unigram baseline",
     )
     parser.add_argument(
         "--set",

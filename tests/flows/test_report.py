@@ -79,8 +79,9 @@ def test_the_report_says_whether_pretraining_learned(tmp_path):
 
     rows = learning_rows([pretrained_phase(1.02, "failing", "not_learning")])
     assert rows[0]["x baseline"] == 1.02 and rows[0]["unigram baseline"] == 0.05
+    assert rows[0]["measured on"] == "held-out data" and rows[0]["MLM accuracy"] == 0.051
     verdict = learning_verdict(rows, [])
-    assert verdict.startswith("Pretraining has not shown that it learned")
+    assert verdict.startswith("Pretraining has not shown that it learned: held-out MLM")
     assert "proves the plumbing, not the learning" in verdict
     assert "prefect deployment run pretrain-bert/small" in verdict
     results = [
@@ -94,3 +95,10 @@ def test_the_report_says_whether_pretraining_learned(tmp_path):
     assert verdict.startswith("Pretraining learned: held-out MLM accuracy is 3.4x")
     assert "clearly (seed ranges apart) on 1 of 2 tasks" in verdict
     assert learning_rows([]) == [] and "No pretraining" in learning_verdict([], comparison)
+    # Without a held-out split the trainer checks its training means, and the report says so.
+    phase = pretrained_phase(0.5, "failing", "not_learning")
+    phase.summary = {k: v for k, v in phase.summary.items() if not k.startswith("eval_")}
+    phase.summary |= {"mlm_accuracy": 0.025, "nsp_accuracy": 0.5}
+    (row,) = learning_rows([phase])
+    assert row["measured on"] == "training batches" and row["MLM accuracy"] == 0.025
+    assert "training-batch MLM accuracy is 0.5x" in learning_verdict([row], [])
