@@ -74,23 +74,24 @@ class CorpusSource:
 # Fetching
 
 
-def fetch_package(source: CorpusSource, cache_dir: Path) -> Path:
-    """The source's package file, downloaded with pip once into cache_dir/<name>-<version>/."""
-    folder = cache_dir / source.package.replace("==", "-")
+def fetch_package(package: str, distribution: str, cache_dir: Path) -> Path:
+    """A pinned package's file ("wheel" or "sdist"), downloaded with pip once into
+    cache_dir/<name>-<version>/; pipelines.sample takes the sample dump from it too."""
+    folder = cache_dir / package.replace("==", "-")
     found = _package_files(folder)
     if found:
         return found[0]
     folder.mkdir(parents=True, exist_ok=True)
-    kind = "--only-binary=:all:" if source.distribution == "wheel" else "--no-binary=:all:"
+    kind = "--only-binary=:all:" if distribution == "wheel" else "--no-binary=:all:"
     with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", kind]
-        cmd += ["--disable-pip-version-check", "--quiet", "-d", tmp, source.package]
+        cmd += ["--disable-pip-version-check", "--quiet", "-d", tmp, package]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         files = _package_files(Path(tmp))
         if proc.returncode != 0 or len(files) != 1:
             raise RuntimeError(
-                f"could not download {source.package} ({source.distribution}) for source "
-                f"'{source.name}': {proc.stderr.strip() or 'no package file came back'}"
+                f"could not download {package} ({distribution}): "
+                f"{proc.stderr.strip() or 'no package file came back'}"
             )
         target = folder / files[0].name
         os.replace(files[0], target)  # the file appears complete or not at all
@@ -103,7 +104,7 @@ def _package_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.name.endswith((".whl", ".tar.gz", ".zip")))
 
 
-def _read_member(archive: Path, member: str) -> bytes:
+def read_member(archive: Path, member: str) -> bytes:
     """One file of a wheel or sdist, read without unpacking; the error names both."""
     try:
         if archive.name.endswith(".tar.gz"):
@@ -122,6 +123,7 @@ def _read_member(archive: Path, member: str) -> bytes:
 # wiki: the English Wikipedia excerpt in gensim's test data (also used by pipelines.sample)
 
 
+WIKI_PACKAGE = "gensim==4.4.0"
 WIKI_MEMBER = (
     "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 )
@@ -134,7 +136,7 @@ def read_wiki(archive: Path) -> Iterator[Document]:
     from pipelines.wikitext import clean_wikitext, is_disambiguation
 
     member = WIKI_MEMBER
-    dump = open_dump(io.BytesIO(_read_member(archive, member)), member)
+    dump = open_dump(io.BytesIO(read_member(archive, member)), member)
     for page in iter_pages(dump, member):
         if isinstance(page, MalformedPage) or page.namespace != 0 or page.redirect:
             continue
@@ -309,7 +311,7 @@ def gutenberg_chapters(book: GutenbergBook, body: str) -> Iterator[Document]:
 
 
 def _read_books(archive: Path, books: tuple[GutenbergBook, ...]) -> Iterator[Document]:
-    bodies = gutenberg_bodies(_read_member(archive, BIG_TXT).decode("utf-8"))
+    bodies = gutenberg_bodies(read_member(archive, BIG_TXT).decode("utf-8"))
     for book in books:
         if book.start_title not in bodies:
             raise ValueError(f"{archive.name}: {BIG_TXT} has no book {book.start_title!r}")
@@ -539,7 +541,7 @@ SOURCES: dict[str, CorpusSource] = {
         CorpusSource(
             name="wiki",
             genre="encyclopedia articles (an English Wikipedia dump excerpt)",
-            package="gensim==4.4.0",
+            package=WIKI_PACKAGE,
             distribution="wheel",
             member=WIKI_MEMBER,
             licence="CC BY-SA 3.0 and GFDL (Wikipedia text); package LGPL-2.1",
@@ -665,7 +667,10 @@ def build_corpus(
     for name in sources:
         source = SOURCES[name]
         entries[name] = write_source(
-            source, fetch_package(source, cache_dir), output, heldout_fraction
+            source,
+            fetch_package(source.package, source.distribution, cache_dir),
+            output,
+            heldout_fraction,
         )
     corpus = {
         "heldout_fraction": heldout_fraction,

@@ -11,48 +11,29 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
-SAMPLE_WHEEL = "gensim==4.4.0"
-SAMPLE_MEMBER = (
-    "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
-)
+from pipelines.corpora import CACHE_ENV as CORPORA_CACHE_ENV
+from pipelines.corpora import DEFAULT_CACHE as CORPORA_CACHE
+from pipelines.corpora import WIKI_MEMBER, WIKI_PACKAGE, fetch_package, read_member
+
+SAMPLE_WHEEL, SAMPLE_MEMBER = WIKI_PACKAGE, WIKI_MEMBER  # the gensim wheel's test dump
 DEFAULT_CACHE = Path(os.environ.get("BERT_SAMPLE_DIR", Path(__file__).parents[1] / "data/sample"))
 
 
 def fetch_sample(cache_dir: Path = DEFAULT_CACHE) -> Path:
-    """Path to the sample dump, downloading the gensim wheel (once) to take it out."""
+    """Path to the sample dump, taken out of the gensim wheel (downloaded once, shared with
+    pipelines.corpora's cache)."""
     target = cache_dir / Path(SAMPLE_MEMBER).name
     if target.exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--quiet",
-            "-d",
-            tmp,
-            SAMPLE_WHEEL,
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("gensim-*.whl"))
-        if proc.returncode != 0 or not wheels:
-            raise RuntimeError(
-                f"could not download {SAMPLE_WHEEL} to get the sample dump: {proc.stderr.strip()}"
-            )
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            partial = target.with_name(f".{target.name}.partial")
-            partial.write_bytes(wheel.read(SAMPLE_MEMBER))
-            partial.rename(target)
+    wheels = Path(os.environ.get(CORPORA_CACHE_ENV, CORPORA_CACHE))
+    dump = read_member(fetch_package(SAMPLE_WHEEL, "wheel", wheels), SAMPLE_MEMBER)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_bytes(dump)
+    partial.rename(target)
     return target
 
 
