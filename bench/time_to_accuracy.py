@@ -459,7 +459,7 @@ def setup_race(config: PretrainConfig, workdir: Path, names: list[str]) -> RaceS
     if data.validation is None:
         raise ValueError("no held-out data: give --validation-data or data with 2+ shards")
     model_config = model_config_for(config, data.train)
-    held_out = health_batches(config, data, phase)  # the evaluation's own sequences
+    held_out = list(health_batches(config, data, phase))  # the evaluation's own sequences
     baseline = measure_baseline(held_out, model_config.vocab_size)
 
     torch.manual_seed(config.runtime.seed)  # as the trainer makes its initial weights

@@ -21,7 +21,7 @@ is reported at any step. --stop-on-collapse ends a run after `patience` failing 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,9 +234,16 @@ class HealthMonitor:
 
     def start_phase(self, batches: Iterable[PretrainingBatch], device: torch.device) -> Baseline:
         """Measure the phase's baseline on its evaluation batches; keep the first as probe."""
-        batches = list(batches)
-        self.baseline = measure_baseline(batches, self.vocab_size)
-        self.probe = batches[0].to(device)
+        first: list[PretrainingBatch] = []
+
+        def keeping_the_first() -> Iterator[PretrainingBatch]:
+            for batch in batches:  # streamed: the evaluation set is never held whole
+                if not first:
+                    first.append(batch)
+                yield batch
+
+        self.baseline = measure_baseline(keeping_the_first(), self.vocab_size)
+        self.probe = first[0].to(device)
         return self.baseline
 
     def check(

@@ -20,6 +20,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -326,7 +327,7 @@ def evaluate(
     }
 
 
-def health_batches(config: PretrainConfig, data: PhaseData, phase: Phase) -> list[Any]:
+def health_batches(config: PretrainConfig, data: PhaseData, phase: Phase) -> Iterator[Any]:
     """The batches the health checks measure their baseline on: the evaluation's own, or
     the first training examples when the phase has no validation split."""
     shards, shard_list = data.validation, data.validation_shards
@@ -341,7 +342,7 @@ def health_batches(config: PretrainConfig, data: PhaseData, phase: Phase) -> lis
         world_size=1,
         cache_dir=_cache_dir(config),
     )
-    return [loaded.batch for loaded in batches]
+    return (loaded.batch for loaded in batches)
 
 
 def report_health(
