@@ -104,7 +104,8 @@ class Embeddings(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head bidirectional self-attention with fused SDPA and an output projection."""
+    """Multi-head self-attention with fused SDPA and an output projection; the mask decides
+    what each query sees (every real token, or the ones before it for a left-to-right model)."""
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -188,6 +189,7 @@ class Pooler(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, sequence_output: Tensor) -> Tensor:
+        """(B, T', H) -> (B, H) from the first vector: [CLS], or what BertModel put there."""
         return torch.tanh(self.dense(sequence_output[:, 0]))  # (B, H)
 
 
@@ -255,13 +257,22 @@ class BertModel(nn.Module):
             raise ValueError("unpadding needs the attention_mask it was made from")
         # Padded keys are hidden from every query; padded queries still get (unused) outputs.
         key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        T = input_ids.size(1)
+        pooled_position = torch.zeros_like(input_ids[:, :1])  # (B, 1): [CLS]
+        if self.config.is_decoder:  # left to right: token t sees tokens 0..t only
+            causal = torch.ones(T, T, dtype=torch.bool, device=input_ids.device).tril()  # (T, T)
+            key_mask = causal if key_mask is None else key_mask & causal  # (B, 1, T, T)
+            if attention_mask is None:
+                pooled_position = torch.full_like(pooled_position, T - 1)
+            else:  # the last real token, the only one that has seen the whole input
+                pooled_position = attention_mask.long().sum(1, keepdim=True).clamp(min=1) - 1
         x = self.embeddings(input_ids, token_type_ids, unpadding)  # (B, T, H) or (R, H)
         x, hidden_states = self.encoder(x, key_mask, output_hidden_states, unpadding)
         if unpadding is None:
-            first = x  # (B, T, H)
+            pooled = _gather_positions(x, pooled_position)  # (B, 1, H)
         else:
-            first = unpadding.gather(x, torch.zeros_like(input_ids[:, :1]))  # (B, 1, H)
-        return BertOutput(x, self.pooler(first), hidden_states)
+            pooled = unpadding.gather(x, pooled_position)  # (B, 1, H)
+        return BertOutput(x, self.pooler(pooled), hidden_states)
 
 
 class PreTrainingHeads(nn.Module):
@@ -382,12 +393,15 @@ class BertForPreTraining(nn.Module):
         masked_lm_labels: Tensor,
         next_sentence_label: Tensor,
         unpadding: Unpadding | None = None,
+        nsp: bool = True,
     ) -> PreTrainingLoss:
         """The paper's loss for training, with only static shapes (no host sync, compilable).
 
         The decoder runs on all B x P slots, slots labelled IGNORE_INDEX add nothing to the
         loss; forward() instead runs it on the real slots alone, a data-dependent shape.
-        With `unpadding` every layer but attention skips the padding tokens.
+        With `unpadding` every layer but attention skips the padding tokens. Without `nsp`
+        (the paper's "No NSP" ablation) the loss is the MLM loss alone; the NSP head still
+        runs, with zero weight, so that every parameter takes part as DDP expects.
         """
         sequence_output, pooled_output, _ = self.bert(
             input_ids, token_type_ids, attention_mask, unpadding=unpadding
@@ -408,9 +422,8 @@ class BertForPreTraining(nn.Module):
         nsp_logits = self.heads.nsp_logits(pooled_output)  # (B, 2)
         nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label)
         nsp_correct = (nsp_logits.argmax(dim=-1) == next_sentence_label).sum()
-        return PreTrainingLoss(
-            mlm_loss + nsp_loss, mlm_loss, nsp_loss, mlm_correct, mlm_count, nsp_correct
-        )
+        loss = mlm_loss + (nsp_loss if nsp else 0.0 * nsp_loss)
+        return PreTrainingLoss(loss, mlm_loss, nsp_loss, mlm_correct, mlm_count, nsp_correct)
 
 
 def _gather_positions(sequence_output: Tensor, positions: Tensor) -> Tensor:

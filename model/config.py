@@ -28,6 +28,10 @@ class BertConfig:
     initializer_range: float = 0.02  # std of the normal init of weights
     pad_token_id: int = 0  # id of [PAD]; its embedding row starts at zero
     hidden_act: str = "gelu"  # "gelu" is the exact erf GELU of the original BERT
+    # Left-to-right (causal) attention, as Hugging Face's flag of the same name; the pooled
+    # vector is then the last real token's, the only one that has seen the whole input. Only
+    # the paper's "LTR & No NSP" ablation (Table 5) trains such a model.
+    is_decoder: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -71,6 +75,8 @@ class BertConfig:
                 f"BertConfig.pad_token_id ({self.pad_token_id}) must be < vocab_size "
                 f"({self.vocab_size})"
             )
+        if not isinstance(self.is_decoder, bool):
+            raise ValueError(f"BertConfig.is_decoder must be a bool, got {self.is_decoder!r}")
         if self.hidden_act not in HIDDEN_ACTIVATIONS:
             raise ValueError(
                 f"BertConfig.hidden_act must be one of {HIDDEN_ACTIVATIONS}, "

@@ -179,17 +179,18 @@ def diagnose(
     learning_checked: the warm-up is over, so a model at the baseline is a problem.
     """
     mlm_accuracy, mlm_loss = metrics["mlm_accuracy"], metrics["mlm_loss"]
-    nsp_accuracy = metrics["nsp_accuracy"]
+    nsp_accuracy = metrics.get("nsp_accuracy")  # absent when the run does not train NSP
     figures: dict[str, Any] = {
         "mlm_accuracy": mlm_accuracy,
         "mlm_loss": mlm_loss,
-        "nsp_accuracy": nsp_accuracy,
         "mlm_accuracy_ratio": mlm_accuracy / max(baseline.unigram_accuracy, 1e-12),
         "mlm_loss_vs_unigram_entropy": mlm_loss / max(baseline.unigram_entropy, 1e-12),
         "token_cosine": token_cosine,
         "learning_checked": learning_checked,
         **baseline.as_dict(),
     }
+    if nsp_accuracy is not None:
+        figures["nsp_accuracy"] = nsp_accuracy
     report = HealthReport(step=step, figures=figures)
     values = (metrics["loss"], mlm_loss, metrics.get("nsp_loss", 0.0), token_cosine)
     if not all(math.isfinite(v) for v in values[:3]):
@@ -213,7 +214,7 @@ def diagnose(
             f"MLM loss {mlm_loss:.4f} sits at the unigram entropy {baseline.unigram_entropy:.4f} "
             "nats, where a model that knows only token frequencies stays"
         )
-    if nsp_accuracy <= baseline.nsp_chance + config.nsp_margin:
+    if nsp_accuracy is not None and nsp_accuracy <= baseline.nsp_chance + config.nsp_margin:
         report.problems[NSP_AT_CHANCE] = (
             f"NSP accuracy {nsp_accuracy:.4f} is at chance ({baseline.nsp_chance:.4f}); NSP often "
             "lags MLM early in a run, so this alone does not stop it"

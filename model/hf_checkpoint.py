@@ -89,9 +89,8 @@ def config_from_hf(hf_config: dict[str, Any]) -> BertConfig:
         raise ValueError(
             f"config position_embedding_type must be 'absolute', got {position_type!r}"
         )
-    for flag in ("is_decoder", "add_cross_attention"):
-        if hf_config.get(flag):
-            raise ValueError(f"config {flag} must be false: only the bidirectional encoder exists")
+    if hf_config.get("add_cross_attention"):
+        raise ValueError("config add_cross_attention must be false: there is no decoder stack")
     values = {
         field.name: hf_config[field.name]
         for field in dataclasses.fields(BertConfig)

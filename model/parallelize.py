@@ -103,9 +103,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 class PretrainingLossModule(nn.Module):
     """The model's training loss as a module's forward, which DDP and torch.compile need."""
 
-    def __init__(self, model: BertForPreTraining) -> None:
+    def __init__(self, model: BertForPreTraining, *, nsp: bool = True) -> None:
         super().__init__()
         self.model = model
+        self.nsp = nsp  # the NSP loss counts (False: the paper's "No NSP" ablation)
 
     def forward(
         self,
@@ -128,6 +129,7 @@ class PretrainingLossModule(nn.Module):
             masked_lm_labels,
             next_sentence_label,
             unpadding=unpadding,
+            nsp=self.nsp,
         )
 
 
@@ -145,9 +147,11 @@ class Parallelized:
         return contextlib.nullcontext()
 
 
-def parallelize(model: BertForPreTraining, dist: Distributed, *, compile: bool) -> Parallelized:
+def parallelize(
+    model: BertForPreTraining, dist: Distributed, *, compile: bool, nsp: bool = True
+) -> Parallelized:
     """Wrap the model's loss in DDP (several processes), then torch.compile it (if asked)."""
-    module: nn.Module = PretrainingLossModule(model)
+    module: nn.Module = PretrainingLossModule(model, nsp=nsp)
     ddp = None
     if dist.world_size > 1:
         ddp = DistributedDataParallel(

@@ -43,6 +43,7 @@ from model.config import PRESETS, BertConfig
 from model.health import HealthMonitor, HealthReport
 from model.hf_checkpoint import load_hf_weights, save_hf_checkpoint
 from model.metrics_log import MetricsLog
+from model.objectives import Objective, batch_generator
 from model.optim import WarmupLinearDecay, build_optimizer, clip_gradients
 from model.parallelize import (
     Distributed,
@@ -74,6 +75,8 @@ log = logging.getLogger("model.pretrain")
 
 CHECKPOINTS_DIR = "checkpoints"
 _DROPOUT = 3  # tag of the dropout generator's seed
+_OBJECTIVE = 4  # tag of the objective's generator (mask mixes) in training
+_EVAL = 5  # tag of the objective's generator for evaluation and health batches
 
 
 class PretrainError(RuntimeError):
@@ -240,6 +243,11 @@ def model_config_for(config: PretrainConfig, data: PretrainingShards) -> BertCon
         raise PretrainError(f"model: {err}") from err
 
 
+def _without_nsp(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics for the health checks of a run that does not train NSP: no NSP accuracy."""
+    return {k: v for k, v in metrics.items() if k != "nsp_accuracy"}
+
+
 def dropout_seed(seed: int, step: int, stream: int) -> int:
     """Seed of the dropout masks of one micro-batch: the same for any world size or restart."""
     return int(np.random.SeedSequence([seed, _DROPOUT, step, stream]).generate_state(1)[0])
@@ -277,8 +285,11 @@ def evaluate(
     phase: Phase,
     dist: Distributed,
     precision: str,
+    objective: Objective | None = None,
 ) -> dict[str, float]:
-    """Loss and accuracies on the validation split, summed over ranks (token-weighted MLM)."""
+    """Loss and accuracies on the validation split, summed over ranks (token-weighted MLM).
+    The loss is the objective's (default: the config's): without NSP, the MLM loss alone."""
+    objective = objective or Objective(config.objective)
     was_training = model.training
     model.eval()
     # loss sums: mlm loss x count, nsp loss x sequences; then counts
@@ -292,14 +303,15 @@ def evaluate(
         world_size=dist.world_size,
         cache_dir=_cache_dir(config),
     )
-    for loaded in batches:
-        batch = loaded.batch.to(dist.device)
+    for index, loaded in enumerate(batches):
+        batch = objective.prepare(loaded.batch, batch_generator(config.runtime.seed, _EVAL, index))
+        batch = batch.to(dist.device)
         unpadding = None
         if config.runtime.unpad:
             B, T = batch.input_ids.shape
             unpadding = Unpadding(loaded.token_index.to(dist.device), B, T)
         with autocast(dist.device, precision):
-            out = model.pretraining_loss(**batch.as_dict(), unpadding=unpadding)
+            out = model.pretraining_loss(**batch.as_dict(), unpadding=unpadding, nsp=objective.nsp)
         sequences = batch.input_ids.size(0)
         sums += torch.stack(
             [
@@ -318,7 +330,7 @@ def evaluate(
     mlm_loss = mlm_sum / max(mlm_count, 1)
     nsp_loss = nsp_sum / max(sequences, 1)
     return {
-        "loss": mlm_loss + nsp_loss,
+        "loss": mlm_loss + nsp_loss if objective.nsp else mlm_loss,
         "mlm_loss": mlm_loss,
         "nsp_loss": nsp_loss,
         "mlm_accuracy": mlm_correct / max(mlm_count, 1),
@@ -327,9 +339,13 @@ def evaluate(
     }
 
 
-def health_batches(config: PretrainConfig, data: PhaseData, phase: Phase) -> Iterator[Any]:
-    """The batches the health checks measure their baseline on: the evaluation's own, or
-    the first training examples when the phase has no validation split."""
+def health_batches(
+    config: PretrainConfig, data: PhaseData, phase: Phase, objective: Objective | None = None
+) -> Iterator[Any]:
+    """The batches the health checks measure their baseline on: the evaluation's own (as the
+    objective makes them; default: the config's), or the first training examples when the
+    phase has no validation split."""
+    objective = objective or Objective(config.objective)
     shards, shard_list = data.validation, data.validation_shards
     if shards is None:
         shards, shard_list = data.train, data.train_shards
@@ -342,7 +358,10 @@ def health_batches(config: PretrainConfig, data: PhaseData, phase: Phase) -> Ite
         world_size=1,
         cache_dir=_cache_dir(config),
     )
-    return (loaded.batch for loaded in batches)
+    return (
+        objective.prepare(loaded.batch, batch_generator(config.runtime.seed, _EVAL, index))
+        for index, loaded in enumerate(batches)
+    )
 
 
 def report_health(
@@ -515,6 +534,10 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
     phases = plan_phases(config, dist.world_size)
     datas = {phase.index: open_phase_data(config, phase) for phase in phases}
     export_files = tokenizer_files(config.data.vocab)  # read once, written with each export
+    if config.objective.mask_mix and "vocab.txt" not in export_files:
+        raise PretrainError("objective.mask_mix draws random tokens: give the vocabulary (--vocab)")
+    vocab_tokens = export_files.get("vocab.txt", b"").decode("utf-8").rstrip("\n").split("\n")
+    objective = Objective(config.objective, vocab_tokens)
     check_same_vocabulary(list(datas.values()))
     vocab_hash = datas[phases[0].index].vocab_hash
     model_config = model_config_for(config, datas[phases[0].index].train)
@@ -538,7 +561,7 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
     )
     restored = restore(config, dist, phases, vocab_hash, model, optimizer, scheduler)
     step, last_checkpoint = restored.step, restored.checkpoint
-    trained = parallelize(model, dist, compile=use_compile)
+    trained = parallelize(model, dist, compile=use_compile, nsp=objective.nsp)
     parameters = [p for p in model.parameters() if p.requires_grad]
 
     metrics = MetricsLog(
@@ -598,7 +621,7 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
                     pin_memory=config.data.pin_memory and device.type == "cuda",
                 )
             )
-            baseline = health.start_phase(health_batches(config, data, phase), device)
+            baseline = health.start_phase(health_batches(config, data, phase, objective), device)
             metrics.write({"event": "baseline", "step": step, "phase": phase.index}
                           | baseline.as_dict())  # fmt: skip
             stats = TrainStats(device)
@@ -612,14 +635,19 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
                         expected = (step - phase.first_step, micro_step)
                         if (loaded.step, loaded.micro_step) != expected:
                             raise RuntimeError(f"loader out of order: {loaded[:2]} != {expected}")
-                        batch = loaded.batch.to(device, non_blocking=True)
+                        stream = dist.rank * A + micro_step
+                        batch = loaded.batch
+                        if objective.changes_batches:
+                            generator = batch_generator(seed, _OBJECTIVE, step, stream)
+                            batch = objective.prepare(batch, generator)
+                        batch = batch.to(device, non_blocking=True)
                         token_index = None
                         if config.runtime.unpad:
                             token_index = loaded.token_index.to(device, non_blocking=True)
                             if use_compile:
                                 mark_dynamic_tokens(token_index)
                         # Dropout masks from (seed, step, stream): any world size, any restart.
-                        torch.manual_seed(dropout_seed(seed, step, dist.rank * A + micro_step))
+                        torch.manual_seed(dropout_seed(seed, step, stream))
                         with trained.no_sync(micro_step < A - 1), autocast(device, precision):
                             out = trained.forward(**batch.as_dict(), token_index=token_index)
                         (out.loss / A).backward()
@@ -670,15 +698,23 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
                 validation_loss = None
                 if do_eval:
                     evaluation = evaluate(
-                        model, data, config=config, phase=phase, dist=dist, precision=precision
+                        model,
+                        data,
+                        config=config,
+                        phase=phase,
+                        dist=dist,
+                        precision=precision,
+                        objective=objective,
                     )
                     validation_loss = evaluation["loss"]
                     last_eval = {"event": "eval", "step": step, "phase": phase.index}
                     last_eval |= {"seq_length": T, **evaluation}
                     metrics.write(last_eval)
-                    report_health(health.check(model, step, evaluation), metrics, config, phase)
+                    checked = evaluation if objective.nsp else _without_nsp(evaluation)
+                    report_health(health.check(model, step, checked), metrics, config, phase)
                 elif do_log and data.validation is None:  # no held-out data: the train means
-                    report_health(health.check(model, step, last_train), metrics, config, phase)
+                    checked = last_train if objective.nsp else _without_nsp(last_train)
+                    report_health(health.check(model, step, checked), metrics, config, phase)
                 if phase_end and dist.is_main:  # the model of each phase, for fine-tuning
                     export = save_hf_checkpoint(model, output / f"phase{phase.index}", export_files)
                     metrics.write({"event": "export", "step": step, "path": str(export)})

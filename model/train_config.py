@@ -18,6 +18,22 @@ from typing import Any
 from model.config import PRESETS, BertConfig
 
 
+def parse_mask_mix(text: str) -> tuple[float, float, float]:
+    """ "80/10/10" -> (0.8, 0.1, 0.1): shares of chosen tokens replaced by [MASK], kept, and
+    replaced by a random token; ValueError unless three non-negative percentages sum to 100."""
+    parts = text.split("/")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 0 or abs(sum(values) - 100.0) > 1e-6:
+        raise ValueError(
+            f"objective.mask_mix must be MASK/SAME/RND percentages summing to 100 "
+            f"(e.g. 80/10/10), got {text!r}"
+        )
+    return values[0] / 100, values[1] / 100, values[2] / 100
+
+
 @dataclass(kw_only=True)
 class DataConfig:
     """Where the pretraining shards are and how they are fed to the GPU."""
@@ -126,6 +142,19 @@ class HealthConfig:
 
 
 @dataclass(kw_only=True)
+class ObjectiveConfig:
+    """What the model learns to predict: the paper's MLM + NSP, or one of its ablations."""
+
+    # "mlm": masked LM on the slots the data chose; "ltr": left-to-right LM (causal attention,
+    # every next token predicted), the paper's "LTR & No NSP" arm of Table 5.
+    name: str = "mlm"
+    nsp: bool = True  # add the next-sentence loss; False: the "No NSP" arms of Table 5
+    # Replacement of the chosen tokens as "MASK/SAME/RND" percentages, redrawn every step
+    # (Table 8: 80/10/10, 100/0/0, 80/0/20, 80/20/0, 0/20/80, 0/0/100); "": as the data has it.
+    mask_mix: str = ""
+
+
+@dataclass(kw_only=True)
 class PretrainConfig:
     """A whole pretraining run: model, data, phases, optimiser, checkpoints and logs."""
 
@@ -146,6 +175,7 @@ class PretrainConfig:
     log: LogConfig = field(default_factory=LogConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def validate(self) -> None:
         """Raise ValueError naming the first field that is out of range."""
@@ -194,6 +224,12 @@ class PretrainConfig:
             raise ValueError(
                 "health.entropy_margin must be in [0, 1), health.nsp_margin in [0, 0.5)"
             )
+        if self.objective.name not in ("mlm", "ltr"):
+            raise ValueError(f"objective.name must be 'mlm' or 'ltr', got {self.objective.name!r}")
+        if self.objective.mask_mix:
+            if self.objective.name == "ltr":
+                raise ValueError("objective.mask_mix applies to 'mlm' only: 'ltr' masks nothing")
+            parse_mask_mix(self.objective.mask_mix)
         if self.runtime.device not in ("auto", "cuda", "cpu"):
             raise ValueError(f"runtime.device must be auto, cuda or cpu: {self.runtime.device!r}")
         if self.runtime.precision not in ("auto", "bf16", "fp32"):
@@ -202,8 +238,13 @@ class PretrainConfig:
             )
 
     def model_config(self, *, vocab_size: int, pad_token_id: int) -> BertConfig:
-        """The preset with the data's vocabulary and the `model` overrides."""
+        """The preset with the data's vocabulary, the `model` overrides and what the objective
+        needs (causal attention for "ltr")."""
         values = {"vocab_size": vocab_size, "pad_token_id": pad_token_id} | self.model
+        if self.objective.name == "ltr":  # a left-to-right LM needs causal attention
+            if values.get("is_decoder") is False:
+                raise ValueError("objective.name=ltr needs model.is_decoder true (its default)")
+            values["is_decoder"] = True
         return PRESETS[self.preset](**values)
 
     def phase_steps(self) -> tuple[int, int]:
