@@ -115,3 +115,54 @@ def svg_markdown_image(svg: str, alt: str) -> str:
     """A markdown image that carries the SVG inline as a data URI (shown by the Prefect UI)."""
     data = base64.b64encode(svg.encode()).decode()
     return f"![{alt}](data:image/svg+xml;base64,{data})"
+
+
+def bar_chart_svg(
+    groups: dict[str, dict[str, float]], *, title: str, y_label: str, width: int = 640
+) -> str:
+    """An SVG of horizontal bars: one block per group (a row of a table), one bar per series
+    (a column), the value written at the end of each bar; missing values are left out."""
+    series = sorted({name for values in groups.values() for name in values})
+    bar, gap, left, right, top = 12, 10, 170, 150, 34
+    height = top + 30 + sum(gap + bar * max(len(v), 1) for v in groups.values())
+    values = [v for vs in groups.values() for v in vs.values() if math.isfinite(v)]
+    high = max(values + [1e-9])
+    plot_w = width - left - right
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="13">{escape(title)}</text>',
+        f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle">'
+        f"{escape(y_label)}</text>",
+    ]
+    y = top
+    for group, named in groups.items():
+        block = bar * max(len(named), 1)
+        parts.append(
+            f'<text x="{left - 6}" y="{y + block / 2 + 4:.1f}" text-anchor="end">'
+            f"{escape(group)}</text>"
+        )
+        for name in series:
+            if name not in named or not math.isfinite(named[name]):
+                continue
+            length = named[name] / high * plot_w
+            color = PALETTE[series.index(name) % len(PALETTE)]
+            parts.append(
+                f'<rect x="{left}" y="{y}" width="{max(length, 0):.1f}" height="{bar - 2}" '
+                f'fill="{color}"/>'
+            )
+            parts.append(
+                f'<text x="{left + max(length, 0) + 4:.1f}" y="{y + bar - 3}">'
+                f"{_label(named[name])}</text>"
+            )
+            y += bar
+        y += gap + (0 if named else bar)
+    for i, name in enumerate(series):
+        ly = top + 12 + 16 * i
+        color = PALETTE[i % len(PALETTE)]
+        parts.append(
+            f'<rect x="{width - right + 12}" y="{ly - 9}" width="12" height="10" fill="{color}"/>'
+        )
+        parts.append(f'<text x="{width - right + 30}" y="{ly}">{escape(name)}</text>')
+    return "\n".join(parts + ["</svg>"])

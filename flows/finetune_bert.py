@@ -55,26 +55,28 @@ def finetune_checkpoint(
     vocab: str | None = None,
     workdir: str | None = None,
     inits: list[Init] | None = None,
+    name_suffix: str = "",
 ) -> list[StageResult]:
     """Fine-tune and evaluate `checkpoint` on every task from each init (default
     `params.inits`), side by side; results in init order, then task order. A random init's
-    tasks go to `output`-random."""
+    tasks go to `output`-random. `name_suffix` tells apart the stages of several checkpoints."""
     model_dir = prepare_checkpoint(checkpoint, vocab, storage.join(output, "pretrained"))
-    futures = [
-        submit_stage(
-            finetune_call(
-                params,
-                task=spec,
-                checkpoint=model_dir,
-                checkpoint_inputs=checkpoint_inputs,
-                output=storage.join(finetune_output(output, init), spec.name),
-                data_dir=task_data_dir(params, spec, workdir),
-                init=init,
-            )
+    calls = [
+        finetune_call(
+            params,
+            task=spec,
+            checkpoint=model_dir,
+            checkpoint_inputs=checkpoint_inputs,
+            output=storage.join(finetune_output(output, init), spec.name),
+            data_dir=task_data_dir(params, spec, workdir),
+            init=init,
         )
         for init in inits or params.inits
         for spec in params.task_specs()
     ]
+    if name_suffix:
+        calls = [c.model_copy(update={"name": f"{c.name}-{name_suffix}"}) for c in calls]
+    futures = [submit_stage(call) for call in calls]
     return [stage_outcome(f) for f in futures]
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, NamedTuple
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -80,7 +81,8 @@ TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "tokenizer.json")
 def export_model(checkpoint: StageResult, vocab: StageResult, target: str) -> str:
     """The pretrained model with its tokenizer in one folder (<workdir>/model), ready to fine-tune
     or to load with transformers; copied only when the weights changed."""
-    phase_dir = storage.join(checkpoint.output, checkpoint.name.removeprefix("pretrain-"))
+    phase = next(iter(checkpoint.markers)).split("/")[0]  # "phase1/config.json" -> "phase1"
+    phase_dir = storage.join(checkpoint.output, phase)
     source = {"checkpoint": checkpoint.markers, "vocab": vocab.manifest_hash}
     stamp = storage.join(target, "source.json")
     if storage.exists(stamp) and json.loads(storage.read_bytes(stamp)) == source:
@@ -134,6 +136,121 @@ class Progress:
         update_progress_artifact(self.artifact_id, progress=100.0 * self.done / self.total)
 
 
+class PreparedData(NamedTuple):
+    """The data stages' results that training and fine-tuning read; None where not run."""
+
+    documents: StageResult
+    heldout: StageResult | None = None  # documents kept out of pretraining
+    vocab: StageResult | None = None
+    data: StageResult | None = None
+    heldout_data: StageResult | None = None  # pretraining data of the held-out documents
+
+
+Record = Callable[..., None]
+
+
+def prepare_data(
+    params: PretrainBertParams, record: Record, progress: Progress, *, build_tasks: bool
+) -> PreparedData:
+    """Corpus -> documents (and held-out ones) -> vocabulary -> pretraining data -> validated,
+    up to params.stop_after; with build_tasks, the corpus tasks from the held-out documents."""
+    workdir = storage.absolute(params.workdir)
+    beam, extract = params.beam, params.extract
+    named = extract.inputs + extract.heldout_inputs
+    sample = fetch_sample_dump() if SAMPLE_CORPUS in named else None
+    prose = None
+    if PROSE_CORPUS in named:
+        prose = run_stage(
+            corpora_call(workdir=workdir, heldout_fraction=extract.prose_heldout_fraction)
+        )
+        record(prose)
+    corpus = corpus_inputs(extract.inputs, sample, prose=prose)
+    documents = run_stage(extract_call(extract, beam, workdir=workdir, corpus=corpus))
+    record(documents)
+    heldout = None
+    if extract.heldout_inputs:
+        corpus = corpus_inputs(extract.heldout_inputs, sample, prose=prose, split="heldout")
+        heldout = run_stage(
+            extract_call(extract, beam, workdir=workdir, corpus=corpus, heldout=True)
+        )
+        record(heldout)
+    progress.step()
+    if build_tasks:
+        data_dir = params.finetune.data_dir or storage.join(workdir, "tasks")
+        source = heldout or documents
+        record(run_stage(sample_tasks_call(workdir=workdir, documents=source, data_dir=data_dir)))
+    if params.stop_after == "extract":
+        return PreparedData(documents, heldout)
+
+    vocab = run_stage(vocab_call(params.vocab, beam, workdir=workdir, documents=documents))
+    record(vocab)
+    progress.step()
+    if params.stop_after == "vocab":
+        return PreparedData(documents, heldout, vocab)
+
+    data_params = params.pretraining_data
+    data = run_stage(
+        pretraining_data_call(data_params, beam, workdir=workdir, documents=documents, vocab=vocab)
+    )
+    record(data)
+    heldout_data = None
+    if heldout is not None:
+        heldout_data = run_stage(
+            pretraining_data_call(
+                data_params, beam, workdir=workdir, documents=heldout, vocab=vocab, heldout=True
+            )
+        )
+        record(heldout_data)
+    progress.step()
+    prepared = PreparedData(documents, heldout, vocab, data, heldout_data)
+    if params.stop_after == "pretraining_data":
+        return prepared
+
+    futures = [
+        submit_stage(validate_call(params.validation, beam, data=data, length=n, vocab=vocab))
+        for n in data_params.max_seq_lengths
+    ]
+    record(*[stage_outcome(f) for f in futures])
+    progress.step()
+    return prepared
+
+
+def pretrain_phases(
+    pretrain: PretrainParams,
+    prepared: PreparedData,
+    *,
+    workdir: str,
+    lengths: list[int],
+    record: Record,
+    progress: Progress,
+    phases: list[int] | None = None,
+    name: str = "",
+) -> StageResult:
+    """The phases (default: 1, and 2 when it has steps) in one run directory; the last
+    phase's result. `name` tells runs apart that share a workdir (the ablation arms)."""
+    assert prepared.data is not None and prepared.vocab is not None
+    checkpoint = None
+    if phases is None:
+        phases = [1, 2] if pretrain.phase_steps()[1] else [1]
+    for phase in phases:
+        call = pretrain_call(
+            pretrain,
+            workdir=workdir,
+            phase=phase,
+            data=prepared.data,
+            lengths=lengths,
+            vocab=prepared.vocab,
+            validation=prepared.heldout_data,
+        )
+        if name:
+            call = call.model_copy(update={"name": f"{call.name}-{name}"})
+        checkpoint = run_stage(call)
+        record(checkpoint)
+        progress.step()
+    assert checkpoint is not None
+    return checkpoint
+
+
 def run_chain(params: PretrainBertParams) -> dict[str, Any]:
     """Run the planned stages in order; returns the report's path and every stage's result."""
     logger = get_run_logger()
@@ -171,94 +288,31 @@ def run_chain(params: PretrainBertParams) -> dict[str, Any]:
             logger.info("stage %s done %s: %s", r.name, how, r.output)
         done.extend(results)
 
-    beam = params.beam
-    extract = params.extract
-    named = extract.inputs + extract.heldout_inputs
-    sample = fetch_sample_dump() if SAMPLE_CORPUS in named else None
-    prose = None
-    if PROSE_CORPUS in named:
-        prose = run_stage(
-            corpora_call(workdir=workdir, heldout_fraction=extract.prose_heldout_fraction)
-        )
-        record(prose)
-    corpus = corpus_inputs(extract.inputs, sample, prose=prose)
-    documents = run_stage(extract_call(extract, beam, workdir=workdir, corpus=corpus))
-    record(documents)
-    heldout = None  # documents kept out of pretraining: held-out evaluation and tasks
-    if extract.heldout_inputs:
-        corpus = corpus_inputs(extract.heldout_inputs, sample, prose=prose, split="heldout")
-        heldout = run_stage(
-            extract_call(extract, beam, workdir=workdir, corpus=corpus, heldout=True)
-        )
-        record(heldout)
-    progress.step()
-    if params.finetune.build_sample_tasks and "finetune" in stages:
-        data_dir = params.finetune.data_dir or storage.join(workdir, "tasks")
-        source = heldout or documents
-        record(run_stage(sample_tasks_call(workdir=workdir, documents=source, data_dir=data_dir)))
-    if params.stop_after == "extract":
+    build_tasks = params.finetune.build_sample_tasks and "finetune" in stages
+    prepared = prepare_data(params, record, progress, build_tasks=build_tasks)
+    if params.stop_after in ("extract", "vocab", "pretraining_data", "validate"):
         return finish()
 
-    vocab = run_stage(vocab_call(params.vocab, beam, workdir=workdir, documents=documents))
-    record(vocab)
-    progress.step()
-    if params.stop_after == "vocab":
-        return finish()
-
-    data_params = params.pretraining_data
-    data = run_stage(
-        pretraining_data_call(data_params, beam, workdir=workdir, documents=documents, vocab=vocab)
-    )
-    record(data)
-    heldout_data = None
-    if heldout is not None:
-        heldout_data = run_stage(
-            pretraining_data_call(
-                data_params, beam, workdir=workdir, documents=heldout, vocab=vocab, heldout=True
-            )
-        )
-        record(heldout_data)
-    progress.step()
-    if params.stop_after == "pretraining_data":
-        return finish()
-
-    futures = [
-        submit_stage(validate_call(params.validation, beam, data=data, length=n, vocab=vocab))
-        for n in data_params.max_seq_lengths
-    ]
-    record(*[stage_outcome(f) for f in futures])
-    progress.step()
-    if params.stop_after == "validate":
-        return finish()
-
-    lengths = data_params.max_seq_lengths
+    assert prepared.vocab is not None
+    lengths = params.pretraining_data.max_seq_lengths
+    phases = [p for p in (1, 2) if f"pretrain_phase{p}" in stages]
     checkpoint = None
-    for phase in (1, 2):
-        if f"pretrain_phase{phase}" not in stages:
-            continue
-        call = pretrain_call(
-            params.pretrain,
-            workdir=workdir,
-            phase=phase,
-            data=data,
-            lengths=lengths,
-            vocab=vocab,
-            validation=heldout_data,
-        )
-        checkpoint = run_stage(call)
-        record(checkpoint)
-        progress.step()
+    if phases:
+        checkpoint = pretrain_phases(
+            params.pretrain, prepared, workdir=workdir, lengths=lengths, record=record,
+            progress=progress, phases=phases,
+        )  # fmt: skip
     if "finetune" not in stages:
         return finish()
 
     assert checkpoint is not None
-    model_dir = export_model(checkpoint, vocab, storage.join(workdir, "model"))
+    model_dir = export_model(checkpoint, prepared.vocab, storage.join(workdir, "model"))
     finetuned = finetune_checkpoint(
         params.finetune,
         checkpoint=model_dir,
         checkpoint_inputs=[checkpoint.as_input()],
         output=storage.join(workdir, "finetuned"),
-        vocab=vocab.output,
+        vocab=prepared.vocab.output,
         workdir=workdir,
     )
     record(*finetuned)

@@ -28,7 +28,9 @@ from flows.local_server import DEFAULT_POOL, DEFAULT_STATE_DIR, ROOT, LocalPrefe
 
 SAMPLE_DEPLOYMENTS = ("pretrain-bert/sample", "finetune-bert/sample", "evaluate-bert/sample")
 # Deployed too, run on request: the CPU recipe that learns (docs/recipes.md), about an hour.
-LOCAL_DEPLOYMENTS = (*SAMPLE_DEPLOYMENTS, "pretrain-bert/small")
+LOCAL_DEPLOYMENTS = (
+    *SAMPLE_DEPLOYMENTS, "pretrain-bert/small", "ablate-bert/sample", "ablate-bert/small",
+)  # fmt: skip
 RUN_ID = re.compile(r"UUID: ([0-9a-f-]{36})")
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
 
@@ -121,16 +123,21 @@ def flow_run_summary(local: LocalPrefect, run_id: str) -> dict[str, Any]:
 
 
 def results_dir(deployment: str, parameters: dict[str, Any]) -> Path | None:
-    """Where a pretrain-bert run wrote its outputs (its resolved workdir)."""
-    if not deployment.startswith("pretrain-bert/"):
-        return None
+    """Where a pretrain-bert run wrote its outputs (its resolved workdir), or an ablate-bert
+    run its report (<workdir>/ablations)."""
+    from flows.ablate_bert import resolve_ablation_params
     from flows.params import resolve_pretrain_params
 
     try:
-        params = resolve_pretrain_params(**parameters)
+        if deployment.startswith("pretrain-bert/"):
+            workdir = resolve_pretrain_params(**parameters).workdir
+        elif deployment.startswith("ablate-bert/"):
+            workdir = resolve_ablation_params(**parameters).recipe.workdir + "/ablations"
+        else:
+            return None
     except (ValueError, TypeError):
         return None
-    return ROOT / params.workdir if "://" not in params.workdir else None
+    return ROOT / workdir if "://" not in workdir else None
 
 
 def print_summary(local: LocalPrefect, deployment: str, run_id: str) -> bool:

@@ -140,10 +140,11 @@ def learning_verdict(rows: list[dict[str, Any]], comparison: list[InitComparison
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "_none_"
-    keys = list(rows[0])
+    keys = list(dict.fromkeys(k for row in rows for k in row))  # every column, first seen first
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
-        lines.append("| " + " | ".join("" if row[k] is None else str(row[k]) for k in keys) + " |")
+        cells = ("" if row.get(k) is None else str(row[k]) for k in keys)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -295,9 +295,10 @@ def health_markdown(name: str, records: list[dict]) -> str | None:
         "|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in checks:
+        nsp = f"{r['nsp_accuracy']:.3f}" if "nsp_accuracy" in r else "not trained"
         lines.append(
             f"| {r['step']:,} | {r['status']} | {r['mlm_accuracy']:.3f} | "
-            f"{r['mlm_accuracy_ratio']:.2f} | {r['token_cosine']:.3f} | {r['nsp_accuracy']:.3f} | "
+            f"{r['mlm_accuracy_ratio']:.2f} | {r['token_cosine']:.3f} | {nsp} | "
             f"{r['nsp_chance']:.3f} | {', '.join(r['problems']) or '-'} |"
         )
     return "\n".join(lines)

@@ -365,6 +365,8 @@ STAGES: dict[str, StageSpec] = {
     "sample_tasks": StageSpec(module="flows.sample_tasks", summarize=summarize_sample_tasks),
     "pretrain": StageSpec(module="model.pretrain", summarize=summarize_training, gpu=True),
     "finetune": StageSpec(module="model.finetune", summarize=summarize_scores, gpu=True),
+    "features_extract": StageSpec(module="model.features", summarize=summarize_manifests, gpu=True),
+    "features_train": StageSpec(module="model.features", summarize=summarize_scores),
 }
 
 
@@ -779,10 +781,7 @@ def finetune_call(
         args += _flag("max-train-examples", params.max_train_examples)
     for key, value in sorted(task.options.items()):
         args += ["--task-option", f"{key}={value}"]
-    data_files = [
-        InputRef(path=path, bytes=size)
-        for path, size in storage.glob_files(storage.join(data_dir, "*"))
-    ]
+    data_files = _task_files(data_dir)
     if init == "random":
         checkpoint_inputs = [
             InputRef(path=path, manifest_hash=digest)
@@ -808,4 +807,58 @@ def sample_tasks_call(*, workdir: str, documents: StageResult, data_dir: str) ->
         output=storage.absolute(data_dir),
         markers=[MANIFEST_NAME],
         inputs=[documents.as_input()],
+    )
+
+
+def _task_files(data_dir: str) -> list[InputRef]:
+    return [
+        InputRef(path=path, bytes=size)
+        for path, size in storage.glob_files(storage.join(data_dir, "*"))
+    ]
+
+
+def features_extract_call(
+    params: FinetuneParams,
+    *,
+    task: TaskSpec,
+    checkpoint: str,
+    checkpoint_inputs: list[InputRef],
+    output: str,
+    data_dir: str,
+    layers: list[int],
+) -> StageCall:
+    """The paper's feature-based approach, step 1: the frozen encoder's chosen layers,
+    concatenated, for every example of the task (python -m model.features extract)."""
+    args = ["extract", "--task", task.task, "--data", data_dir, "--checkpoint", checkpoint]
+    args += ["--output", output, f"--layers={','.join(map(str, layers))}", "--combine", "concat"]
+    if params.max_seq_length:
+        args += _flag("max-seq-length", params.max_seq_length)
+    for key, value in sorted(task.options.items()):
+        args += ["--task-option", f"{key}={value}"]
+    return make_call(
+        "features_extract",
+        name=f"features-{task.name}",
+        args=args,
+        output=output,
+        markers=[MANIFEST_NAME],
+        inputs=checkpoint_inputs + _task_files(data_dir),
+        meta={"task": task.name},
+    )
+
+
+def features_train_call(
+    params: FinetuneParams, *, task: TaskSpec, features: StageResult, output: str
+) -> StageCall:
+    """Step 2: a small model trained on the frozen features over the fine-tuning seeds, scored
+    on dev (python -m model.features train)."""
+    args = ["train", "--features", features.output, "--output", output]
+    args += ["--seeds", ",".join(map(str, params.seeds))]
+    return make_call(
+        "features_train",
+        name=f"feature-based-{task.name}",
+        args=args,
+        output=output,
+        markers=[SCORES_NAME],
+        inputs=[features.as_input()],
+        meta={"task": task.name, "init": "feature-based"},
     )

@@ -385,3 +385,54 @@ def test_evaluation_scores_only_new_checkpoints(local, workdir, tmp_path):
     ]
     rows = pq.read_table(history).to_pylist()
     assert len(rows) == len(table) + 1 and rows[-1]["step"] == 99
+
+
+def test_the_ablation_flow_runs_each_table_from_its_deployment(local, tmp_path):
+    # The sample scale, cut to one arm per kind: base, no NSP, LTR, one mask mix, one size.
+    workdir = tmp_path / "ablate"
+    params = {
+        "workdir": str(workdir),
+        "mask_mixes": ["0/0/100"],
+        "sizes": ["1/128/2"],
+        "pretrain": TINY_PRETRAIN,
+        "finetune": TINY_FINETUNE,
+    }
+    rc, output, run_id = create_run(local, "ablate-bert/sample", params)
+    assert rc == 0, output
+    arms = ["base", "no-nsp", "ltr-no-nsp", "mask-0-0-100", "size-L1-H128-A2"]
+    states = task_states(local, run_id)
+    for arm in arms:
+        assert states[f"pretrain-phase2-{arm}"] == "Completed"
+        assert states[f"finetune-sentence-order-{arm}"] == "Completed"
+    assert states["finetune-sentence-order-random-base"] == "Completed"
+    assert states["feature-based-sentence-order-mask-0-0-100"] == "Completed"
+    assert "feature-based-sentence-order-no-nsp" not in states  # masking arms only
+
+    # Each arm trained what it claims: its exported model and its logged losses.
+    root = workdir / "ablations"
+    configs = {a: json.loads((root / a / "model" / "config.json").read_text()) for a in arms}
+    assert [a for a in arms if configs[a]["is_decoder"]] == ["ltr-no-nsp"]
+    assert configs["size-L1-H128-A2"]["num_hidden_layers"] == 1
+    assert configs["base"]["num_hidden_layers"] == 2
+
+    report = json.loads((root / "report.json").read_text())
+    assert set(report["tables"]) == {"tasks", "masking", "size"}
+    tasks = report["tables"]["tasks"]["rows"]
+    assert [r["arm"] for r in tasks] == [
+        "BERT (MLM + NSP, 80/10/10)", "No NSP", "LTR & No NSP", "no pretraining (random init)",
+    ]  # fmt: skip
+    assert all(" ± " in r["sentence-order"] for r in tasks)
+    assert tasks[0]["paper MNLI-m"] == 84.4 and tasks[2]["paper MNLI-m"] == 82.1
+    masking = report["tables"]["masking"]["rows"]
+    assert [r["arm"] for r in masking] == ["80/10/10", "0/0/100"]
+    assert all(" ± " in r["sentence-order (feature-based)"] for r in masking)
+    scored = report["arms"]["mask-0-0-100"]["feature_based"]["sentence-order"]["summary"]
+    assert 0 <= scored["score"] <= 100
+    size = report["tables"]["size"]["rows"]
+    assert [r["arm"] for r in size] == ["L=2 H=128 A=2", "L=1 H=128 A=2"]
+    assert all(r["MLM ppl"] > 1 for r in size)
+    markdown = (root / "report.md").read_text()
+    assert "## Masking procedures (paper Table 8)" in markdown and "(size.svg)" in markdown
+    assert (root / "size.svg").read_text().startswith("<svg")
+    artifacts = latest_artifacts(local)
+    assert {"ablate-bert-tasks", "ablate-bert-masking", "ablate-bert-size"} <= set(artifacts)

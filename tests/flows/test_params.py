@@ -10,6 +10,7 @@ import yaml
 from prefect.utilities.schema_tools import ValidationError, validate
 from pydantic import ValidationError as PydanticError
 
+from flows.ablate_bert import ablate_bert
 from flows.evaluate_bert import evaluate_bert
 from flows.finetune_bert import finetune_bert, resolve_finetune_params
 from flows.params import (
@@ -23,6 +24,7 @@ from flows.pretrain_bert import planned_stages, pretrain_bert
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = {"inputs": ["gs://bucket/dumps/*.xml.bz2"]}
 FLOWS = {
+    "ablate-bert": ablate_bert,
     "pretrain-bert": pretrain_bert,
     "finetune-bert": finetune_bert,
     "evaluate-bert": evaluate_bert,
@@ -135,7 +137,8 @@ def test_every_deployment_in_prefect_yaml_passes_the_server_check():
         # Environment placeholders ({{ $BERT_WORKDIR }}) stand for strings given at deploy time.
         server_check(flow, _fill(deployment.get("parameters", {})))
     assert {"pretrain-bert/sample", "pretrain-bert/base", "pretrain-bert/base-dataflow",
-            "finetune-bert/sample", "evaluate-bert/sample", "evaluate-bert/base"} <= names  # fmt: skip
+            "finetune-bert/sample", "evaluate-bert/sample", "evaluate-bert/base",
+            "ablate-bert/sample", "ablate-bert/small", "ablate-bert/gpu"} <= names  # fmt: skip
     evaluate = [d for d in config["deployments"] if d["entrypoint"].endswith(":evaluate_bert")]
     assert all(d["schedules"][0]["cron"] for d in evaluate)
 
