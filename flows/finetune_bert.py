@@ -8,6 +8,7 @@ any stage: the same checkpoint, task, grid and code give the stored scores back 
 
 from __future__ import annotations
 
+import os
 import posixpath
 from typing import Any
 
@@ -76,6 +77,10 @@ def finetune_checkpoint(
     ]
     if name_suffix:
         calls = [c.model_copy(update={"name": f"{c.name}-{name_suffix}"}) for c in calls]
+    # The stages run side by side: each gets its share of the cores, not torch's default of
+    # all of them (4 runs x 2 threads on 2 cores spent most of their time switching).
+    share = ["--threads", str(max(1, (os.cpu_count() or 1) // max(len(calls), 1)))]
+    calls = [c.model_copy(update={"runtime_args": [*c.runtime_args, *share]}) for c in calls]
     futures = [submit_stage(call) for call in calls]
     return [stage_outcome(f) for f in futures]
 

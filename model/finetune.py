@@ -774,6 +774,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision", default="auto", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp32"
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0: torch's default, one per core); give each of N runs side "
+        "by side 1/N of the cores",
+    )
     parser.add_argument("--no-test", action="store_true", help="do not predict the test files")
     parser.add_argument(
         "--max-train-examples", type=int, help="use only the first N training examples"
@@ -823,6 +830,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         warmup_proportion=args.warmup_proportion,
         weight_decay=args.weight_decay,
     )
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 0, got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     placement = resolve_placement(args.device, args.precision, args.compile)
     try:
         if args.eval_only:

@@ -218,6 +218,9 @@ def test_bad_checkpoints_and_data_stop_with_a_clear_error(
         finetune(sst2_dir, tiny_checkpoint, tmp_path / "out", "--max-seq-length", "1024")
     assert "exceeds the model's max_position_embeddings 512" in capsys.readouterr().err
     with pytest.raises(SystemExit):
+        finetune(sst2_dir, tiny_checkpoint, tmp_path / "out", "--threads", "-1")
+    assert "--threads must be >= 0, got -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
         main(["--task", "sst2", "--data", str(sst2_dir)])
     assert not (tmp_path / "out").exists()  # nothing half-written
 
