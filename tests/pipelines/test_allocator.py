@@ -11,7 +11,7 @@ from pipelines.allocator import keep_freed_memory
 
 def _minor_faults_of_reallocating(size: int, times: int) -> int:
     # This thread's faults only: threads left by earlier tests (loaders, servers) fault too,
-    # and counted them once (155 faults in a full run, where this thread had none).
+    # and counted here they failed a full run once (155 faults against the limit of 100).
     before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
     for _ in range(times):
         a = np.ones(size, dtype=np.uint8)  # touches every page
