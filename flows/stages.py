@@ -779,8 +779,7 @@ def finetune_call(
         args += _flag("max-seq-length", params.max_seq_length)
     if params.max_train_examples:
         args += _flag("max-train-examples", params.max_train_examples)
-    for key, value in sorted(task.options.items()):
-        args += ["--task-option", f"{key}={value}"]
+    args += _task_options(task)
     data_files = _task_files(data_dir)
     if init == "random":
         checkpoint_inputs = [
@@ -810,6 +809,11 @@ def sample_tasks_call(*, workdir: str, documents: StageResult, data_dir: str) ->
     )
 
 
+def _task_options(task: TaskSpec) -> list[str]:
+    """--task-option KEY=VALUE for each of the task's options, in a stable order."""
+    return [part for k, v in sorted(task.options.items()) for part in ("--task-option", f"{k}={v}")]
+
+
 def _task_files(data_dir: str) -> list[InputRef]:
     return [
         InputRef(path=path, bytes=size)
@@ -833,8 +837,7 @@ def features_extract_call(
     args += ["--output", output, f"--layers={','.join(map(str, layers))}", "--combine", "concat"]
     if params.max_seq_length:
         args += _flag("max-seq-length", params.max_seq_length)
-    for key, value in sorted(task.options.items()):
-        args += ["--task-option", f"{key}={value}"]
+    args += _task_options(task)
     return make_call(
         "features_extract",
         name=f"features-{task.name}",
