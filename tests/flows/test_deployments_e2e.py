@@ -3,7 +3,9 @@ prefect.yaml, and `prefect deployment run` of the sample chain (tiny settings to
 
 The tests run in order and share one server and one work directory: the full chain, the same
 run again from the cache, bad parameters refused, a failing stage, a stage killed midway and
-resumed, a cancelled run, and scheduled evaluation picking up only new checkpoints.
+resumed, a cancelled run, and scheduled evaluation picking up only new checkpoints: the
+server's scheduler creates the runs of prefect.yaml's cron schedule, and a run that an interval
+schedule creates is executed by the worker.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shutil
 import signal
 import socket
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -128,6 +131,49 @@ def sample_params(workdir: Path, **extra) -> dict:
         "pretrain": TINY_PRETRAIN | extra.pop("pretrain", {}),
         "finetune": TINY_FINETUNE,
     } | extra
+
+
+def deployment_id(local: LocalPrefect, name: str) -> str:
+    found = httpx.get(f"{local.api_url}/deployments/name/{name}", timeout=30)
+    found.raise_for_status()
+    return found.json()["id"]
+
+
+def scheduled_runs(local: LocalPrefect, deployment: str) -> list[dict]:
+    """The runs that the server's scheduler created for a deployment and that have not started."""
+    return httpx.post(
+        f"{local.api_url}/flow_runs/filter",
+        json={
+            "deployments": {"id": {"any_": [deployment]}},
+            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+        },
+        timeout=30,
+    ).json()
+
+
+def remove_schedules(local: LocalPrefect, deployment: str) -> None:
+    """Delete a deployment's schedules and the runs they had scheduled: nothing fires later."""
+    detail = httpx.get(f"{local.api_url}/deployments/{deployment}", timeout=30).json()
+    for schedule in detail["schedules"]:
+        url = f"{local.api_url}/deployments/{deployment}/schedules/{schedule['id']}"
+        httpx.delete(url, timeout=30).raise_for_status()
+    for run in scheduled_runs(local, deployment):
+        httpx.delete(f"{local.api_url}/flow_runs/{run['id']}", timeout=30)
+    assert not scheduled_runs(local, deployment)
+
+
+def test_the_cron_schedule_of_prefect_yaml_gets_runs_from_the_server(local):
+    """The server's scheduler really creates the deployment's runs (with SQLAlchemy 2.1 it failed
+    every minute and created none). The schedule is then removed, so that no evaluation of the
+    repository's runs/sample fires in the middle of the tests."""
+    deployment = deployment_id(local, "evaluate-bert/sample")
+    runs = wait_for(lambda: scheduled_runs(local, deployment), 120, "the cron schedule's runs")
+    assert all(r["auto_scheduled"] for r in runs)
+    starts = [datetime.fromisoformat(r["expected_start_time"]) for r in runs]
+    assert all(t > datetime.now(UTC) - timedelta(minutes=1) for t in starts)
+    # "0 */6 * * *" in UTC: on the hour, every sixth hour.
+    assert all(t.astimezone(UTC).hour % 6 == 0 and t.minute == 0 for t in starts), starts
+    remove_schedules(local, deployment)
 
 
 def test_the_sample_chain_runs_from_a_deployment(local, workdir):
@@ -385,6 +431,66 @@ def test_evaluation_scores_only_new_checkpoints(local, workdir, tmp_path):
     ]
     rows = pq.read_table(history).to_pylist()
     assert len(rows) == len(table) + 1 and rows[-1]["step"] == 99
+
+
+def test_an_interval_schedule_runs_the_evaluation_on_the_worker(local, workdir, tmp_path):
+    """A schedule whose first run is due in 30 s: the server schedules it, the worker runs
+    it, and the run scores the one checkpoint it was given."""
+    (run_dir,) = [d for d in (workdir / "pretrain").iterdir() if (d / "phase2").exists()]
+    checkpoint = sorted((run_dir / "checkpoints").glob("step-*"))[-1]
+    shutil.copytree(checkpoint, tmp_path / "checkpoints" / checkpoint.name)
+    history = tmp_path / "history.parquet"
+    params = {
+        "checkpoints": str(tmp_path / "checkpoints"),
+        "history": str(history),
+        "output": str(tmp_path / "evaluation"),
+        "finetune": TINY_FINETUNE | {"data_dir": str(workdir / "tasks")},
+    }
+    deployment = deployment_id(local, "evaluate-bert/sample")
+    # The scheduler looks at recently changed deployments every 5 s: 30 s leaves it time.
+    anchor = datetime.now(UTC) + timedelta(seconds=30)
+    schedule = {
+        # Hourly from 30 s from now: one run falls due during the test.
+        "schedule": {"interval": 3600, "anchor_date": anchor.isoformat()},
+        "active": True,
+        "parameters": params,
+    }
+    created = httpx.post(
+        f"{local.api_url}/deployments/{deployment}/schedules", json=[schedule], timeout=30
+    )
+    assert created.status_code == 201, created.text
+    try:
+
+        def first_run() -> dict | None:
+            runs = httpx.post(
+                f"{local.api_url}/flow_runs/filter",
+                json={"deployments": {"id": {"any_": [deployment]}}},
+                timeout=30,
+            ).json()
+            due = [
+                r
+                for r in runs
+                if r["auto_scheduled"] and r["parameters"].get("history") == str(history)
+            ]
+            due.sort(key=lambda r: r["expected_start_time"])
+            return due[0] if due else None
+
+        run = wait_for(first_run, 120, "the server to schedule the run")
+        started = datetime.fromisoformat(run["expected_start_time"])
+        assert abs((started - anchor).total_seconds()) < 1
+
+        def finished() -> dict | None:
+            state = flow_run(local, run["id"])["state"]
+            return state if state["type"] in FINAL else None
+
+        state = wait_for(finished, 600, "the worker to run the scheduled evaluation")
+        assert state["type"] == "COMPLETED", state
+        rows = pq.read_table(history).to_pylist()
+        assert [(r["step"], r["flow_run_id"]) for r in rows] == [
+            (int(checkpoint.name[5:]), run["id"])
+        ]
+    finally:
+        remove_schedules(local, deployment)
 
 
 def test_the_ablation_flow_runs_each_table_from_its_deployment(local, tmp_path):
