@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
-import json
 import logging
 import math
 import os
@@ -36,8 +35,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.bert import BertModel
-from model.finetune import Placement, resolve_placement, results_table, to_device
+from model.finetune import (
+    Placement,
+    clear_results,
+    resolve_placement,
+    results_table,
+    to_device,
+    write_results,
+)
 from model.heads import load_encoder
+from model.output_lock import output_lock
 from model.paper_results import FEATURE_BASED, paper_results
 from model.tasks import get_task
 from model.tasks.base import IGNORE_INDEX, DataError, Encoded, SplitData, TaskProcessor
@@ -243,6 +250,8 @@ def extract(
     chosen = parse_layers(layers, bert.config.num_hidden_layers)
     max_seq_length = max_seq_length or task.max_seq_length
     output_dir.mkdir(parents=True, exist_ok=True)
+    # An earlier run's manifest goes first: killed half-way, this run must not look finished.
+    (output_dir / MANIFEST_NAME).unlink(missing_ok=True)
     shards, inputs, counters = [], [], {}
     splits = ["train", *task.dev_splits, *task.test_splits]
     for name in splits:
@@ -529,6 +538,7 @@ def train_on_features(
         if best is None or primary > best[0]:
             best = (primary, predictions)
     output_dir.mkdir(parents=True, exist_ok=True)
+    clear_results(output_dir)  # only a finished run has scores
     for name, data in evaluations.items():
         task.write_predictions(data.split, best[1][name], output_dir / "dev_predictions")
     metrics = sorted({k for s in per_seed for k in s})
@@ -553,8 +563,7 @@ def train_on_features(
         "dev": {m: _summary([s[m] for s in per_seed]) for m in metrics},
         "paper": [asdict(r) for r in paper_results(task.name, FEATURE_BASED)],
     }
-    (output_dir / "scores.json").write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
-    (output_dir / "results.md").write_text(results_table([results]))
+    write_results(results, output_dir)
     return results
 
 
@@ -570,67 +579,103 @@ def _summary(values: list[float]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> Any:
     """Command line entry point: `extract` or `train`."""
     parser = argparse.ArgumentParser(
-        prog="python -m model.features", description=__doc__.splitlines()[0]
+        prog="python -m model.features",
+        description=__doc__.splitlines()[0],
+        epilog="example: python -m model.features extract --task conll2003 --data conll "
+        "--checkpoint runs/bert-base/model --output feats --layers=-4,-3,-2,-1; then python -m "
+        "model.features train --features feats --output out/conll_features --seeds 0,1,2",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    ex = commands.add_parser("extract", help="run the frozen encoder and write features to Arrow")
-    ex.add_argument("--task", required=True)
-    ex.add_argument("--data", type=Path, required=True)
-    ex.add_argument("--checkpoint", type=Path, required=True)
-    ex.add_argument("--output", type=Path, required=True)
+    ex = commands.add_parser(
+        "extract",
+        help="run the frozen encoder and write features to Arrow",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example: python -m model.features extract --task conll2003 --data conll "
+        "--checkpoint runs/bert-base/model --output feats",
+    )
+    ex.add_argument("--task", required=True, help="a model.finetune task name")
+    ex.add_argument("--data", type=Path, required=True, help="directory of the task's files")
+    ex.add_argument("--checkpoint", type=Path, required=True, help="HF-format model with vocab.txt")
+    ex.add_argument("--output", type=Path, required=True, help="directory for the Arrow features")
     ex.add_argument(
         "--layers", default="-4,-3,-2,-1", help="hidden layers (0 = embeddings, -1 = last)"
     )
-    ex.add_argument("--combine", default="concat", choices=("concat", "sum"))
-    ex.add_argument("--max-seq-length", type=int)
-    ex.add_argument("--batch-size", type=int, default=64)
-    ex.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE")
-    ex.add_argument("--device", default="auto")
-    tr = commands.add_parser("train", help="train the small model on extracted features")
-    tr.add_argument("--features", type=Path, required=True)
-    tr.add_argument("--output", type=Path, required=True)
-    tr.add_argument("--epochs", type=int, default=ClassifierSettings.epochs)
-    tr.add_argument("--batch-size", type=int, default=ClassifierSettings.batch_size)
-    tr.add_argument("--lr", type=float, default=ClassifierSettings.learning_rate)
-    tr.add_argument("--hidden", type=int, default=ClassifierSettings.hidden)
-    tr.add_argument("--seeds", default="0")
-    tr.add_argument("--device", default="auto")
+    ex.add_argument(
+        "--combine", default="concat", choices=("concat", "sum"), help="how the layers join"
+    )
+    ex.add_argument("--max-seq-length", type=int, help="default: the task's (128, SQuAD 384)")
+    ex.add_argument("--batch-size", type=int, default=64, help="sequences per forward")
+    ex.add_argument(
+        "--task-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="task option, e.g. text_a=premise (repeat)",
+    )
+    ex.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    tr = commands.add_parser(
+        "train",
+        help="train the small model on extracted features",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example: python -m model.features train --features feats "
+        "--output out/conll_features --seeds 0,1,2",
+    )
+    tr.add_argument("--features", type=Path, required=True, help="an `extract` output")
+    tr.add_argument("--output", type=Path, required=True, help="directory for the scores")
+    tr.add_argument("--epochs", type=int, default=ClassifierSettings.epochs, help="epochs")
+    tr.add_argument(
+        "--batch-size", type=int, default=ClassifierSettings.batch_size, help="examples per step"
+    )
+    tr.add_argument(
+        "--lr", type=float, default=ClassifierSettings.learning_rate, help="learning rate"
+    )
+    tr.add_argument(
+        "--hidden", type=int, default=ClassifierSettings.hidden, help="the small model's width"
+    )
+    tr.add_argument("--seeds", default="0", help="comma-separated seeds")
+    tr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        if args.command == "extract":
-            options = dict(item.partition("=")[::2] for item in args.task_option)
-            manifest = extract(
-                task=get_task(args.task, options),
-                data_dir=args.data,
-                checkpoint=args.checkpoint,
-                output_dir=args.output,
-                layers=args.layers,
-                combine=args.combine,
-                max_seq_length=args.max_seq_length,
-                batch_size=args.batch_size,
-                placement=resolve_placement(args.device, "fp32"),
-            )
-            print(manifest.to_json(), end="")
-            return manifest
-        settings = ClassifierSettings(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.lr,
-            hidden=args.hidden,
-        )
-        seeds = [int(s) for s in args.seeds.split(",")]
-        results = train_on_features(
-            args.features,
-            args.output,
-            settings=settings,
-            seeds=seeds,
-            placement=resolve_placement(args.device, "fp32"),
-        )
-        print(results_table([results]), end="")
-        return results
+        with output_lock(str(args.output)):  # one run per --output; refused before any work
+            return _run_command(args)
     except (DataError, ValueError, FileNotFoundError) as error:
         parser.exit(2, f"error: {error}\n")
+
+
+def _run_command(args: argparse.Namespace) -> Any:
+    """`extract` or `train`, as the command line says."""
+    if args.command == "extract":
+        options = dict(item.partition("=")[::2] for item in args.task_option)
+        manifest = extract(
+            task=get_task(args.task, options),
+            data_dir=args.data,
+            checkpoint=args.checkpoint,
+            output_dir=args.output,
+            layers=args.layers,
+            combine=args.combine,
+            max_seq_length=args.max_seq_length,
+            batch_size=args.batch_size,
+            placement=resolve_placement(args.device, "fp32"),
+        )
+        print(manifest.to_json(), end="")
+        return manifest
+    settings = ClassifierSettings(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        hidden=args.hidden,
+    )
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results = train_on_features(
+        args.features,
+        args.output,
+        settings=settings,
+        seeds=seeds,
+        placement=resolve_placement(args.device, "fp32"),
+    )
+    print(results_table([results]), end="")
+    return results
 
 
 if __name__ == "__main__":

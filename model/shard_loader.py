@@ -120,6 +120,45 @@ def find_vocab_hash(shards: PretrainingShards) -> str | None:
     return None
 
 
+def check_shards(shards: PretrainingShards, infos: list[ShardInfo]) -> None:
+    """Refuse, at open, shards that are missing or disagree with the manifest (size; rows, for
+    local files), naming the shard: a run must not train a step and then die on a row that the
+    manifest promised. Checksums are checked as each shard is read."""
+    fs, root = fsspec.core.url_to_fs(shards.directory)
+    local = not is_remote(shards.directory)
+    for info in infos:
+        path = shards.directory.rstrip("/") + "/" + info.path
+        try:
+            size = fs.size(root.rstrip("/") + "/" + info.path)
+        except FileNotFoundError:
+            raise PretrainingDataError(
+                f"{path}: shard listed in the manifest is missing; re-run the pretraining data "
+                "stage (pipelines.pretraining_data) for this directory"
+            ) from None
+        if size != info.bytes:
+            raise PretrainingDataError(
+                f"{path}: {size} bytes, the manifest says {info.bytes}; the shard is damaged "
+                "or was changed after the stage finished: re-run the pretraining data stage"
+            )
+        if local:
+            rows = arrow_file_rows(path)
+            if rows != info.rows:
+                raise PretrainingDataError(
+                    f"{path}: {rows} rows, the manifest says {info.rows}; the manifest was "
+                    "changed after the stage finished: re-run the pretraining data stage"
+                )
+
+
+def arrow_file_rows(path: str) -> int:
+    """Rows of an Arrow IPC file, from its batches' headers (memory-mapped: no data is read)."""
+    try:
+        with pa.memory_map(path) as source:
+            reader = pa.ipc.open_file(source)
+            return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+    except pa.ArrowInvalid as err:
+        raise PretrainingDataError(f"{path}: not a readable Arrow file ({err})") from err
+
+
 class ShardReader:
     """Tables of one directory's shards: a small in-memory LRU and a local cache for URLs."""
 
@@ -137,7 +176,18 @@ class ShardReader:
         if is_remote(self.shards.directory):
             table = self._read_cached(info)
         else:
-            table = self.shards.read_shard(info)
+            try:
+                table = self.shards.read_shard(info)
+            except FileNotFoundError:
+                raise PretrainingDataError(
+                    f"{self.shards.directory.rstrip('/')}/{info.path}: shard listed in the "
+                    "manifest is missing"
+                ) from None
+        if table.num_rows != info.rows:  # rows are taken by position: a mismatch must stop here
+            raise PretrainingDataError(
+                f"{self.shards.directory.rstrip('/')}/{info.path}: {table.num_rows} rows, the "
+                f"manifest says {info.rows}; re-run the pretraining data stage"
+            )
         self._tables[info.path] = table
         while len(self._tables) > self.keep:
             self._tables.popitem(last=False)

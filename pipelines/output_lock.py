@@ -5,6 +5,9 @@ A run holds `<output>/.lock` (local paths; a gs:// output has none) from start t
 left by a run that is gone (killed, crashed machine) is taken over when it names a process of
 this machine that no longer exists; a lock from another machine is never taken over, and the
 error says which file to remove once that run is known to be gone.
+
+Taking the lock is also the stage's first write: an output that is a file, or on a read-only
+filesystem, is refused here, before any work, with OutputNotWritableError.
 """
 
 from __future__ import annotations
@@ -22,8 +25,16 @@ UNWRITTEN_GRACE_S = 10.0  # a lock still empty after this long was left by a kil
 log = logging.getLogger(__name__)
 
 
-class OutputBusyError(RuntimeError):
+class OutputError(ValueError):
+    """The output directory cannot be used by this run (the stages exit with status 2)."""
+
+
+class OutputBusyError(OutputError):
     """Another run holds the output directory."""
+
+
+class OutputNotWritableError(OutputError):
+    """The output directory cannot be created or written (a file, a read-only filesystem...)."""
 
 
 @contextlib.contextmanager
@@ -33,10 +44,16 @@ def output_lock(output: str) -> Iterator[None]:
         yield
         return
     created = not os.path.exists(output)
-    os.makedirs(output, exist_ok=True)
     path = os.path.join(output, LOCK_NAME)
     try:
-        _acquire(path)
+        try:
+            os.makedirs(output, exist_ok=True)
+            _acquire(path)
+        except OSError as err:
+            raise OutputNotWritableError(
+                f"{output}: cannot write the output here ({err.strerror or err}); "
+                "choose another --output"
+            ) from err
         try:
             yield
         finally:
@@ -85,12 +102,28 @@ def _is_stale(path: str, holder: dict | None) -> bool:
     if holder.get("host") != socket.gethostname():
         return False
     try:
-        os.kill(int(holder["pid"]), 0)
+        pid = int(holder["pid"])
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except (PermissionError, KeyError, ValueError, TypeError):
         return False
-    return False
+    # The pid of a killed run may since belong to another process: one that started after the
+    # lock was written is not its holder.
+    started = _process_start_time(pid)
+    return started is not None and started > float(holder.get("started", 0)) + 1.0
+
+
+def _process_start_time(pid: int) -> float | None:
+    """When a process started (epoch seconds), from /proc; None where /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _busy_message(path: str, holder: dict | None) -> str:

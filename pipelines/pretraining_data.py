@@ -38,8 +38,8 @@ import apache_beam as beam
 
 from pipelines import pretraining_shuffle
 from pipelines.arrow_shards import join, read_manifest, write_atomic
-from pipelines.beam_runner import is_local_runner, make_pipeline
-from pipelines.output_lock import OutputBusyError, output_lock
+from pipelines.beam_runner import is_local_runner, make_pipeline, run_pipeline
+from pipelines.output_lock import OutputError, output_lock
 from pipelines.pretraining_config import (
     STAGE,
     BadInputError,
@@ -50,6 +50,7 @@ from pipelines.pretraining_config import (
     read_vocabulary_files,
 )
 from pipelines.pretraining_local import run_local, work_dir_for
+from pipelines.progress import Heartbeat
 from pipelines.stage import StageRun
 from schemas.documents import DOCUMENTS
 from schemas.manifest import MANIFEST_NAME, InputRef, Manifest, ManifestError
@@ -132,6 +133,9 @@ def parse_args(argv: list[str] | None):
             "--temp_location gs://B/tmp --sdk_container_image IMAGE (dataflow/Dockerfile), or --direct_num_workers 2 "
             "--direct_running_mode multi_processing."
         ),
+        epilog="example: python -m pipelines.pretraining_data --documents runs/sample/documents "
+        "--vocab runs/sample/vocab --output runs/sample/pretraining --num-shards 4",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--documents", required=True, help="documents stage output directory")
     parser.add_argument(
@@ -148,10 +152,27 @@ def parse_args(argv: list[str] | None):
         default="",
         help="comma-separated masked-LM caps, one per length (default 5/32 of the length: 20, 80)",
     )
-    parser.add_argument("--masked-lm-prob", type=float, default=defaults.masked_lm_prob)
-    parser.add_argument("--short-seq-prob", type=float, default=defaults.short_seq_prob)
-    parser.add_argument("--dupe-factor", type=int, default=defaults.dupe_factor)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--masked-lm-prob",
+        type=float,
+        default=defaults.masked_lm_prob,
+        help="share of the tokens masked (80%% [MASK], 10%% random, 10%% kept)",
+    )
+    parser.add_argument(
+        "--short-seq-prob",
+        type=float,
+        default=defaults.short_seq_prob,
+        help="share of pairs given a shorter random target length",
+    )
+    parser.add_argument(
+        "--dupe-factor",
+        type=int,
+        default=defaults.dupe_factor,
+        help="passes over the corpus, each with other pairs and masks",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="every random choice derives from it"
+    )
     parser.add_argument("--whole-word-mask", action="store_true", help="mask whole words")
     parser.add_argument(
         "--dynamic-masking",
@@ -161,9 +182,17 @@ def parse_args(argv: list[str] | None):
     parser.add_argument(
         "--num-shards", type=int, default=defaults.num_shards, help="per length; 0: automatic"
     )
-    parser.add_argument("--examples-per-shard", type=int, default=defaults.examples_per_shard)
     parser.add_argument(
-        "--max-position-embeddings", type=int, default=defaults.max_position_embeddings
+        "--examples-per-shard",
+        type=int,
+        default=defaults.examples_per_shard,
+        help="target examples per shard with --num-shards 0",
+    )
+    parser.add_argument(
+        "--max-position-embeddings",
+        type=int,
+        default=defaults.max_position_embeddings,
+        help="the model's longest sequence; longer --max-seq-lengths are refused",
     )
     parser.add_argument(
         "--docs-per-bucket",
@@ -262,22 +291,23 @@ def _run(args: argparse.Namespace, config: PretrainingDataConfig, beam_args: lis
     k = pretraining_shuffle.num_buckets_for(
         documents.total_rows, args.docs_per_bucket, args.min_buckets
     )
-    if local:
-        result = run_local(
-            sub,
-            vocab,
-            args.documents,
-            list(documents.shards),
-            output_dirs,
-            work_dir_for(args.output),
-            min(k, documents.total_rows),
-            beam_args,
-        )
-    else:
-        pipeline = make_pipeline(beam_args)
-        pretraining_shuffle.build_pipeline(pipeline, sub, vocab, args.documents, output_dirs, k)
-        result = pipeline.run()
-        result.wait_until_finish()
+    # A line at once and one every half minute; the steps count nothing (yet): elapsed only.
+    with Heartbeat(STAGE, None, total=None, unit="documents"):
+        if local:
+            result = run_local(
+                sub,
+                vocab,
+                args.documents,
+                list(documents.shards),
+                output_dirs,
+                work_dir_for(args.output),
+                min(k, documents.total_rows),
+                beam_args,
+            )
+        else:
+            pipeline = make_pipeline(beam_args)
+            pretraining_shuffle.build_pipeline(pipeline, sub, vocab, args.documents, output_dirs, k)
+            result = run_pipeline(pipeline)
     for li, stage in stages.items():
         done[config.max_seq_lengths[li]] = json.loads(stage.finish(result).to_json())
     return dict(sorted(done.items()))
@@ -316,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         manifests = run(argv)
-    except (BadInputError, ManifestError, FileNotFoundError, ValueError, OutputBusyError) as err:
+    except (BadInputError, ManifestError, FileNotFoundError, ValueError, OutputError) as err:
+        # Input errors, wrong options and a busy or unwritable output; a bug in a step comes
+        # out of run_pipeline as StepFailedError and exits 1 with its traceback.
         print(f"error: {err}", file=sys.stderr)
         return 2
     for length, manifest in manifests.items():

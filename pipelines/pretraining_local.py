@@ -44,7 +44,7 @@ from pipelines.arrow_shards import (
     map_file,
     write_shard_index,
 )
-from pipelines.beam_runner import Spread, make_pipeline, runs_in_one_worker
+from pipelines.beam_runner import Spread, make_pipeline, run_pipeline, runs_in_one_worker
 from pipelines.pairs import (
     PLAN_DTYPE,
     SPECIAL_TOKENS_PER_PAIR,
@@ -665,8 +665,7 @@ def run_local(
             partial(write_shard_index, output_dir=out),
         )
     try:
-        result = pipeline.run()
-        result.wait_until_finish()
+        result = run_pipeline(pipeline)
     except Exception as err:
         error_path = os.path.join(work, ERROR_NAME)
         if os.path.exists(error_path):

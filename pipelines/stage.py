@@ -1,7 +1,9 @@
-"""What every Beam stage does around its pipeline: skip if up to date, then write the manifest last."""
+"""What every Beam stage does around its pipeline: hold the output's lock, skip if up to date
+(and intact), then write the manifest last."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -13,11 +15,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
 from pipelines.arrow_shards import SHARD_INDEX_NAME, join, read_bytes, write_atomic
-from pipelines.beam_runner import make_pipeline
+from pipelines.beam_runner import make_pipeline, run_pipeline
+from pipelines.output_lock import output_lock
+from pipelines.progress import Heartbeat, progress_dir
 from schemas.manifest import MANIFEST_NAME, InputRef, Manifest, ManifestError, ShardInfo
 from schemas.spec import SchemaSpec
 
 log = logging.getLogger(__name__)
+_HASH_CHUNK = 8 << 20
 
 
 def code_version() -> str:
@@ -43,7 +48,8 @@ class StageRun:
         return join(self.output_dir, MANIFEST_NAME)
 
     def up_to_date(self) -> Manifest | None:
-        """The existing manifest if it was written by this stage from the same inputs and config."""
+        """The existing manifest if it was written by this stage from the same inputs and config,
+        and its shards are intact; a damaged shard is logged and the output rebuilt."""
         if not FileSystems.exists(self.manifest_path):
             return None
         try:
@@ -60,14 +66,35 @@ class StageRun:
         if not same:
             return None
         for shard in existing.shards:
-            path = join(self.output_dir, shard.path)
-            if not FileSystems.exists(path):
+            damage = shard_damage(join(self.output_dir, shard.path), shard)
+            if damage is not None:
+                log.warning("%s; rebuilding %s", damage, self.output_dir)
                 return None
         return existing
 
-    def execute(self, beam_args: list[str], build: Callable[[Any], None], *, unit: str) -> dict:
-        """The whole run: nothing if up to date; else begin, build(pipeline), run it and write
-        the manifest last. Returns the manifest as a dict; `unit` names its rows in the log."""
+    def execute(
+        self,
+        beam_args: list[str],
+        build: Callable[[Any], None],
+        *,
+        unit: str,
+        work: tuple[int | None, str] = (None, ""),
+    ) -> dict:
+        """The whole run, holding the output's lock (pipelines/output_lock.py): nothing if up to
+        date; else begin, build(pipeline), run it and write the manifest last. Returns the
+        manifest as a dict; `unit` names its rows in the log. `work` is (amount, unit) of what
+        the steps count into pipelines.progress, for the progress lines (None: unknown)."""
+        with output_lock(self.output_dir):
+            return self._execute(beam_args, build, unit=unit, work=work)
+
+    def _execute(
+        self,
+        beam_args: list[str],
+        build: Callable[[Any], None],
+        *,
+        unit: str,
+        work: tuple[int | None, str],
+    ) -> dict:
         existing = self.up_to_date()
         if existing is not None:
             log.info(
@@ -80,8 +107,10 @@ class StageRun:
         self.begin()
         pipeline = make_pipeline(beam_args)
         build(pipeline)
-        result = pipeline.run()
-        result.wait_until_finish()
+        total, work_unit = work
+        directory = progress_dir(self.output_dir)
+        with Heartbeat(self.stage, directory, total=total, unit=work_unit or unit):
+            result = run_pipeline(pipeline)
         return json.loads(self.finish(result).to_json())
 
     def begin(self) -> None:
@@ -119,6 +148,29 @@ class StageRun:
         if stale:
             log.info("removing %d shard(s) left by an earlier run", len(stale))
             FileSystems.delete(stale)
+
+
+def shard_damage(path: str, shard: ShardInfo) -> str | None:
+    """What is wrong with a shard of a finished output (missing, another size, another
+    checksum), or None. Sizes are cheap everywhere; checksums are read on local paths only,
+    where they cost a read at disk speed, not a download."""
+    match = FileSystems.match([path])[0].metadata_list
+    if not match:
+        return f"{path} is missing"
+    size = match[0].size_in_bytes
+    if size != shard.bytes:
+        return f"{path} has {size} bytes, its manifest says {shard.bytes}"
+    if "://" not in path and file_sha256(path) != shard.sha256:
+        return f"{path}: checksum differs from its manifest"
+    return None
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def counters(result, namespace: str) -> dict[str, int]:

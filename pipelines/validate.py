@@ -18,7 +18,9 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -28,7 +30,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.arrow_shards import join, read_bytes, read_manifest, read_shard, write_atomic
-from pipelines.beam_runner import make_pipeline
+from pipelines.beam_runner import make_pipeline, run_pipeline
+from pipelines.output_lock import OutputNotWritableError
 from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo
 from schemas.pretraining import NOT_NEXT, PRETRAINING_NAME, PRETRAINING_VERSION, pretraining_spec
 
@@ -372,6 +375,24 @@ def check_vocabulary(manifest: Manifest, vocab_dir: str, *, source: str) -> None
         )
 
 
+def check_writable(path: str) -> None:
+    """Refuse a local stats file that cannot be written, before the work rather than after it.
+    stats.json is one file written atomically, so validation needs no lock of its own."""
+    if "://" in path:
+        return
+    if os.path.isdir(path):
+        raise OutputNotWritableError(f"{path}: is a directory; --output names the stats file")
+    try:
+        with tempfile.NamedTemporaryFile(
+            dir=os.path.dirname(os.path.abspath(path)), prefix=".probe-"
+        ):
+            pass
+    except OSError as err:
+        raise OutputNotWritableError(
+            f"{path}: cannot write the stats file here ({err.strerror or err})"
+        ) from err
+
+
 def validate(
     data_dir: str,
     *,
@@ -388,6 +409,7 @@ def validate(
     if vocab_dir:
         check_vocabulary(manifest, vocab_dir, source=source)
     output = output or join(data_dir, STATS_NAME)
+    check_writable(output)
     pipeline = make_pipeline(beam_args or [])
     _ = (
         pipeline
@@ -397,7 +419,7 @@ def validate(
         | "Merge" >> beam.CombineGlobally(_MergeStats(config.max_errors_listed))
         | "WriteStats" >> beam.Map(_write_summary, output, manifest, digest, config)
     )
-    pipeline.run().wait_until_finish()
+    run_pipeline(pipeline)
     body = json.loads(read_bytes(output))
     if not body["passed"]:
         failed = [c for c in body["checks"] if not c["passed"]]
@@ -413,17 +435,41 @@ def validate(
 def main(argv: list[str] | None = None) -> int:
     defaults = ValidationConfig()
     parser = argparse.ArgumentParser(
-        prog="python -m pipelines.validate", description=__doc__.split("\n")[0]
+        prog="python -m pipelines.validate",
+        description=__doc__.split("\n")[0],
+        epilog="example: python -m pipelines.validate --data runs/sample/pretraining/seq128 "
+        "--vocab runs/sample/vocab",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--data", required=True, help="a pretraining output directory (seq128/...)")
     parser.add_argument(
         "--vocab", default=None, help="check the data was built from this vocabulary"
     )
     parser.add_argument("--output", default=None, help=f"default: <data>/{STATS_NAME}")
-    parser.add_argument("--mask-rate-tolerance", type=float, default=defaults.mask_rate_tolerance)
-    parser.add_argument("--share-slack", type=float, default=defaults.share_slack)
-    parser.add_argument("--not-next-slack", type=float, default=defaults.not_next_slack)
-    parser.add_argument("--max-unknown-rate", type=float, default=defaults.max_unknown_rate)
+    parser.add_argument(
+        "--mask-rate-tolerance",
+        type=float,
+        default=defaults.mask_rate_tolerance,
+        help="largest |observed - expected| masked share of the maskable tokens",
+    )
+    parser.add_argument(
+        "--share-slack",
+        type=float,
+        default=defaults.share_slack,
+        help="allowed on top of 5 standard errors for the 80/10/10 shares",
+    )
+    parser.add_argument(
+        "--not-next-slack",
+        type=float,
+        default=defaults.not_next_slack,
+        help="allowed on top of 5 standard errors for the 50%% NotNext share",
+    )
+    parser.add_argument(
+        "--max-unknown-rate",
+        type=float,
+        default=defaults.max_unknown_rate,
+        help="largest [UNK] share of the text tokens (more: a vocabulary mismatch)",
+    )
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = ValidationConfig(

@@ -38,6 +38,8 @@ from pipelines.arrow_shards import (
     read_manifest,
     write_atomic,
 )
+from pipelines.progress import Counter as ProgressCounter
+from pipelines.progress import progress_dir
 from pipelines.stage import StageRun
 from schemas.documents import DOCUMENTS
 from schemas.manifest import MANIFEST_NAME, InputRef, ManifestError
@@ -155,13 +157,21 @@ def is_held_out(doc_id: str, fraction: float) -> bool:
 class SplitHeldOut(beam.DoFn):
     """Sends each document to learning (main output) or to the quality report (held_out)."""
 
-    def __init__(self, heldout_fraction: float):
+    def __init__(self, heldout_fraction: float, progress: str | None = None):
         self.heldout_fraction = heldout_fraction
+        self.progress = progress  # pipelines.progress directory; None: not counted
         self.read = Metrics.counter(STAGE, "documents_read")
         self.held_out = Metrics.counter(STAGE, "documents_held_out")
 
+    def setup(self) -> None:
+        self.done = ProgressCounter(self.progress)
+
+    def finish_bundle(self) -> None:
+        self.done.flush()
+
     def process(self, doc: dict) -> Iterator:
         self.read.inc()
+        self.done.add(1)
         if is_held_out(doc["doc_id"], self.heldout_fraction):
             self.held_out.inc()
             yield beam.pvalue.TaggedOutput(HELD_OUT, doc)
@@ -424,9 +434,8 @@ def build_pipeline(
     """Adds the vocabulary job to `pipeline`; `adopted_vocab` skips counting and learning."""
     options = config.tokenizer_options
     docs = pipeline | "ReadDocuments" >> ReadArrowShards(documents_dir, DOCUMENTS)
-    split = docs | "HoldOut" >> beam.ParDo(SplitHeldOut(config.heldout_fraction)).with_outputs(
-        HELD_OUT, main="learn"
-    )
+    holdout = SplitHeldOut(config.heldout_fraction, progress_dir(output_dir))
+    split = docs | "HoldOut" >> beam.ParDo(holdout).with_outputs(HELD_OUT, main="learn")
     if adopted_vocab is None:
         learned = (
             split.learn
@@ -561,6 +570,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, VocabConfig,
             "--region R --temp_location gs://B/tmp, or --direct_num_workers 2 "
             "--direct_running_mode multi_processing."
         ),
+        epilog="example: python -m pipelines.vocab --documents runs/sample/documents "
+        "--output runs/sample/vocab --vocab-size 30522",
     )
     parser.add_argument("--documents", required=True, help="document shards (extraction output)")
     parser.add_argument("--output", required=True, help="output directory (local or gs://)")
@@ -741,6 +752,7 @@ def run(argv: list[str] | None = None) -> dict:
             reference=reference,
         ),
         unit="tokens",
+        work=(documents.total_rows, "documents"),
     )
 
 
