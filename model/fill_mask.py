@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the folder of its vocab.txt, when the checkpoint has none (training checkpoints); "
         "default: the checkpoint",
     )
-    parser.add_argument("--top-k", type=int, default=5, help="pieces shown per [MASK] (default 5)")
+    parser.add_argument(
+        "--top-k", type=int, default=5, help="pieces shown per [MASK] (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     try:
         loaded = load_hf_checkpoint(args.checkpoint, for_pretraining=True)

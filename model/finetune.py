@@ -16,6 +16,9 @@ OUTPUT/
   test_predictions/  its predictions on the test files present, in submission format
   scores.json        every run's dev scores, the selection, mean and std over seeds, the paper's
   results.md         our dev scores next to the paper's numbers
+A re-run removes the old scores, table and predictions before it writes its model, and writes
+the scores last: an output with scores.json is a finished run's. One run per OUTPUT at a time
+(model/output_lock.py).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -39,7 +43,9 @@ import torch
 from torch import Tensor, nn
 
 from model.bert import BertModel
+from model.command_line import command_line
 from model.config import BertConfig
+from model.file_modes import apply_umask
 from model.heads import (
     build_task_model,
     load_encoder,
@@ -58,6 +64,8 @@ from model.inits import (
     init_of,
     pair_inits,
 )
+from model.metrics_log import format_duration
+from model.output_lock import output_lock
 from model.paper_results import FINE_TUNED, paper_results
 from model.tasks import TASKS, get_task, task_name
 from model.tasks.base import PAPER_GRID, DataError, Encoded, Grid, SplitData, TaskProcessor
@@ -214,13 +222,16 @@ def train(
             epoch_loss += loss.detach()
             step += 1
             if step % settings.log_every == 0 or step == total_steps:
+                elapsed = time.perf_counter() - started
                 logger.info(
-                    "epoch %d step %d/%d loss %.4f lr %.2e",
+                    "epoch %d step %d/%d loss %.4f lr %.2e | %.1f steps/s | eta %s",
                     epoch + 1,
                     step,
                     total_steps,
                     loss.item(),
                     schedule.get_last_lr()[0],
+                    step / elapsed,
+                    format_duration(elapsed / step * (total_steps - step)),
                 )
     if placement.device.type == "cuda":
         torch.cuda.synchronize()
@@ -491,6 +502,8 @@ def run_finetune(job: FineTuneJob) -> dict[str, Any]:
 
     runs: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None  # the winning configuration so far
+    total_runs = len(list(grid.configurations())) * len(job.seeds)
+    grid_started = time.perf_counter()
     for learning_rate, batch_size, epochs in grid.configurations():
         config_runs = []
         best_seed = None  # (score, state_dict, predictions, scores) of this configuration
@@ -498,7 +511,17 @@ def run_finetune(job: FineTuneJob) -> dict[str, Any]:
             run = RunConfig(
                 learning_rate=learning_rate, batch_size=batch_size, epochs=epochs, seed=seed
             )
-            logger.info("%s: training %s", task.name, run)
+            done = len(runs)
+            elapsed = time.perf_counter() - grid_started
+            eta = format_duration(elapsed / done * (total_runs - done)) if done else "?"
+            logger.info(
+                "%s: run %d of %d (grid x seeds): %s | eta %s",
+                task.name,
+                done + 1,
+                total_runs,
+                run,
+                eta,
+            )
             torch.manual_seed(seed)  # a random init's encoder, the head, dropout
             model = build_task_model(task.head, start.encoder(), num_labels)
             model.to(placement.device)
@@ -537,11 +560,12 @@ def run_finetune(job: FineTuneJob) -> dict[str, Any]:
     model.to(placement.device)
     output = job.output_dir
     output.mkdir(parents=True, exist_ok=True)
+    clear_results(output)
     save_task_model(
         model,
         output / "model",
         info=task.finetune_info() | {"max_seq_length": max_seq_length, "init": start.init},
-        write_tokenizer=tokenizer.save,
+        write_tokenizer=lambda directory: tokenizer.save(directory, max_length=max_seq_length),
     )
     prediction_files, test_scores = _write_predictions(
         task, splits, dev_predictions, model, job.settings, placement, output
@@ -627,6 +651,7 @@ def evaluate_saved(
     model.to(placement.device)
     scores, predictions = evaluate_splits(task, model, splits.dev, settings, placement)
     output_dir.mkdir(parents=True, exist_ok=True)
+    clear_results(output_dir)
     files, test_scores = _write_predictions(
         task, splits, predictions, model, settings, placement, output_dir
     )
@@ -654,11 +679,22 @@ def evaluate_saved(
     return results
 
 
+def clear_results(output_dir: Path) -> None:
+    """Remove an earlier run's scores and predictions before anything new is written, scores
+    first: a run killed after writing its model must not look finished with the scores of
+    another model. scores.json and results.md are written last, so only a complete run has them."""
+    for name in (SCORES_NAME, RESULTS_NAME):
+        (output_dir / name).unlink(missing_ok=True)
+    for name in ("dev_predictions", "test_predictions"):
+        shutil.rmtree(output_dir / name, ignore_errors=True)
+
+
 def _write_atomic(path: Path, text: str) -> None:
     with tempfile.NamedTemporaryFile(
         "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
     ) as f:
         f.write(text)
+    apply_umask(f.name)  # NamedTemporaryFile makes it 0600
     os.replace(f.name, path)
 
 
@@ -740,7 +776,11 @@ def summarize(output_dirs: Sequence[Path]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m model.finetune", description=__doc__.splitlines()[0]
+        prog="python -m model.finetune",
+        description=__doc__.splitlines()[0],
+        epilog="example: python -m model.finetune --task mrpc --data glue_data/MRPC "
+        "--checkpoint runs/bert-base/model --output runs/bert-base/finetuned/mrpc --seeds 0,1,2 "
+        "(docs/finetune.md has more)",
     )
     parser.add_argument("--task", help=f"one of {', '.join(TASKS)}")
     parser.add_argument("--data", type=Path, help="directory of the task's files")
@@ -749,7 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--grid", help='"paper", "default" (the task\'s), or "lr=... batch=... epochs=..."'
     )
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default: %(default)s)")
     parser.add_argument(
         "--init",
         choices=INITS,
@@ -763,15 +803,34 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="task option, e.g. doc_stride=128 or text_a=premise (repeat)",
+        help="task option, e.g. doc_stride=128 or text_a=premise (repeat; default: none)",
     )
     parser.add_argument("--select-metric", help='metric to maximise, e.g. "dev/accuracy"')
-    parser.add_argument("--eval-batch-size", type=int, default=TrainSettings.eval_batch_size)
-    parser.add_argument("--warmup-proportion", type=float, default=TrainSettings.warmup_proportion)
-    parser.add_argument("--weight-decay", type=float, default=TrainSettings.weight_decay)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
-        "--precision", default="auto", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp32"
+        "--eval-batch-size",
+        type=int,
+        default=TrainSettings.eval_batch_size,
+        help="examples per evaluation forward (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--warmup-proportion",
+        type=float,
+        default=TrainSettings.warmup_proportion,
+        help="share of the steps of linear warm-up (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=TrainSettings.weight_decay,
+        help="AdamW weight decay, never on biases and LayerNorm (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="auto (bf16 on GPU, fp32 on CPU), bf16, fp32 (default: %(default)s)",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument(
@@ -779,7 +838,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="torch CPU threads (0: torch's default, one per core); give each of N runs side "
-        "by side 1/N of the cores",
+        "by side 1/N of the cores (default: %(default)s)",
     )
     parser.add_argument("--no-test", action="store_true", help="do not predict the test files")
     parser.add_argument(
@@ -803,7 +862,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     """Command line entry point."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(command_line(argv, "BERT_FINETUNE_ARGS"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.summarize:
         print(summarize(args.summarize), end="")
@@ -836,42 +895,52 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         torch.set_num_threads(args.threads)
     placement = resolve_placement(args.device, args.precision, args.compile)
     try:
-        if args.eval_only:
-            info = read_task_info(args.checkpoint)
-            name = task_name(args.task) if args.task else info["task"]
-            task = get_task(name, info.get("options", {}) | options)
-            results = evaluate_saved(
-                args.checkpoint,
-                args.data,
-                args.output,
-                task=task,
-                settings=settings,
-                placement=placement,
-                max_seq_length=args.max_seq_length,
-                predict_test=not args.no_test,
-            )
-        else:
-            task = get_task(args.task, options)
-            job = FineTuneJob(
-                task=task,
-                data_dir=args.data,
-                checkpoint=args.checkpoint,
-                output_dir=args.output,
-                grid=parse_grid(args.grid, task.default_grid),
-                seeds=parse_seeds(args.seeds),
-                max_seq_length=args.max_seq_length,
-                settings=settings,
-                placement=placement,
-                predict_test=not args.no_test,
-                max_train_examples=args.max_train_examples,
-                select_metric=args.select_metric,
-                init=args.init,
-            )
-            results = run_finetune(job)
+        with output_lock(str(args.output)):  # one run per --output; refused before any work
+            results = _run_command(args, options, settings, placement)
     except (DataError, TokenizerError, ValueError, FileNotFoundError) as error:
         parser.exit(2, f"error: {error}\n")
     print(results_table([results]), end="")
     return results
+
+
+def _run_command(
+    args: argparse.Namespace,
+    options: dict[str, str],
+    settings: TrainSettings,
+    placement: Placement,
+) -> dict[str, Any]:
+    """The fine-tuning job, or with --eval-only the evaluation, of the command line."""
+    if args.eval_only:
+        info = read_task_info(args.checkpoint)
+        name = task_name(args.task) if args.task else info["task"]
+        task = get_task(name, info.get("options", {}) | options)
+        return evaluate_saved(
+            args.checkpoint,
+            args.data,
+            args.output,
+            task=task,
+            settings=settings,
+            placement=placement,
+            max_seq_length=args.max_seq_length,
+            predict_test=not args.no_test,
+        )
+    task = get_task(args.task, options)
+    job = FineTuneJob(
+        task=task,
+        data_dir=args.data,
+        checkpoint=args.checkpoint,
+        output_dir=args.output,
+        grid=parse_grid(args.grid, task.default_grid),
+        seeds=parse_seeds(args.seeds),
+        max_seq_length=args.max_seq_length,
+        settings=settings,
+        placement=placement,
+        predict_test=not args.no_test,
+        max_train_examples=args.max_train_examples,
+        select_metric=args.select_metric,
+        init=args.init,
+    )
+    return run_finetune(job)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from model.bert import BertForPreTraining, BertModel
 from model.config import BertConfig
+from model.file_modes import apply_umask
 
 logger = logging.getLogger(__name__)
 
@@ -367,13 +368,13 @@ def save_hf_checkpoint(
         for name, data in extra.items():
             (staging / name).write_bytes(data)
         (staging / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
+        apply_umask(staging)  # mkdtemp and safetensors make 0700 and 0600
         if directory.is_dir() and any(directory.iterdir()):
             # Replace file by file, config last: it names the weights that are already in place.
             for name in (*extra, SAFETENSORS_NAME, CONFIG_NAME):
                 os.replace(staging / name, directory / name)
             staging.rmdir()
         else:
-            os.chmod(staging, 0o755)
             os.replace(staging, directory)  # rename(2) also replaces an empty directory
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

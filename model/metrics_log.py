@@ -71,10 +71,15 @@ class MetricsLog:
         total_steps: int,
         tensorboard: bool,
         progress: bool,
+        step_tokens: list[tuple[int, int, int]] | None = None,
     ) -> None:
         self.enabled = enabled
         self.total_steps = total_steps
         self.start_step = start_step
+        # (first step, end step, tokens per step) of each phase: the ETA counts the work left
+        # in tokens, so that phase 2 at 512 (about 4x the tokens of a phase-1 step) is not
+        # predicted at phase 1's speed. None: every step costs the same.
+        self.step_tokens = step_tokens or [(0, total_steps, 1)]
         self.started = time.perf_counter()
         self.bar = None
         self.writer = None
@@ -88,7 +93,11 @@ class MetricsLog:
         self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         if tensorboard:
             self.writer = _summary_writer(output / TENSORBOARD_DIR, purge_step=start_step + 1)
-        if progress and sys.stderr.isatty():  # else one plain line per log interval
+        if not (progress and sys.stderr.isatty()):  # one plain line per log interval
+            print(
+                f"step {start_step}/{total_steps}: started; a line every log interval", flush=True
+            )
+        if progress and sys.stderr.isatty():
             self.bar = tqdm(
                 total=total_steps,
                 initial=start_step,
@@ -120,20 +129,32 @@ class MetricsLog:
         if record["event"] == "train":
             parts.append(f"{record['tokens_per_s']:,.0f} tok/s")
             parts.append(f"lr {record['lr']:.2e}")
+        eta = self.eta(record["step"])
         if self.bar is not None:
             if record["event"] == "train":
-                self.bar.set_postfix_str(" | ".join(parts[1:]), refresh=False)
+                self.bar.set_postfix_str(" | ".join(parts[1:]) + f" | eta {eta}", refresh=False)
             else:
                 self.bar.write(f"step {record['step']}: " + " | ".join(parts))
             return
-        done = record["step"] - self.start_step
-        elapsed = time.perf_counter() - self.started
-        remaining = self.total_steps - record["step"]
-        eta = format_duration(elapsed / done * remaining) if done > 0 else "?"
         print(
             f"step {record['step']}/{self.total_steps} | " + " | ".join(parts) + f" | eta {eta}",
             flush=True,
         )
+
+    def tokens_between(self, start: int, end: int) -> int:
+        """Tokens of the steps in [start, end), phase by phase."""
+        return sum(
+            max(0, min(end, last) - max(start, first)) * tokens
+            for first, last, tokens in self.step_tokens
+        )
+
+    def eta(self, step: int) -> str:
+        """Time left, at the rate of tokens measured since this invocation started."""
+        done = self.tokens_between(self.start_step, step)
+        if done <= 0:
+            return "?"
+        elapsed = time.perf_counter() - self.started
+        return format_duration(elapsed / done * self.tokens_between(step, self.total_steps))
 
     def advance(self, steps: int = 1) -> None:
         """Move the progress bar."""

@@ -21,12 +21,14 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import fsspec
 import numpy as np
+import psutil
 import torch
 
 from model.bert import BertForPreTraining, PreTrainingLoss, Unpadding
@@ -39,12 +41,20 @@ from model.checkpointing import (
     remove_leftovers,
     save_checkpoint,
 )
+from model.command_line import command_line
 from model.config import PRESETS, BertConfig
 from model.health import HealthMonitor, HealthReport
 from model.hf_checkpoint import load_hf_weights, save_hf_checkpoint
+from model.memory_estimate import (
+    MemoryEstimate,
+    estimate_phase,
+    gib,
+    largest_fitting_micro_batch,
+)
 from model.metrics_log import MetricsLog
 from model.objectives import Objective, batch_generator
 from model.optim import WarmupLinearDecay, build_optimizer, clip_gradients
+from model.output_lock import OutputError, output_lock
 from model.parallelize import (
     Distributed,
     all_gather_objects,
@@ -60,6 +70,7 @@ from model.parallelize import (
 from model.pretraining_batch import PretrainingDataError, PretrainingShards
 from model.shard_loader import (
     StreamSpec,
+    check_shards,
     find_vocab_hash,
     loader_state,
     order_changes,
@@ -179,6 +190,9 @@ def open_phase_data(config: PretrainConfig, phase: Phase) -> PhaseData:
             list(train.manifest.shards), config.data.validation_shards
         )
         validation = train if validation_shards else None
+    check_shards(train, train_shards)  # a missing or edited shard stops the run before step 1
+    if validation is not None:
+        check_shards(validation, validation_shards)
     return PhaseData(
         train=train,
         train_shards=train_shards,
@@ -189,6 +203,7 @@ def open_phase_data(config: PretrainConfig, phase: Phase) -> PhaseData:
 
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json")
+FINAL_MODEL_DIR = "model"  # <output>/model: the last finished phase's export
 
 
 def tokenizer_files(vocab_dir: str) -> dict[str, bytes]:
@@ -207,6 +222,138 @@ def tokenizer_files(vocab_dir: str) -> dict[str, bytes]:
             f"{vocab_dir}: no vocab.txt; --vocab must name a vocab stage output"
         )
     return files
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes this rank can still allocate: free device memory, or this machine's available
+    memory shared by the ranks on it."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return psutil.virtual_memory().available // max(1, ranks_here)
+
+
+def check_memory(
+    config: PretrainConfig,
+    phases: list[Phase],
+    datas: dict[int, PhaseData],
+    model_config: BertConfig,
+    device: torch.device,
+    precision: str,
+) -> list[dict[str, Any]]:
+    """Refuse a phase whose estimated memory exceeds what is available, naming the
+    micro-batch size that fits; warn when it is close. Runs before the first step; returns
+    the estimates, as metrics records."""
+    available = available_memory(device)
+    rss = psutil.Process().memory_info().rss
+    records = []
+    for phase in phases:
+
+        def estimate(micro: int, phase: Phase = phase) -> MemoryEstimate:
+            return estimate_phase(
+                model_config,
+                micro_batch_size=micro,
+                seq_length=phase.seq_length,
+                max_predictions=datas[phase.index].train.max_predictions_per_seq,
+                optimizer=config.optim.name,
+                half_precision=precision == "bf16",
+            )
+
+        needed = estimate(phase.micro_batch_size)
+        log.info(
+            "memory: phase %d adds about %s (gradients and optimizer %s, activations %s at "
+            "micro-batch %d x %d tokens); %s available",
+            phase.index,
+            gib(needed.total),
+            gib(needed.states),
+            gib(needed.activations),
+            phase.micro_batch_size,
+            phase.seq_length,
+            gib(available),
+        )
+        records.append(
+            {
+                "event": "memory",
+                "phase": phase.index,
+                "micro_batch_size": phase.micro_batch_size,
+                "estimate_bytes": needed.total,
+                "rss_bytes": rss,
+                "available_bytes": available,
+            }
+        )
+        if needed.total <= available:
+            if needed.total > 0.8 * available:
+                log.warning("memory: phase %d is close to the memory available", phase.index)
+            continue
+        if not config.runtime.memory_check:
+            log.warning("memory: phase %d may not fit; runtime.memory_check=false", phase.index)
+            continue
+        fits = largest_fitting_micro_batch(
+            estimate, phase.micro_batch_size, phase.global_batch_size, available
+        )
+        advice = (
+            f"--set phase{phase.index}.micro_batch_size={fits} (gradient accumulation: the same "
+            "maths, more steps)"
+            if fits
+            else "a smaller --preset or shorter sequences"
+        )
+        raise PretrainError(
+            f"phase {phase.index} needs about {gib(needed.total)} more memory than the model "
+            f"itself (gradients and optimizer {gib(needed.states)}, activations "
+            f"{gib(needed.activations)} at micro-batch {phase.micro_batch_size} x "
+            f"{phase.seq_length} tokens), but {gib(available)} is available on {device}; use "
+            f"{advice}, or --set runtime.memory_check=false to try anyway"
+        )
+    return records
+
+
+def loader_workers(configured: int, ranks_here: int) -> int:
+    """data.num_workers, with -1 resolved from the machine: half its cores per rank, at most 4.
+    More workers than cores make torch warn and slow the CPU training they feed."""
+    if configured >= 0:
+        return configured
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, (cores or 1) // (2 * max(1, ranks_here))))
+
+
+def export_tokenizer_files(files: dict[str, bytes], seq_length: int) -> dict[str, bytes]:
+    """The tokenizer files of one phase's export: tokenizer_config.json says the length the
+    model was trained at (transformers truncates there with plain truncation=True) and a BERT
+    tokenizer class (AutoTokenizer then reads do_lower_case; a generic class ignores it)."""
+    if "tokenizer_config.json" not in files:
+        return files
+    body = json.loads(files["tokenizer_config.json"])
+    body |= {"tokenizer_class": "BertTokenizer", "model_max_length": seq_length}
+    return files | {"tokenizer_config.json": (json.dumps(body, indent=2) + "\n").encode()}
+
+
+def data_vocabulary(data: PhaseData) -> str:
+    """The vocab stage output that the data was built from, as its manifest names it ('' when
+    it names none, as synthetic data). The export needs its tokenizer: without it
+    transformers' AutoTokenizer silently falls back to a vocabulary that maps words to [UNK]."""
+    if data.vocab_hash is not None:
+        return next(
+            r.path for r in data.train.manifest.inputs if r.manifest_hash == data.vocab_hash
+        )
+    named = [r.path for r in data.train.manifest.inputs if r.manifest_hash]
+    if not named:
+        return ""
+    raise PretrainingDataError(
+        f"{data.train.directory}: its manifest names its inputs {named}, but none of them is "
+        "a readable vocabulary with the same manifest (moved, or relative to another directory); "
+        "pass --vocab with the vocab stage's output"
+    )
+
+
+def publish_final(output: Path, export: Path) -> Path:
+    """<output>/model: a stable name for the last finished phase's export (a relative link,
+    replaced atomically), so that fine-tuning commands need not know how many phases ran."""
+    link = output / FINAL_MODEL_DIR
+    tmp = output / f".{FINAL_MODEL_DIR}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(export.name, tmp, target_is_directory=True)
+    os.replace(tmp, link)
+    return link
 
 
 def check_same_vocabulary(datas: list[PhaseData]) -> None:
@@ -510,11 +657,15 @@ def restore(
 def train(config: PretrainConfig) -> dict[str, Any]:
     """Run or resume pretraining as configured; returns the last step and metrics."""
     config.validate()
-    dist = init_distributed(config.runtime.device)
-    try:
-        return _train(config, dist)
-    finally:
-        close_distributed()
+    # One run per --output: a second one would resume from the live run's checkpoints and
+    # race it to write them. Rank 0 holds the lock for all ranks (they share the output).
+    lock = output_lock(config.output) if os.environ.get("RANK", "0") == "0" else nullcontext()
+    with lock:
+        dist = init_distributed(config.runtime.device)
+        try:
+            return _train(config, dist)
+        finally:
+            close_distributed()
 
 
 def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
@@ -533,6 +684,10 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
         set_storage_options(url, config.data.storage_options)
     phases = plan_phases(config, dist.world_size)
     datas = {phase.index: open_phase_data(config, phase) for phase in phases}
+    if not config.data.vocab:
+        config.data.vocab = data_vocabulary(datas[phases[0].index])
+        if config.data.vocab and dist.is_main:
+            log.info("vocabulary: %s (named by the data's manifest)", config.data.vocab)
     export_files = tokenizer_files(config.data.vocab)  # read once, written with each export
     if config.objective.mask_mix and "vocab.txt" not in export_files:
         raise PretrainError("objective.mask_mix draws random tokens: give the vocabulary (--vocab)")
@@ -549,6 +704,7 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
         )
     torch.manual_seed(seed)  # the same initial weights on every rank
     model = BertForPreTraining(model_config).to(device)
+    memory = check_memory(config, phases, datas, model_config, device, precision)
     optimizer = build_optimizer(model, config.optim, device)
     total_steps = config.schedule.total_steps
     warmup_steps = round(total_steps * config.optim.warmup_fraction)
@@ -571,6 +727,9 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
         total_steps=phases[-1].end_step,
         tensorboard=config.log.tensorboard,
         progress=config.log.progress,
+        step_tokens=[
+            (p.first_step, p.end_step, p.global_batch_size * p.seq_length) for p in phases
+        ],
     )
     metrics.write(
         {
@@ -584,6 +743,8 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
             "config": config.to_dict(),
         }
     )
+    for record in memory:  # what check_memory estimated, for bench/memory_estimate.py
+        metrics.write(record | {"step": step})
     last_train: dict[str, Any] = {}
     last_eval: dict[str, Any] = {}
     try:
@@ -616,7 +777,9 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
                 train_loader(
                     spec,
                     start_step=step - phase.first_step,
-                    num_workers=config.data.num_workers,
+                    num_workers=loader_workers(
+                        config.data.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+                    ),
                     prefetch_factor=config.data.prefetch_factor,
                     pin_memory=config.data.pin_memory and device.type == "cuda",
                 )
@@ -716,8 +879,13 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
                     checked = last_train if objective.nsp else _without_nsp(last_train)
                     report_health(health.check(model, step, checked), metrics, config, phase)
                 if phase_end and dist.is_main:  # the model of each phase, for fine-tuning
-                    export = save_hf_checkpoint(model, output / f"phase{phase.index}", export_files)
+                    export = save_hf_checkpoint(
+                        model,
+                        output / f"phase{phase.index}",
+                        export_tokenizer_files(export_files, phase.seq_length),
+                    )
                     metrics.write({"event": "export", "step": step, "path": str(export)})
+                    publish_final(output, export)
                 if do_checkpoint:
                     rng = all_gather_objects(_rng_state(device), dist)
                     if dist.is_main:
@@ -768,14 +936,49 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
             "Resumes from the newest checkpoint in --output. Under torchrun, one process per "
             "GPU (NCCL) or per CPU worker (gloo)."
         ),
+        epilog=(
+            "examples:\n"
+            "  python -m model.pretrain --preset bert_mini --data runs/sample/pretraining "
+            "--output runs/mini --steps 2000 --set optim.lr=5e-4\n"
+            "  torchrun --standalone --nproc_per_node 8 -m model.pretrain --preset bert_base "
+            "--data gs://BUCKET/pretraining --output runs/bert-base\n"
+            "--print-config shows every field and its value; docs/pretrain.md explains them."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--preset", default="bert_base", choices=sorted(PRESETS))
+    parser.add_argument(
+        "--preset",
+        default="bert_base",
+        choices=sorted(PRESETS),
+        help="model size (default: %(default)s)",
+    )
     parser.add_argument("--data", required=True, help="pretraining output dir (seq128/, seq512/)")
     parser.add_argument("--output", required=True, help="run directory (local)")
-    parser.add_argument("--vocab", default="", help="check the data was built from this vocab dir")
-    parser.add_argument("--phase", default="all", choices=("all", "1", "2"))
-    parser.add_argument("--init-from", default="", help="HF-format weights to start from")
-    parser.add_argument("--steps", default=None, help="schedule.total_steps, e.g. 1e6")
+    parser.add_argument(
+        "--vocab",
+        default="",
+        help="the vocab stage output the data was built from; its tokenizer goes with each "
+        "export (default: the one the data's manifest names)",
+    )
+    parser.add_argument(
+        "--phase",
+        default="all",
+        choices=("all", "1", "2"),
+        help="1: stop after phase 1; 2: phase 2 only (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--init-from", default="", help="HF-format weights to start from (default: fresh weights)"
+    )
+    parser.add_argument(
+        "--steps", default=None, help="schedule.total_steps, e.g. 1e6 (default: 1,000,000)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="runtime.threads: torch CPU threads (0: torch's default, one per core); give each "
+        "of N runs side by side cores/N",
+    )
     parser.add_argument(
         "--stop-on-collapse",
         action="store_true",
@@ -794,7 +997,7 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config as JSON and exit"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_args(command_line(argv, "BERT_PRETRAIN_ARGS"))
     config = PretrainConfig(preset=args.preset, output=args.output, phase=args.phase)
     config.data.dir = args.data
     config.data.vocab = args.vocab
@@ -802,6 +1005,8 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     steps = [] if args.steps is None else [f"schedule.total_steps={args.steps}"]
     if args.stop_on_collapse:
         steps.append("health.stop_on_collapse=true")
+    if args.threads is not None:
+        steps.append(f"runtime.threads={args.threads}")
     try:
         apply_overrides(config, steps + args.overrides)
         config.validate()
@@ -827,7 +1032,12 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     try:
         summary = train(config)
-    except (PretrainError, PretrainingDataError, ManifestError, CheckpointError) as err:
+    except (PretrainingDataError, ManifestError, OutputError) as err:
+        # Bad data (named shard or manifest) or an output that is busy or cannot be written:
+        # running again will not help (exit 2, not retried by the flows).
+        print(f"error: {_short(err)}", file=sys.stderr)
+        return 2
+    except (PretrainError, CheckpointError) as err:
         print(f"error: {_short(err)}", file=sys.stderr)
         return 1
     train_metrics = summary["train"]

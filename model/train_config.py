@@ -45,7 +45,10 @@ class DataConfig:
     # -1: 1% of them, at least one when there are two or more.
     validation_shards: int = -1
     shuffle_buffer: int = 10_000  # rows shuffled together, seeded by (seed, epoch, stream, block)
-    num_workers: int = 4  # background loader processes per rank; 0 loads in the training process
+    # Background loader processes per rank; 0 loads in the training process; -1: from the
+    # machine (min(4, cores / 2 per rank): on a 2-core CPU one, so that the loader does not
+    # take the cores that the model computes on).
+    num_workers: int = -1
     prefetch_factor: int = 4  # batches each worker prepares ahead
     pin_memory: bool = True  # page-locked batches for asynchronous copies (CUDA only)
     cache_dir: str = ""  # local copies of gs:// shards; "": <output>/shard_cache
@@ -120,6 +123,9 @@ class RuntimeConfig:
     unpad: bool = True  # run every layer but attention on real tokens only
     seed: int = 12345  # model init, data order and dropout all derive from it
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    # Estimate the memory each phase needs before training and refuse a run that cannot fit
+    # (model/memory_estimate.py); false tries anyway.
+    memory_check: bool = True
 
 
 @dataclass(kw_only=True)
@@ -193,7 +199,11 @@ class PretrainConfig:
         _positive(self, "checkpoint.keep_last", "log.every", "data.shuffle_buffer")
         _at_least_zero(self, "phase1.micro_batch_size", "phase2.micro_batch_size")
         _at_least_zero(self, "checkpoint.every", "eval.every", "eval.examples")
-        _at_least_zero(self, "eval.micro_batch_size", "data.num_workers", "runtime.threads")
+        _at_least_zero(self, "eval.micro_batch_size", "runtime.threads")
+        if not isinstance(self.data.num_workers, int) or self.data.num_workers < -1:
+            raise ValueError(
+                f"data.num_workers must be -1 (from the machine) or >= 0, got {self.data.num_workers!r}"
+            )
         _positive(self, "data.prefetch_factor")
         if not 0.0 < self.schedule.phase1_fraction <= 1.0:
             raise ValueError(

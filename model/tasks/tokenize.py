@@ -96,8 +96,9 @@ class CheckpointTokenizer:
             token_type_ids += [1] * (len(b) + 1)
         return input_ids, token_type_ids, truncated
 
-    def save(self, directory: Path) -> None:
-        """Write vocab.txt and a tokenizer_config.json that transformers also reads."""
+    def save(self, directory: Path, max_length: int = 512) -> None:
+        """Write vocab.txt and a tokenizer_config.json that transformers also reads; its
+        model_max_length is the length fine-tuned at, where truncation=True then cuts."""
         (directory / VOCAB_NAME).write_text("".join(t + "\n" for t in self.vocab), encoding="utf-8")
         config = {
             "tokenizer_class": "BertTokenizer",
@@ -109,7 +110,7 @@ class CheckpointTokenizer:
             "pad_token": PAD,
             "cls_token": CLS,
             "mask_token": MASK,
-            "model_max_length": 512,
+            "model_max_length": max_length,
         }
         (directory / TOKENIZER_CONFIG_NAME).write_text(
             json.dumps(config, indent=2) + "\n", encoding="utf-8"

@@ -4,6 +4,7 @@ its phases apart or together, and stops on bad input with a clear message and no
 import dataclasses
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from model.pretrain import (
     NonFiniteLossError,
     NotLearningError,
     PretrainError,
+    loader_workers,
     main,
     parse_args,
     plan_phases,
@@ -135,6 +137,18 @@ def weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
 
 
 # -- configuration, optimiser, loss ---------------------------------------------------------
+
+
+def test_threads_and_loader_workers_default_from_the_machine(monkeypatch):
+    config = parse_args(["--data=d", "--output=o", "--threads", "3"])
+    assert config.runtime.threads == 3 and config.data.num_workers == -1
+    # -1: half the cores per rank, at least one, at most four (4 on 2 cores made torch warn).
+    for cores, ranks, expected in ((2, 1, 1), (1, 1, 1), (16, 1, 4), (16, 2, 4), (16, 8, 1)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)))
+        assert loader_workers(-1, ranks) == expected
+    assert loader_workers(0, 1) == 0 and loader_workers(6, 1) == 6
+    with pytest.raises(SystemExit):
+        parse_args(["--data=d", "--output=o", "--set=data.num_workers=-2"])
 
 
 def test_overrides_reach_any_field_and_name_bad_ones(capsys):
@@ -280,8 +294,7 @@ def trained_run(sample_data, tmp_path_factory) -> Path:
         "--set=checkpoint.every=50",
         "--set=eval.every=100",
         "--set=data.num_workers=2",
-        f"--vocab={sample_data.vocab}",
-    )
+    )  # no --vocab: the data's manifest names it
     train(config)
     return output
 
@@ -374,6 +387,38 @@ def test_exports_carry_the_tokenizer_that_transformers_loads(sample_data, traine
         ).read_bytes()
         theirs = AutoTokenizer.from_pretrained(str(trained_run / phase))
         assert theirs(text)["input_ids"] == ours.encode(text).ids
+        # Transformers' defaults agree with how the model was trained: a BERT tokenizer that
+        # lower-cases, and plain truncation=True cuts at the phase's sequence length.
+        assert "Bert" in type(theirs).__name__ and theirs.do_lower_case is True
+        length = {"phase1": 64, "phase2": 128}[phase]
+        assert theirs.model_max_length == length
+        long_text = " ".join(["The history of the county is long."] * 40)
+        ids = ours.encode(long_text).ids
+        assert theirs(long_text, truncation=True)["input_ids"] == ids[: length - 1] + ids[-1:]
+    # One stable name for the final model, whatever phases ran.
+    assert (trained_run / "model").resolve() == (trained_run / "phase2").resolve()
+    assert AutoTokenizer.from_pretrained(str(trained_run / "model")).model_max_length == 128
+
+
+def test_a_vocabulary_the_manifest_names_but_cannot_be_read_is_refused(
+    sample_data, tmp_path, capsys
+):
+    data = tmp_path / "pretraining"
+    shutil.copytree(sample_data.pretraining, data)
+    for seq in ("seq64", "seq128"):
+        path = data / seq / MANIFEST_NAME
+        manifest = Manifest.from_json(path.read_bytes(), source=str(path))
+        inputs = [
+            dataclasses.replace(r, path=str(tmp_path / "moved-vocab"))
+            if r.path == str(sample_data.vocab)
+            else r
+            for r in manifest.inputs
+        ]
+        path.write_text(dataclasses.replace(manifest, inputs=inputs).to_json())
+    assert main(tiny_args(data, tmp_path / "run", 4)) != 0
+    message = capsys.readouterr().err
+    assert "moved-vocab" in message and "--vocab" in message
+    assert not (tmp_path / "run" / "phase1").exists()
 
 
 @pytest.mark.timeout(600)
@@ -498,7 +543,7 @@ def test_data_of_another_schema_version_is_refused(sample_data, tmp_path, capsys
     edit_manifest(data / "seq128", schema_version=2)
     status = main(tiny_args(data, tmp_path / "run", 20))
     message = capsys.readouterr().err
-    assert status == 1
+    assert status == 2  # bad input: the flows do not retry it
     assert (
         f"{data}/seq128/manifest.json: 'pretraining' schema version 2, this code reads version 1"
         in message
@@ -516,7 +561,7 @@ def test_data_of_another_vocabulary_is_refused(sample_data, trained_run, tmp_pat
     status = main(
         tiny_args(sample_data.pretraining, tmp_path / "fresh", 20, f"--vocab={other_vocab}")
     )
-    assert status == 1
+    assert status == 2
     assert "built from another vocabulary" in capsys.readouterr().err
 
     # Data built from another vocabulary than the checkpoint's model was trained with.
@@ -563,7 +608,7 @@ def test_corrupt_shard_is_named_and_checkpoints_kept(sample_data, tmp_path, caps
     before = snapshot(output / "checkpoints")
     capsys.readouterr()
 
-    assert main(tiny_args(data, output, 100, *args)) == 1
+    assert main(tiny_args(data, output, 100, *args)) == 2
     message = capsys.readouterr().err
     assert message.startswith(f"error: {path}: checksum differs from the manifest")
     assert snapshot(output / "checkpoints") == before
@@ -624,3 +669,37 @@ def test_batch_too_large_for_memory_names_the_knob(sample_data, tmp_path):
     ) in result.stderr
     assert "global batch at 4096 sequences" in result.stderr
     assert latest_checkpoint(output / "checkpoints") is None
+
+
+def test_a_run_that_cannot_fit_in_memory_is_refused_before_its_first_step(
+    sample_data, tmp_path, capsys
+):
+    """A batch far beyond this machine's memory: refused at once, with the micro-batch size
+    that would fit, instead of being killed by the kernel minutes in."""
+    output = tmp_path / "huge"
+    args = tiny_args(sample_data.pretraining, output, 10, "--set=phase1.global_batch_size=262144")
+    assert main(args) != 0
+    message = capsys.readouterr().err
+    assert "phase 1 needs about" in message and "GiB" in message
+    advised = int(re.search(r"--set phase1.micro_batch_size=(\d+)", message).group(1))
+    assert 262144 % advised == 0 and advised < 262144
+    assert not (output / "checkpoints").exists() or not any((output / "checkpoints").iterdir())
+
+
+def test_the_memory_estimate_grows_with_the_batch_and_picks_a_divisor_that_fits():
+    from model.config import PRESETS
+    from model.memory_estimate import estimate_phase, largest_fitting_micro_batch
+
+    config = PRESETS["bert_base"](vocab_size=30522)
+
+    def at(micro: int):
+        return estimate_phase(config, micro_batch_size=micro, seq_length=128, max_predictions=20)
+
+    # BERT-base with its pretraining heads: 110.1M parameters, 12 bytes each of gradient and
+    # AdamW moments on top of the weights.
+    assert at(8).states == at(256).states == 110_106_428 * 12
+    assert at(8).activations * 32 == at(256).activations
+    assert 30 * 2**30 < at(256).total < 45 * 2**30  # the README's bert_base batch on one CPU
+    fits = largest_fitting_micro_batch(at, 256, 256, 8 * 2**30)
+    assert fits is not None and 256 % fits == 0 and at(fits).total <= 8 * 2**30 < at(2 * fits).total
+    assert largest_fitting_micro_batch(at, 256, 256, 2**20) is None
