@@ -23,7 +23,8 @@ from flows import storage
 from flows.charts import line_chart_svg, svg_markdown_image
 from flows.checkpoints import Checkpoint, find_checkpoints
 from flows.finetune_bert import finetune_checkpoint, resolve_finetune_params
-from flows.params import FinetuneParams, PresetName
+from flows.params import FinetuneParams, PresetName, with_deployment_sections
+from flows.report import shown
 from flows.runner import kill_stage_processes
 from flows.stages import InputRef
 
@@ -108,7 +109,7 @@ def score_series(history: pa.Table) -> dict[str, list[tuple[float, float]]]:
     return {k: sorted(v) for k, v in sorted(series.items())}
 
 
-@task(name="publish-scores")
+@task(name="publish-scores", task_run_name="publish-scores")
 def publish_scores(history: pa.Table, path: str) -> str:
     """Table and plot of scores against pretraining step; writes scores.svg next to the history."""
     series = score_series(history)
@@ -120,7 +121,7 @@ def publish_scores(history: pa.Table, path: str) -> str:
     rows = [
         {
             "checkpoint": r["checkpoint"],
-            "step": r["step"],
+            "step": shown(r["step"]),
             "task": r["task"],
             "metric": r["metric"],
             "score": r["score"],
@@ -154,12 +155,15 @@ def evaluate_bert(
         history: Results history (Parquet); default: evaluation/history.parquet under checkpoints.
         output: Where fine-tuned models go; default: evaluation/ under checkpoints.
         preset: Whose fine-tuning settings to start from: 'sample', 'base' or 'base-dataflow'.
-        finetune: Tasks and grid; fields you set override the preset's.
+        finetune: Tasks and grid; fields you set override the deployment's (a run from a
+            deployment), else the preset's.
         max_checkpoints: Score at most this many new checkpoints per run, oldest step first;
             0 = all.
     """
     logger = get_run_logger()
-    params = resolve_finetune_params(preset, finetune)
+    params = resolve_finetune_params(
+        preset, with_deployment_sections(finetune=finetune)["finetune"]
+    )
     root = storage.absolute(checkpoints)
     output = storage.absolute(output) if output else storage.join(root, "evaluation")
     history_path = storage.absolute(history) if history else storage.join(output, "history.parquet")

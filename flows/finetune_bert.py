@@ -17,7 +17,14 @@ from prefect.artifacts import create_table_artifact
 
 from flows import storage
 from flows.checkpoints import finetune_ready, fingerprint
-from flows.params import PRESETS, FinetuneParams, Init, PresetName, overlay
+from flows.params import (
+    PRESETS,
+    FinetuneParams,
+    Init,
+    PresetName,
+    overlay,
+    with_deployment_sections,
+)
 from flows.report import init_comparison
 from flows.runner import kill_stage_processes, stage_outcome, submit_stage
 from flows.stages import (
@@ -41,7 +48,13 @@ def resolve_finetune_params(preset: str, finetune: FinetuneParams | dict | None)
     return merged
 
 
-@task(name="prepare-checkpoint", retries=2, retry_delay_seconds=5)
+# A run is named for its task alone: Prefect would add a random suffix to tell runs apart.
+@task(
+    name="prepare-checkpoint",
+    task_run_name="prepare-checkpoint",
+    retries=2,
+    retry_delay_seconds=5,
+)
 def prepare_checkpoint(checkpoint: str, vocab: str | None, staging: str) -> str:
     """The checkpoint as fine-tuning loads it: weights plus the vocabulary's vocab.txt."""
     return finetune_ready(checkpoint, vocab, staging)
@@ -115,10 +128,13 @@ def finetune_bert(
             trainer.json that names it.
         preset: Whose fine-tuning settings to start from: 'sample', 'base' or 'base-dataflow'.
         finetune: Tasks, grid and inits (from the pretrained weights, random ones or both);
-            fields you set override the preset's.
+            fields you set override the deployment's (a run from a deployment), else the
+            preset's.
     """
     logger = get_run_logger()
-    params = resolve_finetune_params(preset, finetune)
+    params = resolve_finetune_params(
+        preset, with_deployment_sections(finetune=finetune)["finetune"]
+    )
     checkpoint = storage.absolute(checkpoint)
     if not storage.exists(checkpoint):
         raise FileNotFoundError(f"checkpoint: {checkpoint} does not exist")

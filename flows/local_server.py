@@ -243,11 +243,24 @@ def stop_process_tree(proc: psutil.Process, grace_s: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.local_server", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "env"))
-    parser.add_argument("--port", type=int, default=4200)
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
-    parser.add_argument("--pool", default=DEFAULT_POOL)
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.local_server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "command",
+        choices=("up", "down", "env"),
+        help="up: start what is missing; down: stop it; env: print the PREFECT_* settings",
+    )
+    parser.add_argument("--port", type=int, default=4200, help="server port (default: %(default)s)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="server state, logs, PID files (default: %(default)s)",
+    )
+    parser.add_argument("--pool", default=DEFAULT_POOL, help="work pool (default: %(default)s)")
     args = parser.parse_args(argv)
     local = LocalPrefect(state_dir=args.state_dir.resolve(), port=args.port, pool=args.pool)
     if args.command == "env":

@@ -1,13 +1,15 @@
 """Flow parameters: validated, described pydantic models, and the presets they start from.
 
 A flow takes a preset name and optional sections. A section you give overrides only the fields
-you set in it; every other field comes from the preset. Field constraints (ranges, choices,
-patterns, unknown names) are part of the deployment's parameter schema, so the Prefect server
-rejects a bad value when the run is created and names the field.
+you set in it; every other field comes from the deployment's section of that name (a run from a
+deployment), else from the preset. Field constraints (ranges, choices, patterns, unknown names)
+are part of the deployment's parameter schema, so the Prefect server rejects a bad value when
+the run is created and names the field.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -514,6 +516,56 @@ def overlay(base: BaseModel, given: BaseModel | dict | None) -> BaseModel:
         given = type(base).model_validate(given)
     updates = given.model_dump(include=given.model_fields_set)
     return type(base).model_validate(base.model_dump() | updates)
+
+
+def over_deployment(
+    sections: dict[str, Any], deployment: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's sections, each laid over the deployment's section of the same name; and the
+    fields that came from the deployment's, by dotted name.
+
+    Prefect passes a run's parameters whole: `--param finetune='{"tasks": ["mrpc"]}'` replaces
+    the deployment's whole `finetune`, its data_dir included. Laid over it, the run's section
+    overrides only the fields it sets, as it does over the preset's. A section the run does not
+    give arrives as the deployment's own and comes back unchanged.
+    """
+    out, kept = dict(sections), {}
+    for name, given in sections.items():
+        section = deployment.get(name)
+        if given is None or not isinstance(section, dict):
+            continue
+        if isinstance(given, BaseModel):
+            given = given.model_dump(include=given.model_fields_set)
+        kept |= {f"{name}.{k}": v for k, v in section.items() if k not in given}
+        out[name] = section | given
+    return out, kept
+
+
+def deployment_parameters() -> dict[str, Any]:
+    """The parameters of the deployment this flow run was created from; {} for a direct call."""
+    from prefect import runtime
+    from prefect.client.orchestration import get_client
+
+    deployment_id = runtime.deployment.id
+    if not deployment_id:
+        return {}
+    with get_client(sync_client=True) as client:
+        return client.read_deployment(deployment_id).parameters or {}
+
+
+def with_deployment_sections(**sections: Any) -> dict[str, Any]:
+    """`over_deployment` with this flow run's deployment; the run's log names the fields that
+    came from the deployment's sections."""
+    from prefect import get_run_logger
+
+    deployment = deployment_parameters()
+    merged, kept = over_deployment(sections, deployment)
+    if kept:
+        get_run_logger().info(
+            "from the deployment's sections (the run's sections do not set them): %s",
+            ", ".join(f"{name}={json.dumps(value)}" for name, value in kept.items()),
+        )
+    return merged
 
 
 def resolve_pretrain_params(

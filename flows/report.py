@@ -17,6 +17,26 @@ from model.inits import InitComparison, compare_inits, comparison_table
 PAPER_BASE_DEV = {"mnli": 84.4, "qnli": 88.4, "mrpc": 86.7, "sst2": 92.7, "squad1": 88.5}
 
 
+def shown(value: Any) -> str:
+    """A value as people read it, numbers grouped by thousands (27,082; 1,234.5); report.json
+    and the stages' results keep the numbers themselves."""
+    if value is None:
+        return ""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def figure_rows(result: StageResult) -> list[dict[str, str]]:
+    """A stage's figures (floats to six significant digits) and its time, for the table
+    artifact that people read."""
+    figures = result.summary | {"seconds": round(result.seconds, 1)}
+    return [
+        {"figure": name, "value": shown(float(f"{v:.6g}") if isinstance(v, float) else v)}
+        for name, v in figures.items()
+    ]
+
+
 def stage_rows(results: list[StageResult]) -> list[dict[str, Any]]:
     """One row per stage: name, whether it ran or came from the cache, time, output."""
     return [
@@ -143,7 +163,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     keys = list(dict.fromkeys(k for row in rows for k in row))  # every column, first seen first
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
-        cells = ("" if row.get(k) is None else str(row[k]) for k in keys)
+        cells = (shown(row.get(k)) for k in keys)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -38,12 +38,14 @@ from prefect.results import get_result_store
 
 from flows import storage
 from flows.charts import line_chart_svg, svg_markdown_image
+from flows.report import figure_rows
 from flows.stages import (
     METRICS_NAME,
     StageCall,
     StageResult,
     marker_hashes,
     outputs_intact,
+    phase_markers,
     read_metrics,
     summarize,
 )
@@ -234,22 +236,18 @@ def artifact_key(name: str, suffix: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", f"{name}-{suffix}".lower()).strip("-")
 
 
-def _value(value: Any) -> Any:
-    if isinstance(value, float):
-        return float(f"{value:.6g}")
-    return value
-
-
 def publish_stage_artifacts(call: StageCall, result: StageResult) -> None:
-    """A table of the stage's figures, links to its outputs, and training curves if any."""
-    rows = [{"figure": k, "value": _value(v)} for k, v in result.summary.items()]
-    rows.append({"figure": "seconds", "value": round(result.seconds, 1)})
+    """A table of the stage's figures, links to its outputs in the cloud console (a local
+    path is named in the figures' description: browsers block file:// links from the UI's
+    page), and training curves if any."""
     create_table_artifact(
         key=artifact_key(call.name, "figures"),
-        table=rows,
+        table=figure_rows(result),
         description=f"**{call.name}**: figures of `{result.output}`",
     )
     for label, path in result.links.items():
+        if not storage.is_remote(path):
+            continue
         create_link_artifact(
             key=artifact_key(call.name, label),
             link=storage.browser_url(path),
@@ -333,11 +331,16 @@ def training_curves_markdown(call: StageCall) -> str | None:
         return out
 
     loss, accuracy = curves("loss"), curves("acc")
+    markers = phase_markers(records)
     parts = [f"# {call.name}: training curves", f"From `{path}` ({len(records)} records)."]
     for series, title, label in ((loss, "loss", "loss"), (accuracy, "accuracy", "accuracy")):
         if series:
             svg = line_chart_svg(
-                series, title=f"{call.name}: {title}", x_label="step", y_label=label
+                series,
+                title=f"{call.name}: {title}",
+                x_label="step",
+                y_label=label,
+                markers=markers,
             )
             write_chart(storage.join(call.output, f"{call.name}-{title}.svg"), svg)
             parts.append(svg_markdown_image(svg, f"{call.name} {title}"))

@@ -512,12 +512,22 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated, from {', '.join(TASKS)}; default: every task the documents "
         "allow (the others are skipped with a note)",
     )
-    parser.add_argument("--max-train", type=int, default=2000, help="training examples per task")
-    parser.add_argument("--max-dev", type=int, default=500, help="dev examples per task")
     parser.add_argument(
-        "--article-documents", type=int, default=8, help="article: classes (largest documents)"
+        "--max-train",
+        type=int,
+        default=2000,
+        help="training examples per task (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument(
+        "--max-dev", type=int, default=500, help="dev examples per task (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--article-documents",
+        type=int,
+        default=8,
+        help="article: classes, the largest documents (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=12345, help="(default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         documents = list(read_documents(args.documents))

@@ -189,7 +189,14 @@ def _manifest_figures(body: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         f"{prefix}shards": len(body["shards"]),
         f"{prefix}bytes": sum(s["bytes"] for s in body["shards"]),
     }
-    figures.update({f"{prefix}{k}": v for k, v in body.get("counters", {}).items()})
+    # A counter already named for its folder ("seq128_examples" in seq128/) keeps one name.
+    scope = prefix.replace(".", "_") if prefix else None
+    figures.update(
+        {
+            f"{prefix}{k.removeprefix(scope) if scope else k}": v
+            for k, v in body.get("counters", {}).items()
+        }
+    )
     return figures
 
 
@@ -261,6 +268,16 @@ def summarize_training(call: StageCall) -> dict[str, Any]:
         figures.update({f"health_{k}": last[k] for k in keys if k in last})
     figures["checkpoints"] = len(_checkpoint_dirs(call.output))
     return figures
+
+
+def phase_markers(records: list[dict[str, Any]]) -> list[tuple[float, str]]:
+    """Where each training phase but the last ends, for the curves: (its last step, label)."""
+    last: dict[int, float] = {}
+    for r in records:
+        if isinstance(r.get("phase"), int) and isinstance(r.get("step"), int | float):
+            last[r["phase"]] = max(last.get(r["phase"], 0.0), float(r["step"]))
+    phases = sorted(last)
+    return [(last[p], f"end of phase {p}") for p in phases[:-1]]
 
 
 def _checkpoint_dirs(output: str) -> list[str]:

@@ -43,8 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--workdir", default="runs/sample", help="where the stage outputs go")
-    parser.add_argument("--num-shards", type=int, default=4)
+    parser.add_argument(
+        "--workdir", default="runs/sample", help="where the stage outputs go (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--num-shards", type=int, default=4, help="shards per output (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     dump = fetch_sample()

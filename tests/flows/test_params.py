@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prefect import flow as flow_decorator
 from prefect.utilities.schema_tools import ValidationError, validate
 from pydantic import ValidationError as PydanticError
 
@@ -14,10 +15,13 @@ from flows.ablate_bert import ablate_bert
 from flows.evaluate_bert import evaluate_bert
 from flows.finetune_bert import finetune_bert, resolve_finetune_params
 from flows.params import (
+    FinetuneParams,
     ModelPreset,
     PretrainBertParams,
+    over_deployment,
     resolve_pretrain_params,
     sample_preset,
+    with_deployment_sections,
 )
 from flows.pretrain_bert import planned_stages, pretrain_bert
 
@@ -183,3 +187,61 @@ def test_empty_tasks_are_refused_unless_the_run_stops_before_fine_tuning():
     assert isinstance(params, PretrainBertParams)
     with pytest.raises(ValueError, match="finetune.tasks is empty"):
         resolve_finetune_params("sample", {"tasks": []})
+
+
+def prefect_yaml_parameters(flow_name: str, deployment: str) -> dict:
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    (found,) = [
+        d["parameters"]
+        for d in spec["deployments"]
+        if d["name"] == deployment and d["entrypoint"].endswith(f":{flow_name.replace('-', '_')}")
+    ]
+    return found
+
+
+def test_a_runs_section_is_laid_over_the_deployments_not_swapped_for_it():
+    """`--param finetune='{"tasks": [...]}'` reaches the flow as the whole section: the fields it
+    does not set keep the deployment's values (finetune-bert/sample's data_dir)."""
+    deployment = prefect_yaml_parameters("finetune-bert", "sample")
+    assert deployment["finetune"]["data_dir"] == "runs/sample/tasks"
+    given = FinetuneParams.model_validate({"tasks": ["mrpc"], "epochs": [2]})  # as Prefect does
+    sections, kept = over_deployment({"finetune": given, "vocab": None}, deployment)
+    assert kept == {"finetune.data_dir": "runs/sample/tasks"} and sections["vocab"] is None
+    params = resolve_finetune_params("sample", sections["finetune"])
+    assert (params.data_dir, params.task_specs()[0].name, params.epochs) == (
+        "runs/sample/tasks",
+        "mrpc",
+        [2],
+    )
+    assert params.learning_rates == sample_preset().finetune.learning_rates  # the preset's
+    # The run's own value wins; a run without the section gets the deployment's unchanged.
+    sections, kept = over_deployment({"finetune": {"data_dir": "/data/glue"}}, deployment)
+    assert (sections["finetune"]["data_dir"], kept) == ("/data/glue", {})
+    sections, kept = over_deployment({"finetune": deployment["finetune"]}, deployment)
+    assert (sections["finetune"], kept) == (deployment["finetune"], {})
+
+
+@flow_decorator(name="show-finetune")
+def show_finetune(finetune: FinetuneParams | None = None) -> dict:
+    return with_deployment_sections(finetune=finetune)["finetune"]
+
+
+def test_a_flow_run_from_a_deployment_reads_the_deployments_sections(prefect_harness):
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("show-finetune")
+        deployment_id = client.create_deployment(
+            flow_id=flow_id,
+            name="sample",
+            parameters={"finetune": {"data_dir": "runs/sample/tasks", "epochs": [2]}},
+        )
+        flow_run = client.create_flow_run_from_deployment(
+            deployment_id, parameters={"finetune": {"tasks": ["mrpc"]}}
+        )
+    section = run_flow(show_finetune, flow_run=flow_run, parameters=flow_run.parameters)
+    assert section == {"data_dir": "runs/sample/tasks", "epochs": [2], "tasks": ["mrpc"]}
+    # Called directly, not from a deployment: the section as given.
+    direct = show_finetune(finetune={"tasks": ["mrpc"]})
+    assert direct.model_fields_set == {"tasks"} and direct.data_dir == ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flows.report import init_comparison_rows, score_rows, write_report
+from flows.report import figure_rows, init_comparison_rows, score_rows, shown, write_report
 from flows.stages import StageResult, finetune_output, finetune_stage_name
 
 
@@ -102,3 +102,25 @@ def test_the_report_says_whether_pretraining_learned(tmp_path):
     (row,) = learning_rows([phase])
     assert row["measured on"] == "training batches" and row["MLM accuracy"] == 0.025
     assert "training-batch MLM accuracy is 0.5x" in learning_verdict([row], [])
+
+
+def test_numbers_people_read_are_grouped_by_thousands_and_machines_get_numbers(
+    tmp_path, monkeypatch
+):
+    for name in ("create_markdown_artifact", "create_table_artifact"):
+        monkeypatch.setattr(f"flows.report.{name}", lambda **kw: None)
+    assert [shown(v) for v in (27082, 1234.5, 0.125, True, None, "ok")] == [
+        "27,082", "1,234.5", "0.125", "True", "", "ok",
+    ]  # fmt: skip
+    stage = StageResult(name="extract", kind="extract", output="/w/documents", markers={},
+                        summary={"rows": 27082, "loss": 7.123456789, "health": "ok"},
+                        seconds=1234.56)  # fmt: skip
+    assert figure_rows(stage) == [
+        {"figure": "rows", "value": "27,082"}, {"figure": "loss", "value": "7.12346"},
+        {"figure": "health", "value": "ok"}, {"figure": "seconds", "value": "1,234.6"},
+    ]  # fmt: skip
+    path = write_report(flow_name="pretrain-bert", directory=str(tmp_path), stages=[stage],
+                        finetuned=[], parameters={}, pending=[], key="r")  # fmt: skip
+    assert "| extract | ran | 1,234.6 | /w/documents |" in Path(path).read_text()
+    body = json.loads((tmp_path / "report.json").read_text())
+    assert body["stages"][0]["summary"]["rows"] == 27082

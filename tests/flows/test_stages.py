@@ -22,9 +22,11 @@ from flows.stages import (
     finetuned_task,
     marker_hashes,
     outputs_intact,
+    phase_markers,
     pretrain_call,
     pretrain_run_dir,
     pretraining_data_call,
+    summarize,
     task_data_dir,
     validate_call,
     vocab_call,
@@ -231,6 +233,30 @@ def _write_output(directory: Path, rows: int = 2) -> None:
         stage="t", schema_name="t", schema_version=1, shards=[shard], config={}, inputs=[]
     )
     (directory / "manifest.json").write_text(manifest.to_json())
+
+
+def test_each_length_of_pretraining_data_names_its_figures_once(tmp_path):
+    for length in (128, 512):
+        _write_output(tmp_path / f"seq{length}", rows=3)
+        path = tmp_path / f"seq{length}" / "manifest.json"
+        body = json.loads(path.read_text())
+        counters = {f"seq{length}_examples": 3, "documents_skipped": 1}
+        path.write_text(json.dumps(body | {"counters": counters}))
+    call = StageCall(
+        name="pretraining_data", kind="pretraining_data", module="m", args=[],
+        output=str(tmp_path), markers=["seq128/manifest.json", "seq512/manifest.json"],
+    )  # fmt: skip
+    figures = summarize(call)
+    assert figures["seq128.examples"] == 3 and figures["seq512.documents_skipped"] == 1
+    assert not [name for name in figures if name.count("seq") > 1]  # no seq128.seq128_examples
+
+
+def test_the_curves_mark_the_last_step_of_each_phase_but_the_last():
+    records = [
+        {"event": "train", "step": s, "phase": 1 if s <= 8 else 2} for s in (2, 4, 6, 8, 10)
+    ] + [{"event": "eval", "step": 8, "phase": 1}, {"event": "checkpoint"}]
+    assert phase_markers(records) == [(8.0, "end of phase 1")]
+    assert phase_markers([r for r in records if r.get("phase") == 1]) == []
 
 
 def test_an_output_is_intact_until_its_manifest_or_a_shard_changes(tmp_path):
