@@ -160,6 +160,11 @@ class ExtractParams(Section):
         2, ge=1, description="Documents with fewer sentences are dropped and counted."
     )
     dedup: bool = Field(True, description="Drop exact duplicate documents.")
+    line_breaks: Literal["paragraph", "space", "auto"] = Field(
+        "auto",
+        description="Text and JSONL: a single newline ends a paragraph, is a space, or "
+        "(auto) is a space in documents that are hard-wrapped (docs/extract_inputs.md).",
+    )
     on_bad_record: Literal["skip", "fail"] = Field(
         "skip", description="A malformed page/line/row: count and skip it, or fail the stage."
     )

@@ -570,6 +570,7 @@ def extract_call(
     args += _flag("min-document-chars", params.min_document_chars)
     args += _flag("min-sentences", params.min_sentences)
     args += _flag("on-bad-record", params.on_bad_record)
+    args += _flag("line-breaks", params.line_breaks)
     if not params.dedup:
         args.append("--no-dedup")
     return make_call(

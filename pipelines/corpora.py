@@ -716,7 +716,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(SOURCES),
         help=f"comma-separated, from: {', '.join(SOURCES)} (default: all)",
     )
-    parser.add_argument("--heldout-fraction", type=float, default=0.1)
+    parser.add_argument(
+        "--heldout-fraction",
+        type=float,
+        default=0.1,
+        help="documents held out of pretraining, chosen by a hash (default: %(default)s)",
+    )
     parser.add_argument(
         "--cache-dir",
         default=os.environ.get(CACHE_ENV, str(DEFAULT_CACHE)),

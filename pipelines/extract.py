@@ -24,7 +24,16 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines.arrow_shards import WriteArrowShards
-from pipelines.sentences import split_long_sentence, split_sentences
+from pipelines.progress import Counter as ProgressCounter
+from pipelines.progress import progress_dir
+from pipelines.sentences import (
+    LINE_BREAKS,
+    collapse_whitespace,
+    document_sentences,
+    split_long_sentence,
+    split_sentences,
+    text_paragraphs,
+)
 from pipelines.stage import StageRun, file_inputs
 from pipelines.wikidump import DumpReadError, MalformedPage, iter_pages, open_dump
 from pipelines.wikitext import clean_wikitext, is_disambiguation
@@ -42,16 +51,19 @@ COUNTERS = (
     "invalid_utf8_lines",
     "invalid_utf8_bytes_in_dumps",
     "truncated_files",
+    "empty_files",
     "skipped_empty_documents",
     "skipped_short_documents",
     "skipped_few_sentence_documents",
     "long_sentences_split",
     "long_sentences_dropped",
     "long_documents_split",
+    "documents_unwrapped",
     "skipped_duplicate_ids",
     "skipped_duplicate_documents",
 )
 FORMATS = ("wiki", "text", "jsonl", "parquet")
+_BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark, which some editors write at the start
 log = logging.getLogger(__name__)
 
 
@@ -69,6 +81,7 @@ class ExtractConfig:
     text_field: str = "text"  # JSONL/Parquet field that holds the text
     id_field: str = ""  # JSONL/Parquet field with the document id; "" means the line/row number
     title_field: str = ""  # JSONL/Parquet field with the title; "" means no title
+    line_breaks: str = "auto"  # a line break in text/JSONL/Parquet: paragraph, space, auto
     keep_headings: bool = False  # keep wiki section headings as their own sentences
     skip_disambiguation: bool = True  # drop wiki disambiguation pages
     min_document_chars: int = 200  # shorter documents (after cleaning) are dropped and counted
@@ -85,6 +98,8 @@ class ExtractConfig:
             raise ValueError(f"num_shards must be at least 1, got {self.num_shards}")
         if self.input_format not in (*FORMATS, "auto"):
             raise ValueError(f"input_format must be one of {FORMATS} or auto")
+        if self.line_breaks not in LINE_BREAKS:
+            raise ValueError(f"line_breaks must be one of {LINE_BREAKS}")
         if self.long_sentences not in ("split", "drop"):
             raise ValueError("long_sentences must be 'split' or 'drop'")
         if self.on_bad_record not in ("skip", "fail"):
@@ -125,11 +140,13 @@ def _decode_line(raw: bytes, counter) -> str:
 
 
 def _readlines(f) -> Iterator[bytes]:
-    while True:
-        line = f.readline()
-        if not line:
-            return
+    """The file's lines, the first without a UTF-8 byte-order mark (utf-8-sig, as editors on
+    Windows write it): else the first JSONL record is not JSON and the first sentence of a
+    text file starts with an invisible character."""
+    line = f.readline().removeprefix(_BOM)
+    while line:
         yield line
+        line = f.readline()
 
 
 class ReadSourceFile(beam.DoFn):
@@ -146,6 +163,7 @@ class ReadSourceFile(beam.DoFn):
         self.invalid_utf8 = c("invalid_utf8_lines")
         self.invalid_utf8_bytes = c("invalid_utf8_bytes_in_dumps")
         self.truncated = c("truncated_files")
+        self.empty_files = c("empty_files")
         self.records = c("records_read")
 
     def process(self, element: tuple[str, str]) -> Iterator[dict]:
@@ -159,6 +177,11 @@ class ReadSourceFile(beam.DoFn):
             yield from self._read_jsonl(path, source)
         else:
             yield from self._read_parquet(path, source)
+
+    def _empty_file(self, path: str) -> None:
+        # Counted, not refused: a glob over an export often catches an empty part file.
+        self.empty_files.inc()
+        log.warning("%s is empty; nothing read from it", path)
 
     def _bad_record(self, where: str, reason: str) -> None:
         if self.config.on_bad_record == "fail":
@@ -205,8 +228,10 @@ class ReadSourceFile(beam.DoFn):
         # google-research/bert format: one sentence per line, a blank line between documents.
         ordinal = 0
         sentences: list[str] = []
+        empty = True
         with FileSystems.open(path) as f:
             for raw in _readlines(f):
+                empty = False
                 line = _decode_line(raw, self.invalid_utf8).strip()
                 if line:
                     sentences.append(line)
@@ -219,8 +244,11 @@ class ReadSourceFile(beam.DoFn):
         if sentences:
             self.records.inc()
             yield self._raw(source, str(ordinal), "", "sentences", sentences)
+        if empty:
+            self._empty_file(path)
 
     def _read_jsonl(self, path: str, source: str) -> Iterator[dict]:
+        lineno = 0
         with FileSystems.open(path) as f:
             for lineno, raw in enumerate(_readlines(f), start=1):
                 line = _decode_line(raw, self.invalid_utf8).strip()
@@ -234,27 +262,32 @@ class ReadSourceFile(beam.DoFn):
                 raw_doc = self._from_record(record, f"{path} line {lineno}", source, lineno)
                 if raw_doc is not None:
                     yield raw_doc
+        if lineno == 0:
+            self._empty_file(path)
 
     def _read_parquet(self, path: str, source: str) -> Iterator[dict]:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         cfg = self.config
         wanted = [f for f in (cfg.text_field, cfg.id_field, cfg.title_field) if f]
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            data = pq.ParquetFile(io.BytesIO(f.read()))
-            missing = [name for name in wanted if name not in data.schema_arrow.names]
-            if missing:
-                raise BadInputError(
-                    f"{path}: no column {missing[0]!r}; columns are {data.schema_arrow.names} "
-                    "(set --text-field/--id-field/--title-field)"
-                )
-            row = 0
+            content = f.read()
+        row = 0
+        try:
+            data = pq.ParquetFile(io.BytesIO(content))
+            _check_parquet_columns(path, data.schema_arrow, wanted, cfg.text_field)
             for batch in data.iter_batches(columns=wanted, batch_size=1024):
                 for record in batch.to_pylist():
                     row += 1
                     raw_doc = self._from_record(record, f"{path} row {row}", source, row)
                     if raw_doc is not None:
                         yield raw_doc
+        except (pa.ArrowException, OSError) as err:  # pyarrow's message names no file
+            where = "" if row == 0 else f" after row {row}"
+            raise BadInputError(
+                f"{path}: not a readable Parquet file{where} ({err}); re-export or remove it"
+            ) from err
 
     def _from_record(self, record, where: str, source: str, number: int) -> dict | None:
         cfg = self.config
@@ -282,11 +315,34 @@ class ReadSourceFile(beam.DoFn):
         }
 
 
+def _check_parquet_columns(path: str, schema, wanted: list[str], text_field: str) -> None:
+    """Refuse a Parquet file that lacks a wanted column or whose text column holds no strings
+    (int64, list<string>...): every row would be skipped, and the job would end with nothing."""
+    import pyarrow as pa
+
+    missing = [name for name in wanted if name not in schema.names]
+    if missing:
+        raise BadInputError(
+            f"{path}: no column {missing[0]!r}; columns are {schema.names} "
+            "(set --text-field/--id-field/--title-field)"
+        )
+    kind = schema.field(text_field).type
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    string_types = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+    if not any(is_string(kind) for is_string in string_types):
+        raise BadInputError(
+            f"{path}: text column {text_field!r} is {schema.field(text_field).type}, not "
+            "string; set --text-field to the column that holds the text"
+        )
+
+
 class BuildDocument(beam.DoFn):
     """Cleans and splits a raw document into sentences, applies the filters, emits rows."""
 
-    def __init__(self, config: ExtractConfig):
+    def __init__(self, config: ExtractConfig, progress: str | None = None):
         self.config = config
+        self.progress = progress  # pipelines.progress directory; None: not counted
         c = lambda name: Metrics.counter(STAGE, name)  # noqa: E731
         self.empty = c("skipped_empty_documents")
         self.too_short = c("skipped_short_documents")
@@ -294,21 +350,32 @@ class BuildDocument(beam.DoFn):
         self.long_split = c("long_sentences_split")
         self.long_dropped = c("long_sentences_dropped")
         self.doc_parts = c("long_documents_split")
+        self.unwrapped = c("documents_unwrapped")
+
+    def setup(self) -> None:
+        self.cleaned = ProgressCounter(self.progress)
+
+    def finish_bundle(self) -> None:
+        self.cleaned.flush()
 
     def process(self, raw: dict) -> Iterator[dict]:
+        self.cleaned.add(1)
         cfg = self.config
         kind, body = raw["kind"], raw["body"]
+        unwrapped = False  # lines of a hard-wrapped text joined (--line-breaks)
         if kind == "sentences":
-            candidates = body
+            candidates, unwrapped = document_sentences(body, cfg.line_breaks)
         else:
             if kind == "wikitext":
                 paragraphs = clean_wikitext(body, keep_headings=cfg.keep_headings)
             else:
-                paragraphs = [p for p in body.splitlines() if p.strip()]
+                paragraphs, unwrapped = text_paragraphs(body, cfg.line_breaks)
             candidates = [s for p in paragraphs for s in split_sentences(p)]
+        if unwrapped:
+            self.unwrapped.inc()
         sentences: list[str] = []
         for sentence in candidates:
-            sentence = " ".join(sentence.split())
+            sentence = collapse_whitespace(sentence)
             if not sentence:
                 continue
             if len(sentence) <= cfg.max_sentence_chars:
@@ -376,9 +443,10 @@ class _KeepFirst(beam.DoFn):
 class ExtractDocuments(beam.PTransform):
     """(path, format) pairs -> filtered, de-duplicated document rows."""
 
-    def __init__(self, config: ExtractConfig):
+    def __init__(self, config: ExtractConfig, progress: str | None = None):
         super().__init__()
         self.config = config
+        self.progress = progress
 
     def expand(self, files):
         docs = (
@@ -387,7 +455,7 @@ class ExtractDocuments(beam.PTransform):
             | "ReadFiles" >> beam.ParDo(ReadSourceFile(self.config))
             # Reading is cheap and per file; cleaning is costly: spread the documents out.
             | "SpreadDocuments" >> beam.Reshuffle()
-            | "BuildDocuments" >> beam.ParDo(BuildDocument(self.config))
+            | "BuildDocuments" >> beam.ParDo(BuildDocument(self.config, self.progress))
             | "KeyById" >> beam.Map(lambda d: (d["doc_id"], d))
             | "GroupById" >> beam.GroupByKey()
             | "OnePerId" >> beam.ParDo(_KeepFirst("skipped_duplicate_ids"))
@@ -416,7 +484,7 @@ def build_pipeline(
     (
         pipeline
         | "ListFiles" >> beam.Create(files)
-        | "Extract" >> ExtractDocuments(config)
+        | "Extract" >> ExtractDocuments(config, progress_dir(output_dir))
         | "Write"
         >> WriteArrowShards(
             output_dir,
@@ -440,6 +508,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ExtractConfi
             "--region R --temp_location gs://B/tmp --sdk_container_image IMAGE (see dataflow/Dockerfile), or "
             "--direct_num_workers 2 --direct_running_mode multi_processing."
         ),
+        epilog="example: python -m pipelines.extract --input 'dumps/enwiki-*.xml.bz2' "
+        "--input 'books/*.txt' --output out/documents --num-shards 64",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--input",
@@ -449,7 +520,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ExtractConfi
         help="input file or glob; repeat for several",
     )
     parser.add_argument("--output", required=True, help="output directory (local or gs://)")
-    parser.add_argument("--num-shards", type=int, default=defaults.num_shards)
+    parser.add_argument(
+        "--num-shards",
+        type=int,
+        default=defaults.num_shards,
+        help="output shards (100-500 MB each)",
+    )
     parser.add_argument(
         "--format",
         dest="input_format",
@@ -463,9 +539,26 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ExtractConfi
         help="source recorded in each document (default: the file's base name); "
         "part of the stable document id",
     )
-    parser.add_argument("--text-field", default=defaults.text_field)
-    parser.add_argument("--id-field", default="")
-    parser.add_argument("--title-field", default="")
+    parser.add_argument(
+        "--text-field", default=defaults.text_field, help="JSONL/Parquet: the field of the text"
+    )
+    parser.add_argument(
+        "--id-field",
+        default="",
+        help="JSONL/Parquet: the id field (default: the line or row number)",
+    )
+    parser.add_argument(
+        "--title-field", default="", help="JSONL/Parquet: the title field (default: none)"
+    )
+    parser.add_argument(
+        "--line-breaks",
+        choices=LINE_BREAKS,
+        default=defaults.line_breaks,
+        help="a line break inside a plain-text document or a JSONL/Parquet text: 'paragraph' "
+        "(a line is a paragraph; in .txt files a sentence), 'space' (lines are hard-wrapped: "
+        "joined, a blank line stays a break), or 'auto' (joined where a document looks "
+        "hard-wrapped); see docs/extract_inputs.md",
+    )
     parser.add_argument(
         "--keep-headings", action="store_true", help="keep wiki section headings as sentences"
     )
@@ -474,10 +567,30 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ExtractConfi
         action="store_true",
         help="keep wiki disambiguation pages (dropped by default)",
     )
-    parser.add_argument("--min-document-chars", type=int, default=defaults.min_document_chars)
-    parser.add_argument("--min-sentences", type=int, default=defaults.min_sentences)
-    parser.add_argument("--max-sentence-chars", type=int, default=defaults.max_sentence_chars)
-    parser.add_argument("--long-sentences", choices=("split", "drop"), default="split")
+    parser.add_argument(
+        "--min-document-chars",
+        type=int,
+        default=defaults.min_document_chars,
+        help="shorter documents are skipped (counted)",
+    )
+    parser.add_argument(
+        "--min-sentences",
+        type=int,
+        default=defaults.min_sentences,
+        help="documents with fewer sentences are skipped (counted)",
+    )
+    parser.add_argument(
+        "--max-sentence-chars",
+        type=int,
+        default=defaults.max_sentence_chars,
+        help="longer sentences are split at a space, or dropped (--long-sentences)",
+    )
+    parser.add_argument(
+        "--long-sentences",
+        choices=("split", "drop"),
+        default="split",
+        help="what happens to a sentence over --max-sentence-chars",
+    )
     parser.add_argument(
         "--max-document-chars",
         type=int,
@@ -504,6 +617,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ExtractConfi
         text_field=args.text_field,
         id_field=args.id_field,
         title_field=args.title_field,
+        line_breaks=args.line_breaks,
         keep_headings=args.keep_headings,
         skip_disambiguation=not args.keep_disambiguation,
         min_document_chars=args.min_document_chars,
@@ -535,6 +649,8 @@ def run(argv: list[str] | None = None) -> dict:
         beam_args,
         lambda pipeline: build_pipeline(pipeline, config, inputs, args.output),
         unit="documents",
+        # Records cleaned so far (pages, lines, rows): their number is known only at the end.
+        work=(None, "records cleaned"),
     )
 
 
@@ -552,4 +668,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m`, this file's classes would live in __main__; the ones imported under
+    # their own name let Beam's runner tell a BadInputError (exit 2) from a bug (exit 1).
+    from pipelines.extract import main as extract_main
+
+    sys.exit(extract_main())

@@ -55,6 +55,7 @@ from wordpiece.normalization import bert_normalizer
 from wordpiece.tokenizer import (
     CONFIG_NAME,
     HF_CONFIG_NAME,
+    MAX_INPUT_CHARS_PER_WORD,
     TOKENIZER_NAME,
     VOCAB_NAME,
     TokenizerMismatchError,
@@ -105,7 +106,8 @@ class VocabConfig:
     lowercase: bool = True  # uncased; False keeps case, as bert-base-cased
     strip_accents: bool | None = None  # None: strip exactly when lower-casing, as BERT does
     tokenize_chinese_chars: bool = True  # every CJK ideograph is a word of its own
-    max_input_chars_per_word: int = 100  # longer words become [UNK], as in BERT
+    # Longer words become [UNK], as in google-research/bert (200; transformers' ports use 100).
+    max_input_chars_per_word: int = MAX_INPUT_CHARS_PER_WORD
     min_frequency: int = 2  # a pair of pieces is merged only if it occurs this often
     limit_alphabet: int = 1000  # most frequent characters kept; words with others become [UNK]
     num_unused: int = 0  # reserved [unusedN] tokens; 994 gives bert-base-uncased's layout
@@ -519,7 +521,15 @@ def adopt_vocab(vocab_file: str, tokenizer_file: str, options: TokenizerOptions)
     if tokenizer_file:
         tokenizer_data = read_bytes(tokenizer_file)
         tokenizer = tokenizer_from_json(tokenizer_data.decode("utf-8"), source=tokenizer_file)
-        check_tokenizer(tokenizer, tokens, options, source=tokenizer_file)
+        try:
+            check_tokenizer(tokenizer, tokens, options, source=tokenizer_file)
+        except TokenizerMismatchError as err:
+            if "max_input_chars_per_word" not in str(err):
+                raise
+            # transformers' tokenizer.json files cut words at 100 characters, BERT at 200.
+            raise TokenizerMismatchError(
+                f"{err}; pass --max-chars-per-word with the file's limit to adopt it as it is"
+            ) from err
         tokenizer_sha = hashlib.sha256(tokenizer_data).hexdigest()
     return AdoptedVocab(
         tokens=tokens,

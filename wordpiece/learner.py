@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from wordpiece.normalization import is_cjk, is_punctuation
+from wordpiece.tokenizer import MAX_INPUT_CHARS_PER_WORD
 from wordpiece.vocab_file import CONTINUATION_PREFIX, special_tokens_layout
 
 
@@ -43,7 +44,7 @@ class LearnerConfig:
     min_frequency: int = 2  # a pair is merged only if it occurs at least this often
     limit_alphabet: int = 1000  # the most frequent characters; words with others become [UNK]
     num_unused: int = 0  # reserved [unusedN] tokens a user may repurpose later
-    max_input_chars_per_word: int = 100  # BERT turns longer words into [UNK]: not learned from
+    max_input_chars_per_word: int = MAX_INPUT_CHARS_PER_WORD  # longer: [UNK], not learned
     tokenize_chinese_chars: bool = True  # CJK ideographs are words of their own: no ## form
 
     def __post_init__(self) -> None:

@@ -37,6 +37,9 @@ from wordpiece.vocab_file import (
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_NAME = "tokenizer.json"
 CONFIG_NAME = "vocab_config.json"
+# google-research/bert's WordpieceTokenizer: a word of 200 characters becomes pieces, one of
+# 201 [UNK]. (tokenizers' and transformers' own default is 100.)
+MAX_INPUT_CHARS_PER_WORD = 200
 HF_CONFIG_NAME = "tokenizer_config.json"  # lets transformers' from_pretrained read the options
 CONFIG_FORMAT = "bert-pipeline-vocab-config"
 CONFIG_VERSION = 1
@@ -53,7 +56,7 @@ class TokenizerOptions:
     lowercase: bool = True  # uncased like bert-base-uncased; False keeps case (bert-base-cased)
     strip_accents: bool | None = None  # None: strip exactly when lower-casing, as BERT does
     tokenize_chinese_chars: bool = True  # every CJK ideograph is a word of its own
-    max_input_chars_per_word: int = 100  # a longer word becomes [UNK], as in BERT
+    max_input_chars_per_word: int = MAX_INPUT_CHARS_PER_WORD  # a longer word becomes [UNK]
 
     def __post_init__(self) -> None:
         if self.max_input_chars_per_word < 1:
@@ -170,7 +173,8 @@ def read_vocab_config(text: str | bytes, *, source: str) -> tuple[TokenizerOptio
 def hf_tokenizer_config_json(options: TokenizerOptions) -> str:
     """tokenizer_config.json for transformers: BertTokenizerFast.from_pretrained reads it."""
     body = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
+        # A BERT class: AutoTokenizer then honours do_lower_case; a generic one ignores it.
+        "tokenizer_class": "BertTokenizer",
         "do_lower_case": options.lowercase,
         "strip_accents": options.accents_stripped,
         "tokenize_chinese_chars": options.tokenize_chinese_chars,

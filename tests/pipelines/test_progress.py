@@ -101,6 +101,7 @@ def test_a_beam_stage_reports_its_work_as_it_goes(tmp_path):
     log = run("pipelines.extract", "--input", str(tmp_path / "in.jsonl"), "--output",
               str(tmp_path / "documents"), "--num-shards", "2")  # fmt: skip
     assert "extract: started" in log
+    assert "extract: 50 records cleaned" in log and "(done)" in log
     log = run("pipelines.vocab", "--documents", str(tmp_path / "documents"), "--output",
               str(tmp_path / "vocab"), "--vocab-size", "200", "--no-reference")  # fmt: skip
     lines = [line for line in log.splitlines() if "pipelines.progress" in line]

@@ -44,12 +44,18 @@ def _oracle(
 ):
     from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
-    return BertTokenizerLegacy(
+    from wordpiece.tokenizer import MAX_INPUT_CHARS_PER_WORD
+
+    oracle = BertTokenizerLegacy(
         vocab_file=str(vocab_file),
         do_lower_case=lowercase,
         tokenize_chinese_chars=tokenize_chinese_chars,
         strip_accents=strip_accents,
     )
+    # google-research/bert's WordpieceTokenizer splits words of up to 200 characters; the
+    # transformers port lowered that to 100.
+    oracle.wordpiece_tokenizer.max_input_chars_per_word = MAX_INPUT_CHARS_PER_WORD
+    return oracle
 
 
 @pytest.fixture(scope="session")

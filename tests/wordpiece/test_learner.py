@@ -149,7 +149,7 @@ def test_punctuation_and_cjk_get_no_continuation_form():
 
 
 def test_alphabet_limit_and_long_words():
-    counts = {"aab": 50, "ba": 40, "abz": 1, "b" * 101: 7}
+    counts = {"aab": 50, "ba": 40, "abz": 1, "b" * 201: 7}
     learned = learn_vocab(counts, LearnerConfig(vocab_size=50, limit_alphabet=2))
     assert "z" not in learned.tokens and "##z" not in learned.tokens
     assert learned.stats["words_outside_alphabet"] == 1
