@@ -242,6 +242,18 @@ def stop_process_tree(proc: psutil.Process, grace_s: float) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """--port, --state-dir and --pool: where the local server runs and what it keeps."""
+    parser.add_argument("--port", type=int, default=4200, help="server port (default: %(default)s)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="server state, logs, PID files (default: %(default)s)",
+    )
+    parser.add_argument("--pool", default=DEFAULT_POOL, help="work pool (default: %(default)s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m flows.local_server",
@@ -253,14 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=("up", "down", "env"),
         help="up: start what is missing; down: stop it; env: print the PREFECT_* settings",
     )
-    parser.add_argument("--port", type=int, default=4200, help="server port (default: %(default)s)")
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=DEFAULT_STATE_DIR,
-        help="server state, logs, PID files (default: %(default)s)",
-    )
-    parser.add_argument("--pool", default=DEFAULT_POOL, help="work pool (default: %(default)s)")
+    add_server_options(parser)
     args = parser.parse_args(argv)
     local = LocalPrefect(state_dir=args.state_dir.resolve(), port=args.port, pool=args.pool)
     if args.command == "env":

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from flows.local_server import DEFAULT_POOL, DEFAULT_STATE_DIR, ROOT, LocalPrefect, LocalServerError
+from flows.local_server import ROOT, LocalPrefect, LocalServerError, add_server_options
 
 SAMPLE_DEPLOYMENTS = ("pretrain-bert/sample", "finetune-bert/sample", "evaluate-bert/sample")
 # Deployed too, run on request: the CPU recipe that learns (docs/recipes.md), about an hour.
@@ -189,16 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=JSON",
         help="a flow parameter for the run, repeatable, e.g. --param stop_after='\"validate\"'",
     )
-    parser.add_argument(
-        "--port", type=int, default=4200, help="local server port (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=DEFAULT_STATE_DIR,
-        help="server state, logs, PID files (default: %(default)s)",
-    )
-    parser.add_argument("--pool", default=DEFAULT_POOL, help="work pool (default: %(default)s)")
+    add_server_options(parser)
     parser.add_argument(
         "--timeout",
         type=int,
