@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tokenizers import Encoding, Tokenizer
 
-from wordpiece.tokenizer import TokenizerOptions, build_tokenizer
+from wordpiece.tokenizer import MAX_INPUT_CHARS_PER_WORD, TokenizerOptions, build_tokenizer
 
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
@@ -27,9 +27,13 @@ class TokenizerError(ValueError):
     """A checkpoint has no tokenizer, or one that does not match its model."""
 
 
-def build_wordpiece(vocab: list[str], *, lowercase: bool) -> Tokenizer:
-    """BERT's basic tokenizer + WordPiece for `vocab` (ids = positions), no post-processor."""
-    tokenizer = build_tokenizer(vocab, TokenizerOptions(lowercase=lowercase))
+def build_wordpiece(
+    vocab: list[str], *, lowercase: bool, max_chars: int = MAX_INPUT_CHARS_PER_WORD
+) -> Tokenizer:
+    """BERT's basic tokenizer + WordPiece for `vocab` (ids = positions), no post-processor;
+    words over `max_chars` characters become [UNK]."""
+    options = TokenizerOptions(lowercase=lowercase, max_input_chars_per_word=max_chars)
+    tokenizer = build_tokenizer(vocab, options)
     tokenizer.post_processor = None  # the task encoders place [CLS] and [SEP] themselves
     return tokenizer
 
@@ -165,6 +169,21 @@ def load_tokenizer(directory: str | Path, *, vocab_size: int | None = None) -> C
             f"{vocab_size}; this vocabulary does not belong to this checkpoint"
         )
     lowercase = _lowercase_setting(directory, vocab)
-    return CheckpointTokenizer(
-        build_wordpiece(vocab, lowercase=lowercase), vocab, lowercase, str(path)
-    )
+    wordpiece = build_wordpiece(vocab, lowercase=lowercase, max_chars=_word_limit(directory))
+    return CheckpointTokenizer(wordpiece, vocab, lowercase, str(path))
+
+
+def _word_limit(directory: Path) -> int:
+    """The longest word the checkpoint's tokenizer.json splits into pieces (transformers'
+    files say 100); without one, BERT's own 200."""
+    path = directory / "tokenizer.json"
+    if path.is_file():
+        try:
+            limit = json.loads(path.read_text(encoding="utf-8"))["model"][
+                "max_input_chars_per_word"
+            ]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+            raise TokenizerError(f"{path}: no readable WordPiece model ({error})") from error
+        if isinstance(limit, int) and limit > 0:
+            return limit
+    return MAX_INPUT_CHARS_PER_WORD

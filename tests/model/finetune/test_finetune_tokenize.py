@@ -75,3 +75,15 @@ def test_case_comes_from_tokenizer_config_or_from_the_vocabulary(
     (directory / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
     tokenizer = load_tokenizer(directory)
     assert tokenizer.lowercase and tokenizer.encode_texts(["PARIS"])[0].tokens == ["paris"]
+
+
+def test_the_word_limit_is_the_checkpoints_own(minilm_dir: Path, tmp_path: Path):
+    """transformers' tokenizer.json cuts words at 100 characters; a checkpoint without one (as
+    fine-tuned models and training checkpoints are) gets BERT's own 200."""
+    unk = 100  # bert-base-uncased's [UNK]
+    with_json = load_tokenizer(minilm_dir, vocab_size=30522)
+    (tmp_path / "vocab.txt").write_bytes((minilm_dir / "vocab.txt").read_bytes())
+    vocab_only = load_tokenizer(tmp_path, vocab_size=30522)
+    words = ["x" * 150, "x" * 200, "x" * 201]
+    assert [e.ids == [unk] for e in with_json.encode_texts(words)] == [True, True, True]
+    assert [e.ids == [unk] for e in vocab_only.encode_texts(words)] == [False, False, True]
