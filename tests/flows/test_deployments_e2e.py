@@ -451,7 +451,7 @@ def test_evaluation_scores_only_new_checkpoints(local, workdir, tmp_path):
 
 
 def test_an_interval_schedule_runs_the_evaluation_on_the_worker(local, workdir, tmp_path):
-    """A schedule whose first run is due in 30 s: the server schedules it, the worker runs
+    """A schedule whose first run is due in 90 s: the server schedules it, the worker runs
     it, and the run scores the one checkpoint it was given."""
     (run_dir,) = [d for d in (workdir / "pretrain").iterdir() if (d / "phase2").exists()]
     checkpoint = sorted((run_dir / "checkpoints").glob("step-*"))[-1]
@@ -464,10 +464,11 @@ def test_an_interval_schedule_runs_the_evaluation_on_the_worker(local, workdir, 
         "finetune": TINY_FINETUNE | {"data_dir": str(workdir / "tasks")},
     }
     deployment = deployment_id(local, "evaluate-bert/sample")
-    # The scheduler looks at recently changed deployments every 5 s: 30 s leaves it time.
-    anchor = datetime.now(UTC) + timedelta(seconds=30)
+    # The server's scheduler looks at every deployment each minute, and at recently updated
+    # ones every few seconds (the PATCH below marks it so): 90 s leaves it time under load.
+    anchor = datetime.now(UTC) + timedelta(seconds=90)
     schedule = {
-        # Hourly from 30 s from now: one run falls due during the test.
+        # Hourly from 90 s from now: one run falls due during the test.
         "schedule": {"interval": 3600, "anchor_date": anchor.isoformat()},
         "active": True,
         "parameters": params,
@@ -476,6 +477,10 @@ def test_an_interval_schedule_runs_the_evaluation_on_the_worker(local, workdir, 
         f"{local.api_url}/deployments/{deployment}/schedules", json=[schedule], timeout=30
     )
     assert created.status_code == 201, created.text
+    updated = httpx.patch(
+        f"{local.api_url}/deployments/{deployment}", json={"paused": False}, timeout=30
+    )
+    assert updated.status_code == 204, updated.text
     try:
 
         def first_run() -> dict | None:
