@@ -34,6 +34,7 @@ def figure_rows(result: StageResult) -> list[dict[str, str]]:
     return [
         {"figure": name, "value": shown(float(f"{v:.6g}") if isinstance(v, float) else v)}
         for name, v in figures.items()
+        if not isinstance(v, list)  # fill-mask examples have their own section
     ]
 
 
@@ -157,6 +158,18 @@ def learning_verdict(rows: list[dict[str, Any]], comparison: list[InitComparison
     return " ".join(parts)
 
 
+def fill_mask_rows(stages: list[StageResult]) -> list[dict[str, Any]]:
+    """The last pretraining phase's top predictions for the probe sentences: a model that
+    learned fills each blank from its context, a collapsed one says `the , .` everywhere."""
+    for r in reversed(stages):
+        if r.summary.get("fill_mask"):
+            return [
+                {"sentence": p["text"], f"top 5 at step {r.summary.get('step')}": p["top"]}
+                for p in r.summary["fill_mask"]
+            ]
+    return []
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "_none_"
@@ -192,6 +205,9 @@ def write_report(
         parts += ["## Did it learn?", verdict]
     if learning:
         parts.append(markdown_table(learning))
+    fill_mask = fill_mask_rows(stages)
+    if fill_mask:
+        parts += ["## What it predicts (fill-mask)", markdown_table(fill_mask)]
     parts += ["## Stages", markdown_table(stage_table)]
     if scores:
         parts += ["## Scores (dev)", markdown_table(scores)]
@@ -207,6 +223,7 @@ def write_report(
         "scores": scores,
         "init_comparison": [asdict(row) for row in comparison],
         "learning": learning,
+        "fill_mask": fill_mask,
         "verdict": verdict,
         "not_run": pending,
         "parameters": parameters,

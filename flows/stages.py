@@ -266,6 +266,11 @@ def summarize_training(call: StageCall) -> dict[str, Any]:
         figures["health_problems"] = ", ".join(last["problems"]) or "none"
         keys = ("mlm_accuracy_ratio", "unigram_accuracy", "token_cosine", "nsp_chance")
         figures.update({f"health_{k}": last[k] for k in keys if k in last})
+    probes = [r for r in records if r.get("event") == "fill_mask"]
+    if probes:  # what the phase's export predicts for the probe sentences
+        figures["fill_mask"] = [
+            {"text": p["text"], "top": ", ".join(p["pieces"])} for p in probes[-1]["predictions"]
+        ]
     figures["checkpoints"] = len(_checkpoint_dirs(call.output))
     return figures
 

@@ -61,10 +61,11 @@ def fill_mask(
     """The top_k pieces and probabilities for every [MASK] of every text (eval mode)."""
     model.eval()
     mask_id = tokenizer.vocab.index(MASK)
+    device = next(model.parameters()).device
     predictions = []
     for text in texts:
         ids = encode_with_masks(tokenizer, text, model.config.max_position_embeddings)
-        input_ids = torch.tensor([ids])  # (1, T)
+        input_ids = torch.tensor([ids], device=device)  # (1, T)
         positions = (input_ids[0] == mask_id).nonzero().squeeze(1)  # (M,)
         out = model(input_ids, masked_lm_positions=positions.unsqueeze(0))
         probabilities = out.mlm_logits[0].softmax(dim=-1)  # (M, V)
@@ -79,6 +80,28 @@ def fill_mask(
                 )
             )
     return predictions
+
+
+def probe_records(
+    model: BertForPreTraining, vocab_dir: Path, texts: list[str], top_k: int = 5
+) -> list[dict[str, object]]:
+    """fill_mask's predictions as JSON records, for a training run's log; leaves the model in
+    the mode it found it in."""
+    tokenizer = load_tokenizer(vocab_dir, vocab_size=model.config.vocab_size)
+    training = model.training
+    try:
+        predictions = fill_mask(model, tokenizer, texts, top_k)
+    finally:
+        model.train(training)
+    return [
+        {
+            "text": p.text,
+            "mask": p.mask_index,
+            "pieces": p.pieces,
+            "probabilities": [round(x, 4) for x in p.probabilities],
+        }
+        for p in predictions
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

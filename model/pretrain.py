@@ -43,6 +43,7 @@ from model.checkpointing import (
 )
 from model.command_line import command_line
 from model.config import PRESETS, BertConfig
+from model.fill_mask import probe_records
 from model.health import HealthMonitor, HealthReport
 from model.hf_checkpoint import load_hf_weights, save_hf_checkpoint
 from model.memory_estimate import (
@@ -79,6 +80,7 @@ from model.shard_loader import (
     train_loader,
     validation_batches,
 )
+from model.tasks.tokenize import TokenizerError
 from model.train_config import PretrainConfig, apply_overrides
 from schemas.manifest import ManifestError, ShardInfo
 
@@ -314,6 +316,30 @@ def loader_workers(configured: int, ranks_here: int) -> int:
         return configured
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(4, (cores or 1) // (2 * max(1, ranks_here))))
+
+
+def log_fill_mask(
+    model: BertForPreTraining,
+    export: Path,
+    probes: list[str],
+    metrics: MetricsLog,
+    step: int,
+    phase: Phase,
+) -> None:
+    """What the exported model predicts for the probe sentences, as a "fill_mask" record and
+    log lines. A probe that cannot be encoded is reported, never fatal: the export is done."""
+    if not probes:
+        return
+    try:
+        records = probe_records(model, export, probes)
+    except (TokenizerError, ValueError, OSError) as err:
+        log.warning("fill-mask probes skipped: %s", err)
+        return
+    metrics.write(
+        {"event": "fill_mask", "step": step, "phase": phase.index, "predictions": records}
+    )
+    for r in records:
+        log.info("fill-mask at step %d: %s -> %s", step, r["text"], ", ".join(r["pieces"]))
 
 
 def export_tokenizer_files(files: dict[str, bytes], seq_length: int) -> dict[str, bytes]:
@@ -885,6 +911,9 @@ def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
                         export_tokenizer_files(export_files, phase.seq_length),
                     )
                     metrics.write({"event": "export", "step": step, "path": str(export)})
+                    log_fill_mask(
+                        model, export, config.health.fill_mask_probes, metrics, step, phase
+                    )
                     publish_final(output, export)
                 if do_checkpoint:
                     rng = all_gather_objects(_rng_state(device), dist)

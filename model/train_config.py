@@ -128,6 +128,17 @@ class RuntimeConfig:
     memory_check: bool = True
 
 
+# What a model that learned fills in from the context, and a collapsed one does not.
+FILL_MASK_PROBES = (
+    "The [MASK] of the United States signed the treaty.",
+    "He opened the [MASK] and walked into the room.",
+    "Paris is the capital of [MASK].",
+    "The war ended in [MASK] with the surrender of the army.",
+    "She [MASK] the letter and put it on the table.",
+    "The patient was taken to the [MASK] for surgery.",
+)
+
+
 @dataclass(kw_only=True)
 class HealthConfig:
     """When a run counts as not learning (model/health.py), and what to do about it."""
@@ -144,6 +155,10 @@ class HealthConfig:
     # NSP accuracy within this of the majority label's share counts as chance.
     nsp_margin: float = 0.02
     probe_tokens: int = 512  # real tokens of the probe batch whose cosines are averaged
+    # Sentences with [MASK] whose top predictions each phase's export logs ("fill_mask" in
+    # metrics.jsonl; the flows' report shows them): the quickest look at whether predictions
+    # depend on the context. English by default; give your corpus's language, [] for none.
+    fill_mask_probes: list[str] = field(default_factory=lambda: list(FILL_MASK_PROBES))
     stop_on_collapse: bool = False  # end the run when it collapses or does not learn
 
 
@@ -325,6 +340,14 @@ def parse_value(text: str, annotation: Any, *, name: str) -> Any:
             return tuple(
                 parse_value(p.strip(), a, name=name) for p, a in zip(parts, args, strict=True)
             )
+        if origin is list:
+            value = json.loads(text)
+            if not isinstance(value, list):
+                raise ValueError("expected a JSON list")
+            return [
+                parse_value(v if isinstance(v, str) else json.dumps(v), args[0], name=name)
+                for v in value
+            ]
         if origin is dict or annotation is dict:
             value = json.loads(text)
             if not isinstance(value, dict):

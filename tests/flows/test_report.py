@@ -124,3 +124,38 @@ def test_numbers_people_read_are_grouped_by_thousands_and_machines_get_numbers(
     assert "| extract | ran | 1,234.6 | /w/documents |" in Path(path).read_text()
     body = json.loads((tmp_path / "report.json").read_text())
     assert body["stages"][0]["summary"]["rows"] == 27082
+
+
+def test_the_report_shows_what_the_last_phase_predicts_for_the_probe_sentences(
+    tmp_path, monkeypatch
+):
+    from flows.stages import METRICS_NAME, StageCall, summarize_training
+
+    for name in ("create_markdown_artifact", "create_table_artifact"):
+        monkeypatch.setattr(f"flows.report.{name}", lambda **kw: None)
+    records = [
+        {"event": "train", "step": 10, "phase": 1, "loss": 7.0},
+        {"event": "fill_mask", "step": 10, "phase": 1, "predictions": [
+            {"text": "He opened the [MASK].", "mask": 0, "pieces": ["the", ","],
+             "probabilities": [0.2, 0.1]}]},
+        {"event": "train", "step": 20, "phase": 2, "loss": 6.0},
+        {"event": "fill_mask", "step": 20, "phase": 2, "predictions": [
+            {"text": "He opened the [MASK].", "mask": 0, "pieces": ["door", "window"],
+             "probabilities": [0.4, 0.2]}]},
+    ]  # fmt: skip
+    (tmp_path / METRICS_NAME).write_text("".join(json.dumps(r) + "\n" for r in records))
+    phases = []
+    for phase in (1, 2):
+        call = StageCall(name=f"pretrain-phase{phase}", kind="pretrain", module="model.pretrain",
+                         args=[], output=str(tmp_path), markers=[], meta={"phase": phase})  # fmt: skip
+        summary = summarize_training(call)
+        phases.append(StageResult(name=call.name, kind="pretrain", output=str(tmp_path),
+                                  markers={}, summary=summary))  # fmt: skip
+    assert phases[0].summary["fill_mask"] == [{"text": "He opened the [MASK].", "top": "the, ,"}]
+    assert all(row["figure"] != "fill_mask" for row in figure_rows(phases[1]))
+    path = write_report(flow_name="pretrain-bert", directory=str(tmp_path / "r"), stages=phases,
+                        finetuned=[], parameters={}, pending=[], key="r")  # fmt: skip
+    report = Path(path).read_text()
+    assert "## What it predicts (fill-mask)" in report
+    assert "| He opened the [MASK]. | door, window |" in report  # the last phase's
+    assert "the, ," not in report

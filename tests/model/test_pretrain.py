@@ -366,6 +366,9 @@ def test_collapse_is_reported_and_stop_on_collapse_ends_the_run(sample_data, tmp
     assert any("collapse" in r["problems"] for r in checked)
     assert "the representations collapsed" in caplog.text
     assert (output / "phase1").exists()  # without --stop-on-collapse the run goes on
+    # What a user sees of it: the export fills every probe's blank with the same piece.
+    (probes,) = [r for r in read_metrics(output / "metrics.jsonl") if r["event"] == "fill_mask"]
+    assert len({p["pieces"][0] for p in probes["predictions"]}) == 1, probes
 
     output = tmp_path / "stopped"
     stop = NotLearningError
@@ -373,6 +376,49 @@ def test_collapse_is_reported_and_stop_on_collapse_ends_the_run(sample_data, tmp
         train(tiny_config(sample_data.pretraining, output, 40, "--stop-on-collapse", *collapsing))
     assert "unigram baseline" in str(err.value)
     assert not (output / "phase1").exists()  # a run stopped for collapse exports no model
+
+
+def test_each_export_logs_what_it_predicts_for_the_probe_sentences(trained_run):
+    from model.fill_mask import fill_mask
+    from model.tasks.tokenize import load_tokenizer
+    from model.train_config import FILL_MASK_PROBES
+
+    records = read_metrics(trained_run / "metrics.jsonl")
+    exports = [r for r in records if r["event"] == "export"]
+    probes = [r for r in records if r["event"] == "fill_mask"]
+    assert [(r["step"], r["phase"]) for r in probes] == [
+        (r["step"], p) for r, p in zip(exports, (1, 2), strict=True)
+    ]
+    for record in probes:
+        assert [p["text"] for p in record["predictions"]] == list(FILL_MASK_PROBES)
+        for p in record["predictions"]:
+            assert len(p["pieces"]) == 5 and p["probabilities"] == sorted(
+                p["probabilities"], reverse=True
+            )
+    # The logged predictions are the export's own: the same as fill-mask on the saved model.
+    model, _ = load_hf_checkpoint(trained_run / "phase2", for_pretraining=True)
+    again = fill_mask(model, load_tokenizer(trained_run / "phase2"), list(FILL_MASK_PROBES))
+    assert [p.pieces for p in again] == [p["pieces"] for p in probes[-1]["predictions"]]
+
+
+def test_probe_records_leave_the_model_training(trained_run):
+    from model.fill_mask import probe_records
+
+    model, _ = load_hf_checkpoint(trained_run / "phase2", for_pretraining=True)
+    model.train()
+    (record,) = probe_records(model, trained_run / "phase2", ["A [MASK] day."], top_k=3)
+    assert model.training and len(record["pieces"]) == 3
+    model.eval()
+    probe_records(model, trained_run / "phase2", ["A [MASK] day."])
+    assert not model.training
+    config = apply_overrides(PretrainConfig(), ['health.fill_mask_probes=["[MASK] it."]'])
+    assert config.health.fill_mask_probes == ["[MASK] it."]
+    assert (
+        apply_overrides(PretrainConfig(), ["health.fill_mask_probes=[]"]).health.fill_mask_probes
+        == []
+    )
+    with pytest.raises(ValueError, match="expected a JSON list"):
+        apply_overrides(PretrainConfig(), ['health.fill_mask_probes="[MASK] it."'])
 
 
 @pytest.mark.timeout(600)
