@@ -94,10 +94,21 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> bf16 on CUDA, fp32 elsewhere."""
+    """'auto' -> bf16 on CUDA, fp32 elsewhere; 'fast' -> bf16 also on a CPU with native bf16
+    arithmetic (AVX512-BF16 or AMX, which oneDNN uses), fp32 on other CPUs."""
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fast":
+        return "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "fp32"
     return precision
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (else torch emulates it, slower than fp32)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
 
 
 class PretrainingLossModule(nn.Module):

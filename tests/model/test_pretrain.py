@@ -749,3 +749,23 @@ def test_the_memory_estimate_grows_with_the_batch_and_picks_a_divisor_that_fits(
     fits = largest_fitting_micro_batch(at, 256, 256, 8 * 2**30)
     assert fits is not None and 256 % fits == 0 and at(fits).total <= 8 * 2**30 < at(2 * fits).total
     assert largest_fitting_micro_batch(at, 256, 256, 2**20) is None
+
+
+def test_fast_precision_is_bf16_exactly_on_cpus_with_native_bf16():
+    from model.parallelize import cpu_has_native_bf16, resolve_precision
+
+    flags = set()
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags |= set(line.split(":", 1)[1].split())
+        assert cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
+    cpu = torch.device("cpu")
+    assert resolve_precision("fast", cpu) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert resolve_precision("auto", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert apply_overrides(PretrainConfig(), ["runtime.precision=fast"]).runtime.precision == "fast"
+    config = apply_overrides(
+        PretrainConfig(), ["runtime.precision=fp16", "output=/tmp/r", "data.dir=d"]
+    )
+    with pytest.raises(ValueError, match="auto, fast, bf16 or fp32"):
+        config.validate()
