@@ -342,6 +342,12 @@ class FinetuneParams(Section):
         "evaluate-bert scores checkpoints, so it fine-tunes from 'pretrained' only.",
     )
     max_seq_length: int = Field(0, ge=0, le=4096, description="Longest input; 0 = the task's.")
+    dropout: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="Hidden and attention dropout while fine-tuning; null = the checkpoint's.",
+    )
     max_train_examples: int = Field(
         0, ge=0, description="Train on the first N examples only; 0 = all."
     )

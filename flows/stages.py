@@ -802,6 +802,8 @@ def finetune_call(
         args += _flag("max-seq-length", params.max_seq_length)
     if params.max_train_examples:
         args += _flag("max-train-examples", params.max_train_examples)
+    if params.dropout is not None:
+        args += _flag("dropout", params.dropout)
     args += _task_options(task)
     data_files = _task_files(data_dir)
     if init == "random":

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -87,6 +88,9 @@ class TrainSettings:
     max_grad_norm: float = 1.0  # clip the global gradient norm, as google-research/bert does
     eval_batch_size: int = 64  # examples per forward pass when predicting
     log_every: int = 50  # optimizer steps between log lines
+    # Hidden and attention dropout while fine-tuning; None: the checkpoint's config.json. A model
+    # pretrained without dropout (the small recipe) is fine-tuned with BERT's 0.1.
+    dropout: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -440,13 +444,20 @@ class EncoderStart:
         return BertModel(self.config)
 
 
-def encoder_start(checkpoint: Path, init: str) -> EncoderStart:
-    """The checkpoint's encoder (`pretrained`), or only its config (`random`: weights unread)."""
+def encoder_start(checkpoint: Path, init: str, dropout: float | None = None) -> EncoderStart:
+    """The checkpoint's encoder (`pretrained`), or only its config (`random`: weights unread);
+    with `dropout`, that hidden and attention dropout instead of the config's."""
+    rates = {}
+    if dropout is not None:
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        rates = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     if init == "pretrained":
-        pretrained, report = load_encoder(checkpoint)
+        pretrained, report = load_encoder(checkpoint, **rates)
         return EncoderStart(init, pretrained.config, pretrained, report.missing_keys)
     if init == "random":
-        return EncoderStart(init, read_hf_config(checkpoint), None, ())
+        config = dataclasses.replace(read_hf_config(checkpoint), **rates)
+        return EncoderStart(init, config, None, ())
     raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
 
 
@@ -474,7 +485,7 @@ def run_finetune(job: FineTuneJob) -> dict[str, Any]:
     grid = job.grid or task.default_grid
     max_seq_length = job.max_seq_length or task.max_seq_length
     placement = job.placement
-    start = encoder_start(job.checkpoint, job.init)
+    start = encoder_start(job.checkpoint, job.init, job.settings.dropout)
     tokenizer = checkpoint_tokenizer(job.checkpoint, max_seq_length, start.config)
     splits = read_splits(
         task,
@@ -825,6 +836,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="AdamW weight decay, never on biases and LayerNorm (default: %(default)s)",
     )
     parser.add_argument(
+        "--dropout",
+        type=float,
+        default=None,
+        help="hidden and attention dropout while fine-tuning (default: the checkpoint's "
+        "config.json; BERT's is 0.1)",
+    )
+    parser.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"
     )
     parser.add_argument(
@@ -888,6 +906,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         eval_batch_size=args.eval_batch_size,
         warmup_proportion=args.warmup_proportion,
         weight_decay=args.weight_decay,
+        dropout=args.dropout,
     )
     if args.threads < 0:
         parser.error(f"--threads must be >= 0, got {args.threads}")

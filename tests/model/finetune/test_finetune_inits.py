@@ -184,3 +184,25 @@ def test_runs_are_paired_by_task_and_data_one_to_one():
     ]
     absolute = sst2_r | {"data_dir": str(Path("glue/sst2").absolute())}  # as a flow gives it
     assert pair_inits([sst2_p, absolute]) == ([(sst2_p, absolute)], [])
+
+
+def test_dropout_for_fine_tuning_replaces_the_checkpoints_on_both_inits(two_checkpoints):
+    checkpoint = two_checkpoints[0]
+    loaded, _ = load_encoder(checkpoint)
+    assert loaded.config.hidden_dropout_prob == 0.1  # what the checkpoint says
+    tokens = torch.randint(5, 50, (2, 12))
+    for init, rate in (("pretrained", 0.0), ("random", 0.3), ("pretrained", None)):
+        start = encoder_start(checkpoint, init, rate)
+        expected = 0.1 if rate is None else rate
+        assert start.config.hidden_dropout_prob == expected
+        assert start.config.attention_probs_dropout_prob == expected
+        encoder = start.encoder().train()
+        assert all(m.p == expected for m in encoder.modules() if isinstance(m, torch.nn.Dropout))
+        if init == "pretrained":  # the weights are the checkpoint's whatever the dropout
+            weights = loaded.state_dict()
+            assert all(torch.equal(t, weights[k]) for k, t in encoder.state_dict().items())
+        # In train mode, two passes agree exactly only without dropout.
+        same = torch.equal(encoder(tokens)[0], encoder(tokens)[0])
+        assert same == (expected == 0.0)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+        encoder_start(checkpoint, "pretrained", 1.0)
