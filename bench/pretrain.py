@@ -56,6 +56,7 @@ CASES = {
     "base-512": ("bert_base", 512, 32),
     "large-128": ("bert_large", 128, 64),
     "tiny-128": ("bert_tiny", 128, 32),
+    "mini-128": ("bert_mini", 128, 32),  # the small recipe's model and batch
 }
 GOALS = {"base-128": 6500, "base-512": 1400, "large-128": 1900}  # seq/s, docs/pretrain.md
 
@@ -249,6 +250,10 @@ def run_case(name: str, args, device: torch.device, precision: str, peak: float)
         "ours-padded": lambda: our_step(config, device, precision, compile_ours, unpad=False),
         "hf": lambda: hf_step(config, device, precision, False),
         "hf-compiled": lambda: hf_step(config, device, precision, True),
+        # bf16 autocast whatever the device: on a CPU with AVX512-BF16 or AMX, what the
+        # trainer's runtime.precision=fast picks (the small recipe, docs/recipes.md)
+        "ours-bf16": lambda: our_step(config, device, "bf16", compile_ours),
+        "hf-bf16": lambda: hf_step(config, device, "bf16", False),
     }
     results = []
     for contestant in args.contestants:
@@ -297,7 +302,11 @@ def main(argv: list[str] | None = None) -> None:
         "--data", help="pretraining output dir (seq128/, seq512/); default: synthetic"
     )
     parser.add_argument("--cases", help=f"comma-separated, of {', '.join(CASES)}")
-    parser.add_argument("--contestants", default="ours,ours-padded,hf,hf-compiled")
+    parser.add_argument(
+        "--contestants",
+        default="ours,ours-padded,hf,hf-compiled",
+        help="of ours, ours-padded, hf, hf-compiled, ours-bf16, hf-bf16 (default: %(default)s)",
+    )
     parser.add_argument("--batch-size", type=int, default=0, help="micro-batch of every case")
     parser.add_argument("--batches", type=int, default=8, help="distinct batches, cycled")
     parser.add_argument("--warmup", type=int, default=0, help="untimed steps (compilation)")
