@@ -164,10 +164,21 @@ def fill_mask_rows(stages: list[StageResult]) -> list[dict[str, Any]]:
     for r in reversed(stages):
         if r.summary.get("fill_mask"):
             return [
-                {"sentence": p["text"], f"top 5 at step {r.summary.get('step')}": p["top"]}
+                {
+                    "sentence": p["text"].replace("|", "\\|"),
+                    f"top pieces at step {r.summary.get('step')}": " ".join(
+                        code_span(piece) for piece in p["pieces"]
+                    ),
+                }
                 for p in r.summary["fill_mask"]
             ]
     return []
+
+
+def code_span(text: str) -> str:
+    """`text` as a markdown code span inside a table cell (a `,` piece stays readable)."""
+    text = text.replace("|", "\\|")
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

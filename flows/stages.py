@@ -269,7 +269,7 @@ def summarize_training(call: StageCall) -> dict[str, Any]:
     probes = [r for r in records if r.get("event") == "fill_mask"]
     if probes:  # what the phase's export predicts for the probe sentences
         figures["fill_mask"] = [
-            {"text": p["text"], "top": ", ".join(p["pieces"])} for p in probes[-1]["predictions"]
+            {"text": p["text"], "pieces": p["pieces"]} for p in probes[-1]["predictions"]
         ]
     figures["checkpoints"] = len(_checkpoint_dirs(call.output))
     return figures

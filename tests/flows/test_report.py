@@ -151,11 +151,16 @@ def test_the_report_shows_what_the_last_phase_predicts_for_the_probe_sentences(
         summary = summarize_training(call)
         phases.append(StageResult(name=call.name, kind="pretrain", output=str(tmp_path),
                                   markers={}, summary=summary))  # fmt: skip
-    assert phases[0].summary["fill_mask"] == [{"text": "He opened the [MASK].", "top": "the, ,"}]
+    assert phases[0].summary["fill_mask"] == [
+        {"text": "He opened the [MASK].", "pieces": ["the", ","]}
+    ]
     assert all(row["figure"] != "fill_mask" for row in figure_rows(phases[1]))
     path = write_report(flow_name="pretrain-bert", directory=str(tmp_path / "r"), stages=phases,
                         finetuned=[], parameters={}, pending=[], key="r")  # fmt: skip
     report = Path(path).read_text()
     assert "## What it predicts (fill-mask)" in report
-    assert "| He opened the [MASK]. | door, window |" in report  # the last phase's
-    assert "the, ," not in report
+    assert "| He opened the [MASK]. | `door` `window` |" in report  # the last phase's
+    assert "`the`" not in report
+    from flows.report import code_span
+
+    assert [code_span(p) for p in (",", "|", "`")] == ["`,`", "`\\|`", "`` ` ``"]
