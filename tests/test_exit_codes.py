@@ -113,8 +113,19 @@ os._exit(0)  # the answer is printed; do not wait for Beam's worker threads to w
     ],
 )
 def test_errors_from_worker_processes_are_told_apart(kind, expected):
-    result = run([sys.executable, "-c", BUG_IN_A_WORKER, kind, *MULTI_PROCESS])
-    assert result.stdout.strip().splitlines()[-1].startswith(expected), result.stderr[-3000:]
+    # Beam's multi-processing DirectRunner now and then never returns after a worker raises
+    # (seen 3 times in about 20 suite runs, on a loaded and on a quiet machine; a run takes
+    # about 5 s otherwise). That hang is Beam's, not what this test checks, so a run that
+    # hangs is retried; the classification of every run that returns is asserted.
+    command = [sys.executable, "-c", BUG_IN_A_WORKER, kind, *MULTI_PROCESS]
+    for _ in range(4):
+        try:
+            result = run(command, timeout=90)
+        except subprocess.TimeoutExpired:
+            continue
+        assert result.stdout.strip().splitlines()[-1].startswith(expected), result.stderr[-3000:]
+        return
+    pytest.fail("Beam's multi-processing runner hung 4 times in a row")
 
 
 # -- outputs that cannot be written ---------------------------------------------------------
