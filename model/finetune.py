@@ -448,15 +448,14 @@ def encoder_start(checkpoint: Path, init: str, dropout: float | None = None) -> 
     """The checkpoint's encoder (`pretrained`), or only its config (`random`: weights unread);
     with `dropout`, that hidden and attention dropout instead of the config's."""
     rates = {}
-    if dropout is not None:
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if dropout is not None:  # BertConfig.validate checks the range
         rates = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     if init == "pretrained":
         pretrained, report = load_encoder(checkpoint, **rates)
         return EncoderStart(init, pretrained.config, pretrained, report.missing_keys)
     if init == "random":
         config = dataclasses.replace(read_hf_config(checkpoint), **rates)
+        config.validate()
         return EncoderStart(init, config, None, ())
     raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
 

@@ -204,5 +204,6 @@ def test_dropout_for_fine_tuning_replaces_the_checkpoints_on_both_inits(two_chec
         # In train mode, two passes agree exactly only without dropout.
         same = torch.equal(encoder(tokens)[0], encoder(tokens)[0])
         assert same == (expected == 0.0)
-    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
-        encoder_start(checkpoint, "pretrained", 1.0)
+    for init in ("pretrained", "random"):
+        with pytest.raises(ValueError, match=r"dropout_prob must be in \[0, 1\)"):
+            encoder_start(checkpoint, init, 1.0)
