@@ -27,6 +27,11 @@ ModelPreset = Literal[
     "bert_tiny", "bert_mini", "bert_small", "bert_medium", "bert_base", "bert_large",
     "bert_l3_h768_a12", "bert_l6_h768_a3", "bert_l6_h768_a12", "bert_l12_h1024_a16",
 ]  # fmt: skip
+Precision = Literal["auto", "fast", "fp32", "bf16"]
+PRECISION_HELP = (
+    "'auto': bf16 on GPU, fp32 on CPU; 'fast': bf16 also on a CPU that computes it natively "
+    "(AVX512-BF16 or AMX), fp32 on other CPUs."
+)
 SAMPLE_CORPUS = "sample"  # stands for the embedded Wikipedia excerpt
 # Stands for the English prose that registry packages ship (pipelines/corpora.py): its train
 # split in extract.inputs, its held-out split in extract.heldout_inputs.
@@ -268,9 +273,7 @@ class PretrainParams(Section):
     )
     keep_checkpoints: int = Field(3, ge=1, description="Newest checkpoints kept.")
     log_every: int = Field(100, ge=1, description="Steps between logged metrics.")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="'auto': bf16 on GPU, fp32 on CPU."
-    )
+    precision: Precision = Field("auto", description=PRECISION_HELP)
     seed: int = Field(12345, ge=0, description="Seed of initialisation, data order and dropout.")
     stop_on_collapse: bool = Field(
         False,
@@ -351,6 +354,7 @@ class FinetuneParams(Section):
     max_train_examples: int = Field(
         0, ge=0, description="Train on the first N examples only; 0 = all."
     )
+    precision: Precision = Field("auto", description=PRECISION_HELP)
     build_sample_tasks: bool = Field(
         False,
         description="pretrain-bert: first build the sample's sentence-order task from the "
@@ -463,7 +467,7 @@ def small_preset() -> PretrainBertParams:
         validation=ValidationParams(),
         pretrain=PretrainParams(
             model="bert_mini",
-            total_steps=4500,
+            total_steps=4000,
             phase1_fraction=1.0,
             phase1_batch_size=32,
             phase2_batch_size=32,
@@ -472,13 +476,12 @@ def small_preset() -> PretrainBertParams:
             checkpoint_every=500,
             log_every=50,
             loader_workers=1,
+            precision="fast",
             # No dropout while pretraining (a model this far from fitting its data only loses
-            # steps to it; fine-tuning puts BERT's 0.1 back), bf16 where the CPU has it natively.
+            # steps to it; fine-tuning puts BERT's 0.1 back).
             extra_args=[
                 "--set",
                 "eval.examples=2000",
-                "--set",
-                "runtime.precision=fast",
                 "--set",
                 "model.hidden_dropout_prob=0",
                 "--set",
@@ -494,6 +497,7 @@ def small_preset() -> PretrainBertParams:
             inits=["pretrained", "random"],
             max_seq_length=128,
             dropout=0.1,
+            precision="fast",
             build_sample_tasks=True,
         ),
         beam=BeamParams(),

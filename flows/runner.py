@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psutil
-from prefect import get_run_logger, task
+from prefect import allow_failure, get_run_logger, task
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -429,9 +429,22 @@ def run_stage(call: StageCall) -> StageResult:
     return _outcome(stage_task.with_options(**_options(call))(call, return_state=True))
 
 
-def submit_stage(call: StageCall) -> PrefectFuture[StageResult]:
-    """`run_stage` on the flow's task runner, for stages that run side by side."""
-    return stage_task.with_options(**_options(call)).submit(call)
+def submit_stage(
+    call: StageCall, after: PrefectFuture[StageResult] | None = None
+) -> PrefectFuture[StageResult]:
+    """`run_stage` on the flow's task runner, for stages that run side by side; with `after`,
+    it starts once that stage has ended, whether or not it succeeded."""
+    wait_for = [allow_failure(after)] if after is not None else None
+    return stage_task.with_options(**_options(call)).submit(call, wait_for=wait_for)
+
+
+def submit_in_lanes(calls: list[StageCall], lanes: int) -> list[PrefectFuture[StageResult]]:
+    """Submit `calls` so that at most `lanes` run at once: call i starts when call i - lanes has
+    ended (a failed one too), so a slow stage holds up only its own lane. Futures in call order."""
+    futures: list[PrefectFuture[StageResult]] = []
+    for i, call in enumerate(calls):
+        futures.append(submit_stage(call, after=futures[i - lanes] if i >= lanes else None))
+    return futures
 
 
 def stage_outcome(future: PrefectFuture[StageResult]) -> StageResult:

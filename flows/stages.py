@@ -804,6 +804,8 @@ def finetune_call(
         args += _flag("max-train-examples", params.max_train_examples)
     if params.dropout is not None:
         args += _flag("dropout", params.dropout)
+    if params.precision != "auto":
+        args += _flag("precision", params.precision)
     args += _task_options(task)
     data_files = _task_files(data_dir)
     if init == "random":

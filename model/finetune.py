@@ -68,6 +68,7 @@ from model.inits import (
 from model.metrics_log import format_duration
 from model.output_lock import output_lock
 from model.paper_results import FINE_TUNED, paper_results
+from model.parallelize import resolve_precision
 from model.tasks import TASKS, get_task, task_name
 from model.tasks.base import PAPER_GRID, DataError, Encoded, Grid, SplitData, TaskProcessor
 from model.tasks.tokenize import CheckpointTokenizer, TokenizerError, load_tokenizer
@@ -129,14 +130,14 @@ class Placement:
 def resolve_placement(
     device: str = "auto", precision: str = "auto", compile: bool = False
 ) -> Placement:
-    """GPU with bf16 autocast when there is one; otherwise CPU in float32."""
+    """GPU with bf16 autocast when there is one; otherwise CPU in float32 ('fast': bf16 also on
+    a CPU that computes it natively)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     target = torch.device(device)
-    if precision == "auto":
-        precision = "bf16" if target.type == "cuda" else "fp32"
-    if precision not in ("bf16", "fp32"):
-        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    if precision not in ("auto", "fast", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, fast, bf16 or fp32, got {precision!r}")
+    precision = resolve_precision(precision, target)
     if target.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -847,7 +848,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision",
         default="auto",
-        help="auto (bf16 on GPU, fp32 on CPU), bf16, fp32 (default: %(default)s)",
+        help="auto (bf16 on GPU, fp32 on CPU), fast (bf16 also on a CPU with native bf16: "
+        "AVX512-BF16 or AMX), bf16, fp32 (default: %(default)s)",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument(

@@ -22,7 +22,15 @@ TOY_STAGE = textwrap.dedent(
     parser.add_argument("--fail", choices=("none", "bad-input", "transient-once", "crash"),
                         default="none")
     parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--times", help="append 'OUTPUT start|end UNIX-TIME' lines here")
     args = parser.parse_args()
+
+    def mark(what):
+        if args.times:
+            with open(args.times, "a") as f:
+                f.write(f"{args.output} {what} {time.time()}\\n")
+
+    mark("start")
     with open(args.counter, "a") as f:
         f.write("run\\n")
     runs = len(open(args.counter).read().splitlines())
@@ -34,6 +42,7 @@ TOY_STAGE = textwrap.dedent(
     if args.fail == "transient-once" and runs == 1:
         raise ConnectionResetError("[Errno 104] Connection reset by peer")
     if args.fail == "crash":
+        mark("end")
         raise RuntimeError("something broke inside the stage")
     os.makedirs(args.output, exist_ok=True)
     data = ("row\\n" * args.rows).encode()
@@ -47,6 +56,7 @@ TOY_STAGE = textwrap.dedent(
     with open(tmp, "w") as f:
         f.write(manifest.to_json())
     os.replace(tmp, os.path.join(args.output, "manifest.json"))
+    mark("end")
     print("done", flush=True)
     """
 )

@@ -21,7 +21,9 @@ from flows.runner import (
     kill_stage_processes,
     run_command,
     run_stage,
+    stage_outcome,
     stage_task,
+    submit_in_lanes,
 )
 from flows.stages import StageCall
 
@@ -219,6 +221,47 @@ def test_transient_failures_are_retried_and_bad_input_is_not(prefect_harness, to
     assert isinstance(error, StageError) and "something broke inside the stage" in str(error)
     assert runs(crash) == 1
     assert not os.path.exists(crash / "out" / "manifest.json")
+
+
+@flow
+def run_toys_in_lanes(calls: list[StageCall], lanes: int) -> list[str]:
+    """Each stage's outcome: 'ok' or its error's type."""
+    outcomes = []
+    for future in submit_in_lanes(calls, lanes):
+        try:
+            stage_outcome(future)
+            outcomes.append("ok")
+        except Exception as error:  # noqa: BLE001 - the outcome is what is asserted
+            outcomes.append(type(error).__name__)
+    return outcomes
+
+
+def test_stages_in_lanes_run_at_most_lanes_at_once_and_a_failure_holds_up_nothing(
+    prefect_harness, toy_stage, tmp_path
+):
+    times = tmp_path / "times.txt"
+    calls = []
+    for i, fail in enumerate(["crash", "none", "none", "none", "none"]):
+        folder = tmp_path / f"stage{i}"
+        folder.mkdir()
+        call = toy_call(folder, fail=fail, runtime=["--sleep", "1.5", "--times", str(times)])
+        calls.append(call.model_copy(update={"name": f"toy{i}"}))
+    assert run_toys_in_lanes(calls, 2) == ["StageError", "ok", "ok", "ok", "ok"]
+
+    spans: dict[str, list[float]] = {}
+    for line in times.read_text().splitlines():
+        output, _, at = line.split()
+        spans.setdefault(output, []).append(float(at))
+    starts_ends = [spans[call.output] for call in calls]
+    assert all(len(span) == 2 for span in starts_ends), spans
+    # Never more than two at once: whenever one starts, at most one other is running.
+    for start, _ in starts_ends:
+        assert sum(s <= start < e for s, e in starts_ends) <= 2, starts_ends
+    # Stage i waits for stage i - 2, which failed for stage 2: it ran all the same.
+    for i in range(2, len(calls)):
+        assert starts_ends[i][0] >= starts_ends[i - 2][1], (i, starts_ends)
+    # Two lanes side by side: the five stages took about three stage-times, not five.
+    assert starts_ends[3][0] < starts_ends[2][1]
 
 
 def test_the_health_artifact_says_whether_the_model_learns():

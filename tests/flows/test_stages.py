@@ -137,7 +137,8 @@ def test_fine_tuning_accepts_the_flows_command_line_for_each_init(tmp_path):
         assert args.grid == "lr=0.001 batch=32 epochs=1" and args.max_seq_length == 64
         assert "text_b=text_b" in args.task_option and args.init == init
         assert args.dropout is None  # the checkpoint's unless the flow says
-    with_dropout = params.model_copy(update={"dropout": 0.1})
+        assert args.precision == "auto"
+    with_dropout = params.model_copy(update={"dropout": 0.1, "precision": "fast"})
     args = build_parser().parse_args(
         finetune_call(
             with_dropout,
@@ -148,7 +149,7 @@ def test_fine_tuning_accepts_the_flows_command_line_for_each_init(tmp_path):
             data_dir=task_data_dir(params, spec, str(tmp_path)),
         ).args
     )
-    assert args.dropout == 0.1
+    assert (args.dropout, args.precision) == (0.1, "fast")
     pretrained, scratch = call("pretrained"), call("random")
     assert (pretrained.name, pretrained.output) == (
         "finetune-sentence-order", "/w/finetuned/sentence-order"

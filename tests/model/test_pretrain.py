@@ -769,3 +769,11 @@ def test_fast_precision_is_bf16_exactly_on_cpus_with_native_bf16():
     )
     with pytest.raises(ValueError, match="auto, fast, bf16 or fp32"):
         config.validate()
+    # Fine-tuning takes the same choice.
+    from model.finetune import resolve_placement
+
+    expected = torch.bfloat16 if cpu_has_native_bf16() else None
+    assert resolve_placement("cpu", "fast").autocast_dtype == expected
+    assert resolve_placement("cpu", "auto").autocast_dtype is None
+    with pytest.raises(ValueError, match="auto, fast, bf16 or fp32"):
+        resolve_placement("cpu", "fp16")
