@@ -169,7 +169,7 @@ def our_step(
         if compile and unpad:
             mark_dynamic_tokens(token_index)
         with autocast(device, precision):
-            out = trained.forward(**loaded.batch.as_dict(), token_index=token_index)
+            out = trained.loss_module(**loaded.batch.as_dict(), token_index=token_index)
         out.loss.backward()
         clip_gradients(parameters, 1.0)
         optimizer.step()

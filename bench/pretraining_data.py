@@ -469,7 +469,7 @@ def core_run(documents: Path, vocab: Path) -> dict:
     """The pure functions alone, on documents tokenized beforehand, in this process."""
     import numpy as np
 
-    from pipelines.masking import MaskingConfig, MaskingVocab, mask_sequences
+    from bertdata.masking import MaskingConfig, MaskingVocab, mask_sequences
     from pipelines.pairs import (
         create_pair_plans,
         pack_pairs,

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("schemas", "pipelines", "model", "flows", "wordpiece")
+PACKAGES = ("schemas", "bertdata", "pipelines", "model", "flows", "wordpiece")
 # Not copied: the environment, run outputs, downloaded data, Prefect state, history, caches.
 SKIP_AT_TOP = {".venv", "runs", "data", ".prefect-local", ".git", ".whl", "build"}
 SKIP_ANYWHERE = ("__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info", "*.pyc")
@@ -99,10 +99,10 @@ BUGS: tuple[SeededBug, ...] = (
     SeededBug(
         name="mask_split_80_0_20",
         fear="the 80/10/10 split becomes 80/0/20: no chosen token is ever replaced at random",
-        file="pipelines/masking.py",
+        file="bertdata/masking.py",
         old="to_random = ~to_mask & (decision < config.mask_token_prob + config.random_token_prob)",
         new="to_random = ~to_mask & (decision < config.random_token_prob)",
-        tests=("tests/pipelines/test_masking.py",),
+        tests=("tests/bertdata/test_masking.py",),
     ),
     SeededBug(
         name="masked_lm_prob_ignored",
@@ -161,7 +161,7 @@ BUGS: tuple[SeededBug, ...] = (
     SeededBug(
         name="output_lock_not_exclusive",
         fear="two runs writing one output directory both get the lock",
-        file="pipelines/output_lock.py",
+        file="bertdata/output_lock.py",
         old="os.O_CREAT | os.O_EXCL | os.O_WRONLY",
         new="os.O_CREAT | os.O_TRUNC | os.O_WRONLY",
         tests=("tests/pipelines/test_output_lock.py",),

@@ -179,7 +179,7 @@ class Ours(Contestant):
         return loaded.batch.as_dict() | {"token_index": loaded.token_index}
 
     def loss(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.trained.forward(**inputs).loss
+        return self.trained.loss_module(**inputs).loss
 
     def evaluate(self) -> dict[str, float]:
         return evaluate(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from bertdata.tokens import TOKENIZER_FILES
 from flows import storage
 from schemas.manifest import MANIFEST_NAME
 
@@ -93,9 +94,6 @@ def find_checkpoints(root: str, max_depth: int = 6) -> list[Checkpoint]:
         if is_checkpoint(files)
     ]
     return sorted(found, key=lambda c: (c.step is None, c.step or 0, c.path))
-
-
-TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json")
 
 
 def vocabulary_of(checkpoint: str) -> str | None:

@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from pydantic import Field
 
+from bertdata.tokens import TOKENIZER_FILES
 from flows import storage
 from flows.finetune_bert import finetune_checkpoint
 from flows.params import (
@@ -75,7 +76,6 @@ def fetch_sample_dump() -> str:
 
 
 MODEL_FILES = ("config.json", "model.safetensors")
-TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "tokenizer.json")
 
 
 @task(name="export-model", task_run_name="export-model", retries=2, retry_delay_seconds=5)

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -50,6 +49,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from bertdata.paths import write_atomic
 from schemas.manifest import MANIFEST_NAME, InputRef, Manifest, ManifestError, ShardInfo
 from schemas.manifest import manifest_hash as hash_manifest
 
@@ -436,13 +436,6 @@ def build_task(
     majority = max(dev_labels.values()) / len(chosen["dev"])
     counters[f"{task.name}.dev_majority_class_per_mille"] = round(1000 * majority)
     return chosen, counters
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary name, so that a killed run never leaves a partial file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def write_task(output: Path, name: str, splits: Splits) -> list[ShardInfo]:

@@ -4,40 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import os
-import posixpath
-import uuid
 
 import fsspec
 
+from bertdata.paths import filesystem_options, is_remote, join, write_atomic
+
+__all__ = ["is_remote", "join", "write_atomic"]  # shared with the stages, used here by name
+
 
 def _fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    if "://" in path:
-        fs, stripped = fsspec.core.url_to_fs(path, **_options(path))
+    if is_remote(path):
+        fs, stripped = fsspec.core.url_to_fs(path, **filesystem_options(path))
         return fs, stripped
     return fsspec.filesystem("file"), os.path.abspath(path)
-
-
-def _options(path: str) -> dict:
-    # Against a local emulator gcsfs must not look for Google credentials.
-    if path.startswith("gs://") and os.environ.get("STORAGE_EMULATOR_HOST"):
-        return {"token": "anon", "endpoint_url": os.environ["STORAGE_EMULATOR_HOST"]}
-    return {}
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path
 
 
 def absolute(path: str) -> str:
     """A local path made absolute; a URI unchanged."""
     return path if is_remote(path) else os.path.abspath(path)
-
-
-def join(base: str, *names: str) -> str:
-    """Join names onto a local directory or a URI."""
-    if is_remote(base):
-        return posixpath.join(base, *names)
-    return os.path.join(base, *names)
 
 
 def exists(path: str) -> bool:
@@ -70,21 +54,6 @@ def sha256_file(path: str) -> str | None:
         return hashlib.sha256(read_bytes(path)).hexdigest()
     except (FileNotFoundError, OSError):
         return None
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write a file so that readers see the old bytes or the new, never a part."""
-    fs, p = _fs(path)
-    if is_remote(path):
-        # An object store publishes an object only once its upload is complete.
-        fs.pipe(p, data)
-        return
-    parent = os.path.dirname(p)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(p)}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, p)
 
 
 def glob_files(pattern: str) -> list[tuple[str, int]]:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bertdata.output_lock import output_lock
 from model.bert import BertModel
 from model.finetune import (
     Placement,
@@ -44,7 +45,6 @@ from model.finetune import (
     write_results,
 )
 from model.heads import load_encoder
-from model.output_lock import output_lock
 from model.paper_results import FEATURE_BASED, paper_results
 from model.tasks import get_task
 from model.tasks.base import IGNORE_INDEX, DataError, Encoded, SplitData, TaskProcessor

@@ -18,7 +18,7 @@ OUTPUT/
   results.md         our dev scores next to the paper's numbers
 A re-run removes the old scores, table and predictions before it writes its model, and writes
 the scores last: an output with scores.json is a finished run's. One run per OUTPUT at a time
-(model/output_lock.py).
+(bertdata/output_lock.py).
 """
 
 from __future__ import annotations
@@ -29,10 +29,8 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -43,10 +41,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bertdata.output_lock import output_lock
+from bertdata.paths import write_atomic
 from model.bert import BertModel
 from model.command_line import command_line
 from model.config import BertConfig
-from model.file_modes import apply_umask
 from model.heads import (
     build_task_model,
     load_encoder,
@@ -66,7 +65,6 @@ from model.inits import (
     pair_inits,
 )
 from model.metrics_log import format_duration
-from model.output_lock import output_lock
 from model.paper_results import FINE_TUNED, paper_results
 from model.parallelize import resolve_precision
 from model.tasks import TASKS, get_task, task_name
@@ -700,19 +698,11 @@ def clear_results(output_dir: Path) -> None:
         shutil.rmtree(output_dir / name, ignore_errors=True)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
-    ) as f:
-        f.write(text)
-    apply_umask(f.name)  # NamedTemporaryFile makes it 0600
-    os.replace(f.name, path)
-
-
 def write_results(results: dict[str, Any], output_dir: Path) -> None:
     """scores.json and results.md, each written atomically."""
-    _write_atomic(output_dir / SCORES_NAME, json.dumps(results, indent=2, allow_nan=False) + "\n")
-    _write_atomic(output_dir / RESULTS_NAME, results_table([results]))
+    scores = json.dumps(results, indent=2, allow_nan=False) + "\n"
+    write_atomic(output_dir / SCORES_NAME, scores.encode())
+    write_atomic(output_dir / RESULTS_NAME, results_table([results]).encode())
 
 
 def results_table(all_results: Sequence[dict[str, Any]]) -> str:

@@ -17,6 +17,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from bertdata.paths import write_atomic
+
 log = logging.getLogger(__name__)
 
 METRICS_NAME = "metrics.jsonl"
@@ -39,9 +41,7 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def _truncate_after(path: Path, step: int) -> None:
     kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
 def _summary_writer(directory: Path, purge_step: int):

@@ -21,7 +21,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from model.pretraining_batch import IGNORE_INDEX, MaskingTables, PretrainingBatch
+from bertdata.masking import MaskingVocab
+from model.pretraining_batch import IGNORE_INDEX, PretrainingBatch
 from model.train_config import ObjectiveConfig, parse_mask_mix
 
 
@@ -37,7 +38,7 @@ def restore_tokens(batch: PretrainingBatch) -> torch.Tensor:
 def remix(
     batch: PretrainingBatch,
     mix: tuple[float, float, float],
-    tables: MaskingTables,
+    tables: MaskingVocab,
     generator: torch.Generator,
 ) -> PretrainingBatch:
     """The batch with each chosen token replaced afresh: [MASK] with probability mix[0],
@@ -80,7 +81,7 @@ class Objective:
         if self.mix is not None:
             if vocab_tokens is None:
                 raise ValueError("objective.mask_mix needs the vocabulary's tokens")
-            self.tables = MaskingTables.from_tokens(vocab_tokens)
+            self.tables = MaskingVocab.from_tokens(vocab_tokens)
 
     @property
     def changes_batches(self) -> bool:

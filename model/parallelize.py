@@ -146,9 +146,10 @@ class PretrainingLossModule(nn.Module):
 
 @dataclass
 class Parallelized:
-    """What the trainer calls: `forward` gives the loss; `ddp` is set with several processes."""
+    """What the trainer calls: `loss_module(**batch)` gives the loss (the model's loss, wrapped
+    in DDP and compiled as asked); `ddp` is set with several processes."""
 
-    forward: nn.Module
+    loss_module: nn.Module
     ddp: DistributedDataParallel | None
 
     def no_sync(self, skip: bool) -> contextlib.AbstractContextManager:

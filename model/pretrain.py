@@ -5,9 +5,10 @@
         --data gs://bucket/pretraining --output runs/bert-base --set phase1.micro_batch_size=32
 
 A run resumes by itself from the newest checkpoint under --output, and then sees exactly the
-batches, dropout masks and learning rates that an uninterrupted run would have. The loop below
-reads top to bottom: phases, then steps: learning rate, micro-steps with gradient accumulation,
-clip, optimizer step, log, evaluate, checkpoint.
+batches, dropout masks and learning rates that an uninterrupted run would have. `Trainer` holds
+the run: set up (data, model, optimizer, resume), then phases, then steps: `train_step`
+(micro-steps with gradient accumulation, clip, optimizer step) and `after_step` (log,
+evaluate, export at a phase's end, checkpoint).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ import numpy as np
 import psutil
 import torch
 
+from bertdata.output_lock import OutputError, output_lock
+from bertdata.paths import join
+from bertdata.tokens import TOKENIZER_FILES
 from model.bert import BertForPreTraining, PreTrainingLoss, Unpadding
 from model.checkpointing import (
     CheckpointError,
@@ -55,7 +59,6 @@ from model.memory_estimate import (
 from model.metrics_log import MetricsLog
 from model.objectives import Objective, batch_generator
 from model.optim import WarmupLinearDecay, build_optimizer, clip_gradients
-from model.output_lock import OutputError, output_lock
 from model.parallelize import (
     Distributed,
     all_gather_objects,
@@ -70,6 +73,7 @@ from model.parallelize import (
 )
 from model.pretraining_batch import PretrainingDataError, PretrainingShards
 from model.shard_loader import (
+    LoadedBatch,
     StreamSpec,
     check_shards,
     find_vocab_hash,
@@ -167,14 +171,10 @@ class PhaseData:
     vocab_hash: str | None  # manifest hash of the vocabulary the data was built from
 
 
-def _join(directory: str, name: str) -> str:
-    return directory.rstrip("/") + "/" + name
-
-
 def open_phase_data(config: PretrainConfig, phase: Phase) -> PhaseData:
     """Open <data>/seq<T> (and its validation split), checking manifest, schema and vocabulary."""
     vocab_dir = config.data.vocab or None
-    directory = _join(config.data.dir, f"seq{phase.seq_length}")
+    directory = join(config.data.dir, f"seq{phase.seq_length}")
     train = PretrainingShards(directory, vocab_dir=vocab_dir)
     if train.max_seq_length != phase.seq_length:
         raise PretrainError(
@@ -184,7 +184,7 @@ def open_phase_data(config: PretrainConfig, phase: Phase) -> PhaseData:
     if config.data.validation_dir:
         train_shards = list(train.manifest.shards)
         validation = PretrainingShards(
-            _join(config.data.validation_dir, f"seq{phase.seq_length}"), vocab_dir=vocab_dir
+            join(config.data.validation_dir, f"seq{phase.seq_length}"), vocab_dir=vocab_dir
         )
         validation_shards = list(validation.manifest.shards)
     else:
@@ -204,7 +204,6 @@ def open_phase_data(config: PretrainConfig, phase: Phase) -> PhaseData:
     )
 
 
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json")
 FINAL_MODEL_DIR = "model"  # <output>/model: the last finished phase's export
 
 
@@ -216,7 +215,7 @@ def tokenizer_files(vocab_dir: str) -> dict[str, bytes]:
     fs, root = fsspec.core.url_to_fs(vocab_dir)
     files = {}
     for name in TOKENIZER_FILES:
-        path = _join(root, name)
+        path = join(root, name)
         if fs.exists(path):
             files[name] = fs.cat_file(path)
     if "vocab.txt" not in files:
@@ -689,270 +688,346 @@ def train(config: PretrainConfig) -> dict[str, Any]:
     with lock:
         dist = init_distributed(config.runtime.device)
         try:
-            return _train(config, dist)
+            return Trainer(config, dist).run()
         finally:
             close_distributed()
 
 
-def _train(config: PretrainConfig, dist: Distributed) -> dict[str, Any]:
-    if config.runtime.threads:
-        torch.set_num_threads(config.runtime.threads)
-    device, seed = dist.device, config.runtime.seed
-    precision = resolve_precision(config.runtime.precision, device)
-    use_compile = config.runtime.compile
-    if use_compile is None:
-        use_compile = device.type == "cuda"
-    output = Path(config.output)
-    checkpoints_dir = output / CHECKPOINTS_DIR
+class Trainer:
+    """One pretraining run, in torchtitan's manner. `Trainer(config, dist)` sets it up: data,
+    model, optimizer, health checks, metrics, and the step to start from (a checkpoint's, when
+    there is one). `run()` trains phase by phase; each step is `train_step` (the micro-batches,
+    clip, optimizer step), then `after_step`: log, evaluate, export at a phase's end,
+    checkpoint."""
 
-    # -- data, model, optimizer, resume ----------------------------------------------------
-    for url in (config.data.dir, config.data.validation_dir, config.data.vocab):
-        set_storage_options(url, config.data.storage_options)
-    phases = plan_phases(config, dist.world_size)
-    datas = {phase.index: open_phase_data(config, phase) for phase in phases}
-    if not config.data.vocab:
-        config.data.vocab = data_vocabulary(datas[phases[0].index])
-        if config.data.vocab and dist.is_main:
-            log.info("vocabulary: %s (named by the data's manifest)", config.data.vocab)
-    export_files = tokenizer_files(config.data.vocab)  # read once, written with each export
-    if config.objective.mask_mix and "vocab.txt" not in export_files:
-        raise PretrainError("objective.mask_mix draws random tokens: give the vocabulary (--vocab)")
-    vocab_tokens = export_files.get("vocab.txt", b"").decode("utf-8").rstrip("\n").split("\n")
-    objective = Objective(config.objective, vocab_tokens)
-    check_same_vocabulary(list(datas.values()))
-    vocab_hash = datas[phases[0].index].vocab_hash
-    model_config = model_config_for(config, datas[phases[0].index].train)
-    longest = max(phase.seq_length for phase in phases)
-    if longest > model_config.max_position_embeddings:
-        raise PretrainError(
-            f"phase sequences of {longest} tokens exceed model.max_position_embeddings "
-            f"{model_config.max_position_embeddings}"
+    def __init__(self, config: PretrainConfig, dist: Distributed) -> None:
+        if config.runtime.threads:
+            torch.set_num_threads(config.runtime.threads)
+        self.config, self.dist = config, dist
+        self.device, self.seed = dist.device, config.runtime.seed
+        self.precision = resolve_precision(config.runtime.precision, self.device)
+        use_compile = config.runtime.compile
+        self.use_compile = self.device.type == "cuda" if use_compile is None else use_compile
+        self.output = Path(config.output)
+        self.checkpoints_dir = self.output / CHECKPOINTS_DIR
+
+        for url in (config.data.dir, config.data.validation_dir, config.data.vocab):
+            set_storage_options(url, config.data.storage_options)
+        self.phases = plan_phases(config, dist.world_size)
+        self.datas = {phase.index: open_phase_data(config, phase) for phase in self.phases}
+        first_data = self.datas[self.phases[0].index]
+        if not config.data.vocab:
+            config.data.vocab = data_vocabulary(first_data)
+            if config.data.vocab and dist.is_main:
+                log.info("vocabulary: %s (named by the data's manifest)", config.data.vocab)
+        self.export_files = tokenizer_files(config.data.vocab)  # read once, written each export
+        if config.objective.mask_mix and "vocab.txt" not in self.export_files:
+            raise PretrainError(
+                "objective.mask_mix draws random tokens: give the vocabulary (--vocab)"
+            )
+        vocab_text = self.export_files.get("vocab.txt", b"").decode("utf-8")
+        self.objective = Objective(config.objective, vocab_text.rstrip("\n").split("\n"))
+        check_same_vocabulary(list(self.datas.values()))
+        self.vocab_hash = first_data.vocab_hash
+        self.model_config = model_config_for(config, first_data.train)
+        longest = max(phase.seq_length for phase in self.phases)
+        if longest > self.model_config.max_position_embeddings:
+            raise PretrainError(
+                f"phase sequences of {longest} tokens exceed model.max_position_embeddings "
+                f"{self.model_config.max_position_embeddings}"
+            )
+        torch.manual_seed(self.seed)  # the same initial weights on every rank
+        self.model = BertForPreTraining(self.model_config).to(self.device)
+        memory = check_memory(
+            config, self.phases, self.datas, self.model_config, self.device, self.precision
         )
-    torch.manual_seed(seed)  # the same initial weights on every rank
-    model = BertForPreTraining(model_config).to(device)
-    memory = check_memory(config, phases, datas, model_config, device, precision)
-    optimizer = build_optimizer(model, config.optim, device)
-    total_steps = config.schedule.total_steps
-    warmup_steps = round(total_steps * config.optim.warmup_fraction)
-    scheduler = WarmupLinearDecay(optimizer, warmup_steps=warmup_steps, total_steps=total_steps)
-    after = config.health.after_steps
-    health = HealthMonitor(
-        config.health,
-        after_steps=2 * warmup_steps if after < 0 else after,
-        vocab_size=model_config.vocab_size,
-    )
-    restored = restore(config, dist, phases, vocab_hash, model, optimizer, scheduler)
-    step, last_checkpoint = restored.step, restored.checkpoint
-    trained = parallelize(model, dist, compile=use_compile, nsp=objective.nsp)
-    parameters = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.model, config.optim, self.device)
+        total_steps = config.schedule.total_steps
+        warmup_steps = round(total_steps * config.optim.warmup_fraction)
+        self.scheduler = WarmupLinearDecay(
+            self.optimizer, warmup_steps=warmup_steps, total_steps=total_steps
+        )
+        after = config.health.after_steps
+        self.health = HealthMonitor(
+            config.health,
+            after_steps=2 * warmup_steps if after < 0 else after,
+            vocab_size=self.model_config.vocab_size,
+        )
+        self.restored = restore(
+            config, dist, self.phases, self.vocab_hash, self.model, self.optimizer, self.scheduler
+        )
+        self.step, self.last_checkpoint = self.restored.step, self.restored.checkpoint
+        # What runs the step: the model, wrapped for DDP and compiled where asked.
+        self.trained = parallelize(
+            self.model, dist, compile=self.use_compile, nsp=self.objective.nsp
+        )
+        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.metrics = self.start_metrics(memory)
+        self.last_train: dict[str, Any] = {}
+        self.last_eval: dict[str, Any] = {}
 
-    metrics = MetricsLog(
-        output,
-        enabled=dist.is_main,
-        start_step=step,
-        total_steps=phases[-1].end_step,
-        tensorboard=config.log.tensorboard,
-        progress=config.log.progress,
-        step_tokens=[
-            (p.first_step, p.end_step, p.global_batch_size * p.seq_length) for p in phases
-        ],
-    )
-    metrics.write(
-        {
-            "event": "start",
-            "step": step,
-            "world_size": dist.world_size,
-            "device": str(device),
-            "precision": precision,
-            "compile": use_compile,
-            "parameters": sum(p.numel() for p in parameters),
-            "config": config.to_dict(),
+    def start_metrics(self, memory: list[dict[str, Any]]) -> MetricsLog:
+        """The run's metrics log, opened at the start step with the run's first records."""
+        metrics = MetricsLog(
+            self.output,
+            enabled=self.dist.is_main,
+            start_step=self.step,
+            total_steps=self.phases[-1].end_step,
+            tensorboard=self.config.log.tensorboard,
+            progress=self.config.log.progress,
+            step_tokens=[
+                (p.first_step, p.end_step, p.global_batch_size * p.seq_length) for p in self.phases
+            ],
+        )
+        metrics.write(
+            {
+                "event": "start",
+                "step": self.step,
+                "world_size": self.dist.world_size,
+                "device": str(self.device),
+                "precision": self.precision,
+                "compile": self.use_compile,
+                "parameters": sum(p.numel() for p in self.parameters),
+                "config": self.config.to_dict(),
+            }
+        )
+        for record in memory:  # what check_memory estimated, for bench/memory_estimate.py
+            metrics.write(record | {"step": self.step})
+        return metrics
+
+    def run(self) -> dict[str, Any]:
+        """Train every phase not finished yet; returns the last step, metrics and checkpoint."""
+        try:
+            for phase in self.phases:
+                if self.step < phase.end_step:
+                    self.train_phase(phase)
+            self.metrics.write({"event": "end", "step": self.step})
+        finally:
+            self.metrics.close()
+        return {
+            "step": self.step,
+            "train": self.last_train,
+            "eval": self.last_eval,
+            "checkpoint": self.last_checkpoint,
         }
-    )
-    for record in memory:  # what check_memory estimated, for bench/memory_estimate.py
-        metrics.write(record | {"step": step})
-    last_train: dict[str, Any] = {}
-    last_eval: dict[str, Any] = {}
-    try:
-        for phase in phases:
-            if step >= phase.end_step:
-                continue
-            data = datas[phase.index]
-            A, B, T = phase.grad_accum, phase.micro_batch_size, phase.seq_length
-            spec = StreamSpec(
-                directory=data.train.directory,
-                vocab_dir=config.data.vocab or None,
-                shards=data.train_shards,
-                num_streams=dist.world_size * A,  # J: one per micro-batch of a global batch
-                streams=[dist.rank * A + a for a in range(A)],
-                micro_batch_size=B,
-                shuffle_buffer=config.data.shuffle_buffer,
-                seed=seed,
-                cache_dir=_cache_dir(config),
-            )
-            saved = restored.loader
-            if saved is not None and saved.get("phase") == phase.index and dist.is_main:
-                changed = order_changes(saved, loader_state(spec, 0) | {"phase": phase.index})
-                if changed:
-                    log.warning(
-                        "data order differs from the checkpoint's run (%s): the resumed run "
-                        "will not see the batches an uninterrupted one would",
-                        ", ".join(changed),
-                    )
-            loader = iter(
-                train_loader(
-                    spec,
-                    start_step=step - phase.first_step,
-                    num_workers=loader_workers(
-                        config.data.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-                    ),
-                    prefetch_factor=config.data.prefetch_factor,
-                    pin_memory=config.data.pin_memory and device.type == "cuda",
-                )
-            )
-            baseline = health.start_phase(health_batches(config, data, phase, objective), device)
-            metrics.write({"event": "baseline", "step": step, "phase": phase.index}
-                          | baseline.as_dict())  # fmt: skip
-            stats = TrainStats(device)
-            model.train()
-            while step < phase.end_step:
-                lr = scheduler.lr
-                # -- one optimizer step: A micro-batches here, A x world_size in all --------
-                try:
-                    for micro_step in range(A):
-                        loaded = next(loader)
-                        expected = (step - phase.first_step, micro_step)
-                        if (loaded.step, loaded.micro_step) != expected:
-                            raise RuntimeError(f"loader out of order: {loaded[:2]} != {expected}")
-                        stream = dist.rank * A + micro_step
-                        batch = loaded.batch
-                        if objective.changes_batches:
-                            generator = batch_generator(seed, _OBJECTIVE, step, stream)
-                            batch = objective.prepare(batch, generator)
-                        batch = batch.to(device, non_blocking=True)
-                        token_index = None
-                        if config.runtime.unpad:
-                            token_index = loaded.token_index.to(device, non_blocking=True)
-                            if use_compile:
-                                mark_dynamic_tokens(token_index)
-                        # Dropout masks from (seed, step, stream): any world size, any restart.
-                        torch.manual_seed(dropout_seed(seed, step, stream))
-                        with trained.no_sync(micro_step < A - 1), autocast(device, precision):
-                            out = trained.forward(**batch.as_dict(), token_index=token_index)
-                        (out.loss / A).backward()
-                        stats.add(out, B, loaded.token_index.numel())
-                except RuntimeError as err:
-                    if _is_out_of_memory(err):
-                        advice = _memory_advice(phase, dist, last_checkpoint)
-                        raise BatchTooLargeError(advice) from None
-                    raise
-                grad_norm = clip_gradients(parameters, config.optim.grad_clip)
-                stats.add_grad_norm(grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                metrics.advance()
 
-                # -- log, evaluate, checkpoint ---------------------------------------------
-                phase_end = step == phase.end_step
-                every = config.checkpoint.every
-                do_checkpoint = phase_end or (every > 0 and step % every == 0)
-                every = config.eval.every
-                do_eval = data.validation is not None and (
-                    phase_end or (every > 0 and step % every == 0)
+    def train_phase(self, phase: Phase) -> None:
+        config, dist = self.config, self.dist
+        data = self.datas[phase.index]
+        A = phase.grad_accum
+        spec = StreamSpec(
+            directory=data.train.directory,
+            vocab_dir=config.data.vocab or None,
+            shards=data.train_shards,
+            num_streams=dist.world_size * A,  # J: one per micro-batch of a global batch
+            streams=[dist.rank * A + a for a in range(A)],
+            micro_batch_size=phase.micro_batch_size,
+            shuffle_buffer=config.data.shuffle_buffer,
+            seed=self.seed,
+            cache_dir=_cache_dir(config),
+        )
+        saved = self.restored.loader
+        if saved is not None and saved.get("phase") == phase.index and dist.is_main:
+            changed = order_changes(saved, loader_state(spec, 0) | {"phase": phase.index})
+            if changed:
+                log.warning(
+                    "data order differs from the checkpoint's run (%s): the resumed run "
+                    "will not see the batches an uninterrupted one would",
+                    ", ".join(changed),
                 )
-                do_log = step % config.log.every == 0 or do_checkpoint or do_eval
-                if do_log:
-                    summary = stats.summary(dist)
-                    if not math.isfinite(summary["loss"]) or summary["non_finite_grad_steps"]:
-                        metrics.write(
-                            {"event": "health", "step": step, "phase": phase.index,
-                             "status": "failing", "problems": ["non_finite"],
-                             "loss": summary["loss"]}
-                        )  # fmt: skip
-                        raise NonFiniteLossError(
-                            f"step {step}: the training loss became {summary['loss']} (gradient "
-                            f"norm {float(grad_norm)}); stopped without saving. The last good "
-                            f"checkpoint is {last_checkpoint}. Resume from it with a lower "
-                            f"optim.lr (now {config.optim.lr}) or a longer optim.warmup_fraction"
-                            + (" or runtime.precision=fp32" if precision == "bf16" else "")
-                        )
-                    del summary["non_finite_grad_steps"]
-                    last_train = {"event": "train", "step": step, "phase": phase.index}
-                    last_train |= {"seq_length": T, "lr": lr, "grad_norm": float(grad_norm)}
-                    last_train |= summary
-                    metrics.write(last_train)
-                    stats.reset()
-                validation_loss = None
-                if do_eval:
-                    evaluation = evaluate(
-                        model,
-                        data,
-                        config=config,
-                        phase=phase,
-                        dist=dist,
-                        precision=precision,
-                        objective=objective,
-                    )
-                    validation_loss = evaluation["loss"]
-                    last_eval = {"event": "eval", "step": step, "phase": phase.index}
-                    last_eval |= {"seq_length": T, **evaluation}
-                    metrics.write(last_eval)
-                    checked = evaluation if objective.nsp else _without_nsp(evaluation)
-                    report_health(health.check(model, step, checked), metrics, config, phase)
-                elif do_log and data.validation is None:  # no held-out data: the train means
-                    checked = last_train if objective.nsp else _without_nsp(last_train)
-                    report_health(health.check(model, step, checked), metrics, config, phase)
-                if phase_end and dist.is_main:  # the model of each phase, for fine-tuning
-                    export = save_hf_checkpoint(
-                        model,
-                        output / f"phase{phase.index}",
-                        export_tokenizer_files(export_files, phase.seq_length),
-                    )
-                    metrics.write({"event": "export", "step": step, "path": str(export)})
-                    log_fill_mask(
-                        model, export, config.health.fill_mask_probes, metrics, step, phase
-                    )
-                    publish_final(output, export)
-                if do_checkpoint:
-                    rng = all_gather_objects(_rng_state(device), dist)
-                    if dist.is_main:
-                        path = save_checkpoint(
-                            checkpoints_dir,
-                            step=step,
-                            model=model,
-                            trainer_state={
-                                "optimizer": optimizer.state_dict(),
-                                "scheduler": scheduler.state_dict(),
-                                "loader": loader_state(spec, step - phase.first_step)
-                                | {"phase": phase.index},
-                                "rng": rng,
-                            },
-                            info={
-                                "phase": phase.index,
-                                "seq_length": T,
-                                "validation_loss": validation_loss,
-                                "vocab_hash": vocab_hash,
-                                "data": data.train.directory,
-                                "data_manifest_hash": data.train.manifest_hash,
-                                "model": dataclasses.asdict(model_config),
-                                "config": config.to_dict(),
-                            },
-                        )
-                        prune_checkpoints(
-                            checkpoints_dir,
-                            keep_last=config.checkpoint.keep_last,
-                            keep_best=config.checkpoint.keep_best,
-                        )
-                        metrics.write({"event": "checkpoint", "step": step, "path": str(path)})
-                    barrier(dist)
-                    last_checkpoint = str(checkpoints_dir / checkpoint_name(step))
-            del loader  # stops the phase's loader workers
-        metrics.write({"event": "end", "step": step})
-    finally:
-        metrics.close()
-    return {"step": step, "train": last_train, "eval": last_eval, "checkpoint": last_checkpoint}
+        loader = iter(
+            train_loader(
+                spec,
+                start_step=self.step - phase.first_step,
+                num_workers=loader_workers(
+                    config.data.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+                ),
+                prefetch_factor=config.data.prefetch_factor,
+                pin_memory=config.data.pin_memory and self.device.type == "cuda",
+            )
+        )
+        batches = health_batches(config, data, phase, self.objective)
+        baseline = self.health.start_phase(batches, self.device)
+        self.metrics.write({"event": "baseline", "step": self.step, "phase": phase.index}
+                           | baseline.as_dict())  # fmt: skip
+        stats = TrainStats(self.device)
+        self.model.train()
+        while self.step < phase.end_step:
+            lr = self.scheduler.lr
+            grad_norm = self.train_step(phase, loader, stats)
+            self.after_step(phase, data, spec, stats, lr=lr, grad_norm=grad_norm)
+        del loader  # stops the phase's loader workers
+
+    def train_step(
+        self, phase: Phase, loader: Iterator[LoadedBatch], stats: TrainStats
+    ) -> torch.Tensor:
+        """One optimizer step: A micro-batches here (A x world_size in all), clip, step.
+        Returns the gradient norm before clipping."""
+        A, B, step = phase.grad_accum, phase.micro_batch_size, self.step
+        try:
+            for micro_step in range(A):
+                loaded = next(loader)
+                expected = (step - phase.first_step, micro_step)
+                if (loaded.step, loaded.micro_step) != expected:
+                    raise RuntimeError(f"loader out of order: {loaded[:2]} != {expected}")
+                stream = self.dist.rank * A + micro_step
+                batch = loaded.batch
+                if self.objective.changes_batches:
+                    generator = batch_generator(self.seed, _OBJECTIVE, step, stream)
+                    batch = self.objective.prepare(batch, generator)
+                batch = batch.to(self.device, non_blocking=True)
+                token_index = None
+                if self.config.runtime.unpad:
+                    token_index = loaded.token_index.to(self.device, non_blocking=True)
+                    if self.use_compile:
+                        mark_dynamic_tokens(token_index)
+                # Dropout masks from (seed, step, stream): any world size, any restart.
+                torch.manual_seed(dropout_seed(self.seed, step, stream))
+                no_sync = self.trained.no_sync(micro_step < A - 1)
+                with no_sync, autocast(self.device, self.precision):
+                    out = self.trained.loss_module(**batch.as_dict(), token_index=token_index)
+                (out.loss / A).backward()
+                stats.add(out, B, loaded.token_index.numel())
+        except RuntimeError as err:
+            if _is_out_of_memory(err):
+                advice = _memory_advice(phase, self.dist, self.last_checkpoint)
+                raise BatchTooLargeError(advice) from None
+            raise
+        grad_norm = clip_gradients(self.parameters, self.config.optim.grad_clip)
+        stats.add_grad_norm(grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.metrics.advance()
+        return grad_norm
+
+    def after_step(
+        self,
+        phase: Phase,
+        data: PhaseData,
+        spec: StreamSpec,
+        stats: TrainStats,
+        *,
+        lr: float,
+        grad_norm: torch.Tensor,
+    ) -> None:
+        """What is due after this step: log, evaluate (or check health on the training means
+        without held-out data), export the phase's model at its end, checkpoint."""
+        config, step = self.config, self.step
+        phase_end = step == phase.end_step
+        checkpoint_every, eval_every = config.checkpoint.every, config.eval.every
+        do_checkpoint = phase_end or (checkpoint_every > 0 and step % checkpoint_every == 0)
+        do_eval = data.validation is not None and (
+            phase_end or (eval_every > 0 and step % eval_every == 0)
+        )
+        do_log = step % config.log.every == 0 or do_checkpoint or do_eval
+        if do_log:
+            self.log_training(phase, stats, lr=lr, grad_norm=grad_norm)
+        validation_loss = None
+        if do_eval:
+            validation_loss = self.evaluate(phase, data)
+        elif do_log and data.validation is None:  # no held-out data: the training means
+            self.check_health(phase, self.last_train)
+        if phase_end and self.dist.is_main:  # the model of each phase, for fine-tuning
+            self.export(phase)
+        if do_checkpoint:
+            self.checkpoint(phase, data, spec, validation_loss)
+
+    def log_training(
+        self, phase: Phase, stats: TrainStats, *, lr: float, grad_norm: torch.Tensor
+    ) -> None:
+        """The means since the last log line; a non-finite loss or gradient ends the run."""
+        summary = stats.summary(self.dist)
+        if not math.isfinite(summary["loss"]) or summary["non_finite_grad_steps"]:
+            self.metrics.write(
+                {"event": "health", "step": self.step, "phase": phase.index,
+                 "status": "failing", "problems": ["non_finite"], "loss": summary["loss"]}
+            )  # fmt: skip
+            raise NonFiniteLossError(
+                f"step {self.step}: the training loss became {summary['loss']} (gradient "
+                f"norm {float(grad_norm)}); stopped without saving. The last good "
+                f"checkpoint is {self.last_checkpoint}. Resume from it with a lower "
+                f"optim.lr (now {self.config.optim.lr}) or a longer optim.warmup_fraction"
+                + (" or runtime.precision=fp32" if self.precision == "bf16" else "")
+            )
+        del summary["non_finite_grad_steps"]
+        self.last_train = {"event": "train", "step": self.step, "phase": phase.index}
+        self.last_train |= {"seq_length": phase.seq_length, "lr": lr}
+        self.last_train |= {"grad_norm": float(grad_norm)} | summary
+        self.metrics.write(self.last_train)
+        stats.reset()
+
+    def evaluate(self, phase: Phase, data: PhaseData) -> float:
+        """Held-out loss and accuracies, logged and checked for health; returns the loss."""
+        evaluation = evaluate(
+            self.model,
+            data,
+            config=self.config,
+            phase=phase,
+            dist=self.dist,
+            precision=self.precision,
+            objective=self.objective,
+        )
+        self.last_eval = {"event": "eval", "step": self.step, "phase": phase.index}
+        self.last_eval |= {"seq_length": phase.seq_length, **evaluation}
+        self.metrics.write(self.last_eval)
+        self.check_health(phase, evaluation)
+        return evaluation["loss"]
+
+    def check_health(self, phase: Phase, figures: dict[str, Any]) -> None:
+        checked = figures if self.objective.nsp else _without_nsp(figures)
+        report = self.health.check(self.model, self.step, checked)
+        report_health(report, self.metrics, self.config, phase)
+
+    def export(self, phase: Phase) -> None:
+        """The phase's model in Hugging Face's layout, its fill-mask probes, and <output>/model."""
+        export = save_hf_checkpoint(
+            self.model,
+            self.output / f"phase{phase.index}",
+            export_tokenizer_files(self.export_files, phase.seq_length),
+        )
+        self.metrics.write({"event": "export", "step": self.step, "path": str(export)})
+        probes = self.config.health.fill_mask_probes
+        log_fill_mask(self.model, export, probes, self.metrics, self.step, phase)
+        publish_final(self.output, export)
+
+    def checkpoint(
+        self, phase: Phase, data: PhaseData, spec: StreamSpec, validation_loss: float | None
+    ) -> None:
+        """Everything a resumed run needs to go on as if never stopped; rank 0 writes it."""
+        rng = all_gather_objects(_rng_state(self.device), self.dist)
+        if self.dist.is_main:
+            path = save_checkpoint(
+                self.checkpoints_dir,
+                step=self.step,
+                model=self.model,
+                trainer_state={
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "loader": loader_state(spec, self.step - phase.first_step)
+                    | {"phase": phase.index},
+                    "rng": rng,
+                },
+                info={
+                    "phase": phase.index,
+                    "seq_length": phase.seq_length,
+                    "validation_loss": validation_loss,
+                    "vocab_hash": self.vocab_hash,
+                    "data": data.train.directory,
+                    "data_manifest_hash": data.train.manifest_hash,
+                    "model": dataclasses.asdict(self.model_config),
+                    "config": self.config.to_dict(),
+                },
+            )
+            prune_checkpoints(
+                self.checkpoints_dir,
+                keep_last=self.config.checkpoint.keep_last,
+                keep_best=self.config.checkpoint.keep_best,
+            )
+            self.metrics.write({"event": "checkpoint", "step": self.step, "path": str(path)})
+        barrier(self.dist)
+        self.last_checkpoint = str(self.checkpoints_dir / checkpoint_name(self.step))
 
 
 def parse_args(argv: list[str] | None = None) -> PretrainConfig:

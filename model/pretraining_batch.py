@@ -14,8 +14,6 @@ example identity) so that a resumed epoch sees the same masks.
 from __future__ import annotations
 
 import hashlib
-import math
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
@@ -25,13 +23,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from bertdata.masking import MaskingConfig, MaskingVocab, mask_one
+from bertdata.paths import join
+from bertdata.shards import CorruptShardError, checked_reader
 from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo, manifest_hash
 from schemas.pretraining import PRETRAINING_NAME, PRETRAINING_VERSION, pretraining_spec
-from schemas.validation import SchemaMismatchError, check_schema
 
 IGNORE_INDEX = -100  # masked_lm_labels at padding: ignored by torch's cross-entropy
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-_BRACKETED = re.compile(r"^\[[^\[\]\s]+\]$")
 
 
 class PretrainingDataError(ValueError):
@@ -80,16 +78,12 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
-def _join(directory: str, name: str) -> str:
-    return directory.rstrip("/") + "/" + name
-
-
 class PretrainingShards:
     """One pretraining output directory (seq128/, seq512/), read through its manifest."""
 
     def __init__(self, directory: str, *, vocab_dir: str | None = None):
         self.directory = str(directory)
-        source = _join(self.directory, MANIFEST_NAME)
+        source = join(self.directory, MANIFEST_NAME)
         try:
             data = _read(source)
         except FileNotFoundError:
@@ -105,14 +99,14 @@ class PretrainingShards:
         self.spec = pretraining_spec(self.config["token_id_type"])
         self.vocab_tokens: list[str] | None = None
         if vocab_dir is not None:
-            vocab_source = _join(str(vocab_dir), MANIFEST_NAME)
+            vocab_source = join(str(vocab_dir), MANIFEST_NAME)
             vocab_hash = manifest_hash(_read(vocab_source))
             if all(ref.manifest_hash != vocab_hash for ref in self.manifest.inputs):
                 raise PretrainingDataError(
                     f"{source}: built from another vocabulary than {vocab_dir} ({vocab_source} "
                     "has a different hash); use the matching vocabulary or rebuild the data"
                 )
-            text = _read(_join(str(vocab_dir), "vocab.txt")).decode("utf-8")
+            text = _read(join(str(vocab_dir), "vocab.txt")).decode("utf-8")
             self.vocab_tokens = text.rstrip("\n").split("\n")
             if len(self.vocab_tokens) != self.config["vocab_size"]:
                 raise PretrainingDataError(
@@ -142,19 +136,13 @@ class PretrainingShards:
 
     def read_shard(self, info: ShardInfo) -> pa.Table:
         """One shard, its checksum and schema checked."""
-        path = _join(self.directory, info.path)
-        data = _read(path)
-        if hashlib.sha256(data).hexdigest() != info.sha256:
-            raise PretrainingDataError(
-                f"{path}: checksum differs from the manifest; the shard is corrupt or was "
-                "changed after the stage finished"
-            )
+        path = join(self.directory, info.path)
         try:
-            table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
-            check_schema(table.schema, self.spec, source=path)
-        except (pa.ArrowInvalid, SchemaMismatchError) as err:
+            return checked_reader(_read(path), info, self.spec, path).read_all()
+        except CorruptShardError as err:
+            raise PretrainingDataError(str(err)) from err
+        except pa.ArrowInvalid as err:  # a readable footer over a damaged body
             raise PretrainingDataError(f"{path}: {err}") from err
-        return table
 
     def example_range(self, rank: int, world_size: int) -> tuple[int, int]:
         """The rank's share of the examples, [start, stop): sizes differ by at most one."""
@@ -174,44 +162,22 @@ class PretrainingShards:
             at += info.rows
 
 
-@dataclass(frozen=True)
-class MaskingTables:
-    """Per-token facts for masking, from the vocabulary's tokens."""
-
-    mask_id: int
-    maskable: np.ndarray  # (vocab_size,) bool: may be chosen (not [PAD] [UNK] [CLS] [SEP] [MASK])
-    random_token_ids: np.ndarray  # replacements: no special or [unusedN] token
-    is_continuation: np.ndarray  # (vocab_size,) bool: a '##' piece
-
-    @classmethod
-    def from_tokens(cls, tokens: list[str]) -> MaskingTables:
-        index = {t: i for i, t in enumerate(tokens)}
-        maskable = np.ones(len(tokens), dtype=bool)
-        maskable[[index[t] for t in SPECIAL_TOKENS]] = False
-        bracketed = np.fromiter((bool(_BRACKETED.match(t)) for t in tokens), bool, len(tokens))
-        return cls(
-            mask_id=index["[MASK]"],
-            maskable=maskable,
-            random_token_ids=np.flatnonzero(maskable & ~bracketed),
-            is_continuation=np.fromiter((t.startswith("##") for t in tokens), bool, len(tokens)),
-        )
-
-
 @dataclass(frozen=True, kw_only=True)
 class DynamicMasking:
-    """Masks unmasked pairs for one epoch, as the data stage would (pipelines/masking.py)."""
+    """Masks unmasked pairs for one epoch by the data stage's rule (bertdata/masking.py)."""
 
-    tables: MaskingTables
-    masked_lm_prob: float = 0.15  # share of maskable tokens to predict
-    max_predictions_per_seq: int = 20  # cap per sequence
-    whole_word_mask: bool = False  # choose whole words; the 80/10/10 choice per word
+    tables: MaskingVocab
+    config: MaskingConfig  # the data's own settings unless overridden
     seed: int = 12345  # with the epoch and the example's identity, seeds its rng
-    mask_token_prob: float = 0.8  # chosen tokens replaced by [MASK]
-    random_token_prob: float = 0.1  # chosen tokens replaced by a random token
+
+    @property
+    def max_predictions_per_seq(self) -> int:
+        return self.config.max_predictions_per_seq
 
     @classmethod
     def for_data(cls, shards: PretrainingShards, **overrides) -> DynamicMasking:
-        """Masking with the data's own settings; needs the shards opened with vocab_dir."""
+        """Masking with the data's own settings (any MaskingConfig field or `seed` given in
+        `overrides` wins); needs the shards opened with vocab_dir."""
         if shards.vocab_tokens is None:
             raise PretrainingDataError(
                 f"{shards.directory}: dynamic masking needs the vocabulary; open the shards "
@@ -222,10 +188,14 @@ class DynamicMasking:
             "masked_lm_prob": cfg["masked_lm_prob"],
             "max_predictions_per_seq": cfg["max_predictions_per_seq"],
             "whole_word_mask": cfg["whole_word_mask"],
-            "seed": cfg["seed"],
             **overrides,
         }
-        return cls(tables=MaskingTables.from_tokens(shards.vocab_tokens), **settings)
+        seed = settings.pop("seed", cfg["seed"])
+        return cls(
+            tables=MaskingVocab.from_tokens(shards.vocab_tokens),
+            config=MaskingConfig(**settings),
+            seed=seed,
+        )
 
     def example_rng(self, epoch: int, doc_id: str, dupe_index: int, pair_index: int):
         """The rng of one example in one epoch."""
@@ -235,44 +205,7 @@ class DynamicMasking:
 
     def mask(self, input_ids: np.ndarray, rng: np.random.Generator):
         """(masked ids, positions, original ids) of one sequence."""
-        t = self.tables
-        maskable = t.maskable[input_ids]
-        num_maskable = int(maskable.sum())
-        u = rng.random(1)[0]
-        count = math.floor(num_maskable * self.masked_lm_prob + u)
-        count = min(count, num_maskable, self.max_predictions_per_seq)
-        if self.whole_word_mask:
-            continues = t.is_continuation[input_ids] & np.concatenate(([False], maskable[:-1]))
-            starts = np.flatnonzero(maskable & ~continues)
-            run = np.cumsum(maskable & ~continues) - 1
-            word_len = np.bincount(run[maskable], minlength=len(starts))
-            keys = rng.random(len(starts))
-            need, words = count, []
-            for w in np.argsort(keys, kind="stable"):
-                if need == 0:
-                    break
-                if word_len[w] <= need:
-                    words.append(int(w))
-                    need -= int(word_len[w])
-            words = np.sort(np.asarray(words, dtype=np.int64))
-            lens = word_len[words]
-            chosen = np.concatenate(
-                [np.arange(s, s + n) for s, n in zip(starts[words], lens, strict=True)]
-                or [np.zeros(0, np.int64)]
-            )
-            decision = np.repeat(rng.random(len(words)), lens)
-        else:
-            candidates = np.flatnonzero(maskable)
-            keys = rng.random(len(candidates))
-            chosen = np.sort(candidates[np.argsort(keys, kind="stable")[:count]])
-            decision = rng.random(len(chosen))
-        out = input_ids.copy()
-        to_mask = decision < self.mask_token_prob
-        to_random = ~to_mask & (decision < self.mask_token_prob + self.random_token_prob)
-        out[chosen[to_mask]] = t.mask_id
-        picks = rng.integers(0, len(t.random_token_ids), int(to_random.sum()))
-        out[chosen[to_random]] = t.random_token_ids[picks]
-        return out, chosen, input_ids[chosen]
+        return mask_one(input_ids, rng, self.tables, self.config)
 
     def mask_table(self, table: pa.Table, epoch: int) -> pa.Table:
         """The table with input_ids, masked_lm_positions and masked_lm_ids for this epoch."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from bertdata.paths import write_atomic
 from schemas.manifest import MANIFEST_NAME, InputRef, Manifest, ShardInfo, manifest_hash
 from schemas.pretraining import pretraining_spec, token_id_type
 
@@ -139,9 +140,7 @@ def write_synthetic_pretraining_data(
         },
         inputs=inputs or [],
     )
-    tmp = directory / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(manifest.to_json(), encoding="utf-8")
-    os.replace(tmp, directory / MANIFEST_NAME)
+    write_atomic(directory / MANIFEST_NAME, manifest.to_json().encode())
     return manifest
 
 

@@ -22,16 +22,13 @@ import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from bertdata.shards import CorruptShardError, checked_reader
 from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo, manifest_hash
 from schemas.spec import SchemaSpec
-from schemas.validation import SchemaMismatchError, check_schema, rows_to_table
+from schemas.validation import rows_to_table
 
 SHARD_INDEX_NAME = "_shards.json"  # written by the pipeline, folded into the manifest, removed
 ROWS_PER_BATCH = 1024
-
-
-class CorruptShardError(ValueError):
-    """A shard's bytes do not match its manifest, or it is not a readable Arrow file."""
 
 
 def join(directory: str, name: str) -> str:
@@ -202,24 +199,7 @@ def _checked_reader(
         raise CorruptShardError(
             f"{path}: cannot read shard listed in the manifest ({err})"
         ) from err
-    digest = hashlib.sha256()
-    view = memoryview(data)
-    for start in range(0, len(view), 1 << 24):
-        digest.update(view[start : start + (1 << 24)])
-    if digest.hexdigest() != info.sha256:
-        raise CorruptShardError(
-            f"{path}: checksum differs from the manifest; the shard is corrupt or was "
-            "changed after the stage finished; re-run the stage"
-        )
-    try:
-        reader = pa.ipc.open_file(pa.BufferReader(data))
-    except (pa.ArrowInvalid, OSError) as err:
-        raise CorruptShardError(f"{path}: not a readable Arrow file ({err})") from err
-    try:
-        check_schema(reader.schema, spec, source=path)
-    except SchemaMismatchError as err:
-        raise CorruptShardError(str(err)) from err
-    return reader
+    return checked_reader(data, info, spec, path)
 
 
 class _ReadShard(beam.DoFn):

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bertdata.masking import gather_runs
 from schemas.pretraining import IS_NEXT, NOT_NEXT
 
 SPECIAL_TOKENS_PER_PAIR = 3  # [CLS], [SEP], [SEP]
@@ -353,10 +354,3 @@ def pack_pair_groups(
     np.cumsum(new_a + new_b + SPECIAL_TOKENS_PER_PAIR, out=offsets[1:])
     labels = np.where(is_random, NOT_NEXT, IS_NEXT).astype(np.uint8)
     return PairBatch(input_ids, offsets, new_a, labels)
-
-
-def gather_runs(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Indices of the runs [start, start + length), one after another."""
-    total = int(lengths.sum())
-    run_at = np.cumsum(lengths) - lengths
-    return np.repeat(starts - run_at, lengths) + np.arange(total, dtype=np.int64)

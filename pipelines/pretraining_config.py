@@ -14,11 +14,12 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 from tokenizers import Tokenizer
 
+from bertdata.masking import MaskingConfig
+from bertdata.tokens import TOKENIZER_NAME, VOCAB_NAME
 from pipelines.arrow_shards import join, read_bytes
-from pipelines.masking import MaskingConfig
 from pipelines.pairs import SPECIAL_TOKENS_PER_PAIR
 from pipelines.vocab import read_vocab_dir
-from wordpiece.tokenizer import CONFIG_NAME, TOKENIZER_NAME, VOCAB_NAME
+from wordpiece.tokenizer import CONFIG_NAME
 from wordpiece.vocab_file import special_token_ids
 
 STAGE = "pretraining_data"  # also the namespace of the job's counters

@@ -36,10 +36,10 @@ from typing import Any
 
 import apache_beam as beam
 
+from bertdata.output_lock import OutputError, output_lock
 from pipelines import pretraining_shuffle
 from pipelines.arrow_shards import join, read_manifest, write_atomic
 from pipelines.beam_runner import is_local_runner, make_pipeline, run_pipeline
-from pipelines.output_lock import OutputError, output_lock
 from pipelines.pretraining_config import (
     STAGE,
     BadInputError,
@@ -244,7 +244,7 @@ def parse_args(argv: list[str] | None):
 
 def run(argv: list[str] | None = None) -> dict[int, dict]:
     """Run the job; returns {length: manifest dict}. Lengths already up to date are skipped.
-    One run at a time per --output (pipelines/output_lock.py)."""
+    One run at a time per --output (bertdata/output_lock.py)."""
     args, config, beam_args = parse_args(argv)
     with output_lock(args.output):
         return _run(args, config, beam_args)

@@ -37,6 +37,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from bertdata.masking import gather_runs
 from pipelines.allocator import freeze_setup_objects, keep_freed_memory, thaw_setup_objects
 from pipelines.arrow_shards import (
     CorruptShardError,
@@ -48,7 +49,6 @@ from pipelines.beam_runner import Spread, make_pipeline, run_pipeline, runs_in_o
 from pipelines.pairs import (
     PLAN_DTYPE,
     SPECIAL_TOKENS_PER_PAIR,
-    gather_runs,
     random_next_spans,
     split_long_sentences,
 )

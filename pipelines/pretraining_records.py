@@ -18,12 +18,12 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 from tokenizers import Tokenizer
 
+from bertdata.masking import MaskingVocab, gather_runs, mask_sequence_groups
+from bertdata.tokens import TOKENIZER_NAME
 from pipelines.arrow_shards import join, read_bytes, shard_name, write_shard
-from pipelines.masking import MaskingVocab, mask_sequence_groups
 from pipelines.pairs import (
     SPECIAL_TOKENS_PER_PAIR,
     PairGroup,
-    gather_runs,
     pack_pair_groups,
     pair_plan_array,
     sentence_bounds,
@@ -32,7 +32,7 @@ from pipelines.pairs import (
 from pipelines.pretraining_config import STAGE, PretrainingDataConfig, record_seed, vocab_lines
 from schemas.pretraining import NOT_NEXT, pretraining_spec
 from wordpiece.cached_encoder import CachedEncoder
-from wordpiece.tokenizer import CONFIG_NAME, TOKENIZER_NAME, read_vocab_config
+from wordpiece.tokenizer import CONFIG_NAME, read_vocab_config
 from wordpiece.vocab_file import SPECIAL_TOKENS, special_token_ids
 
 ROWS_PER_CHUNK = 16384  # examples assembled and masked in one set of array operations

@@ -14,9 +14,9 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
+from bertdata.output_lock import output_lock
 from pipelines.arrow_shards import SHARD_INDEX_NAME, join, read_bytes, write_atomic
 from pipelines.beam_runner import make_pipeline, run_pipeline
-from pipelines.output_lock import output_lock
 from pipelines.progress import Heartbeat, progress_dir
 from schemas.manifest import MANIFEST_NAME, InputRef, Manifest, ManifestError, ShardInfo
 from schemas.spec import SchemaSpec
@@ -80,7 +80,7 @@ class StageRun:
         unit: str,
         work: tuple[int | None, str] = (None, ""),
     ) -> dict:
-        """The whole run, holding the output's lock (pipelines/output_lock.py): nothing if up to
+        """The whole run, holding the output's lock (bertdata/output_lock.py): nothing if up to
         date; else begin, build(pipeline), run it and write the manifest last. Returns the
         manifest as a dict; `unit` names its rows in the log. `work` is (amount, unit) of what
         the steps count into pipelines.progress, for the progress lines (None: unknown)."""

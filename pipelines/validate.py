@@ -29,9 +29,9 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from bertdata.output_lock import OutputNotWritableError
 from pipelines.arrow_shards import join, read_bytes, read_manifest, read_shard, write_atomic
 from pipelines.beam_runner import make_pipeline, run_pipeline
-from pipelines.output_lock import OutputNotWritableError
 from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo
 from schemas.pretraining import NOT_NEXT, PRETRAINING_NAME, PRETRAINING_VERSION, pretraining_spec
 

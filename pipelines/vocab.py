@@ -29,6 +29,7 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 from tokenizers import Tokenizer
 
+from bertdata.tokens import HF_CONFIG_NAME, TOKENIZER_NAME, VOCAB_NAME
 from pipelines.arrow_shards import (
     SHARD_INDEX_NAME,
     CorruptShardError,
@@ -54,10 +55,7 @@ from wordpiece.learner import (
 from wordpiece.normalization import bert_normalizer
 from wordpiece.tokenizer import (
     CONFIG_NAME,
-    HF_CONFIG_NAME,
     MAX_INPUT_CHARS_PER_WORD,
-    TOKENIZER_NAME,
-    VOCAB_NAME,
     TokenizerMismatchError,
     TokenizerOptions,
     WordSplitter,

@@ -211,13 +211,3 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith(f"error: {target}: cannot write"), f"{case}: {last}"
         assert "Traceback" not in result.stderr
-
-
-def test_the_two_copies_of_the_output_lock_are_the_same_code():
-    """model/ may not import pipelines/, so it has a copy; they must not drift apart."""
-
-    def code(path: str) -> str:
-        text = (ROOT / path).read_text()
-        return text[text.index('"""\n\nfrom __future__') :]
-
-    assert code("model/output_lock.py") == code("pipelines/output_lock.py")

@@ -17,6 +17,7 @@ from typing import Any
 from tokenizers import AddedToken, Tokenizer, decoders, processors
 from tokenizers.models import WordPiece
 
+from bertdata.tokens import TOKENIZER_NAME, VOCAB_NAME
 from wordpiece.normalization import (
     UNICODE_VERSION,
     bert_normalizer,
@@ -34,13 +35,10 @@ from wordpiece.vocab_file import (
     validate_vocab,
 )
 
-VOCAB_NAME = "vocab.txt"
-TOKENIZER_NAME = "tokenizer.json"
 CONFIG_NAME = "vocab_config.json"
 # google-research/bert's WordpieceTokenizer: a word of 200 characters becomes pieces, one of
 # 201 [UNK]. (tokenizers' and transformers' own default is 100.)
 MAX_INPUT_CHARS_PER_WORD = 200
-HF_CONFIG_NAME = "tokenizer_config.json"  # lets transformers' from_pretrained read the options
 CONFIG_FORMAT = "bert-pipeline-vocab-config"
 CONFIG_VERSION = 1
 

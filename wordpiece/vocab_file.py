@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
-SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
-CONTINUATION_PREFIX = "##"  # marks a piece that continues a word
+from bertdata.tokens import CLS, CONTINUATION_PREFIX, MASK, PAD, SEP, SPECIAL_TOKENS, UNK
+
+__all__ = ["CLS", "CONTINUATION_PREFIX", "MASK", "PAD", "SEP", "SPECIAL_TOKENS", "UNK"]  # here too
 UNUSED_BEFORE_UNK = 99  # bert-base puts [unused0]..[unused98] between [PAD] and [UNK]
 
 

@@ -15,12 +15,8 @@ from pathlib import Path
 
 from tokenizers import Encoding, Tokenizer
 
+from bertdata.tokens import CLS, HF_CONFIG_NAME, MASK, PAD, SEP, UNK, VOCAB_NAME
 from wordpiece.tokenizer import MAX_INPUT_CHARS_PER_WORD, TokenizerOptions, build_tokenizer
-
-VOCAB_NAME = "vocab.txt"
-TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
-PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
-SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 
 
 class TokenizerError(ValueError):
@@ -116,7 +112,7 @@ class CheckpointTokenizer:
             "mask_token": MASK,
             "model_max_length": max_length,
         }
-        (directory / TOKENIZER_CONFIG_NAME).write_text(
+        (directory / HF_CONFIG_NAME).write_text(
             json.dumps(config, indent=2) + "\n", encoding="utf-8"
         )
 
@@ -135,7 +131,7 @@ def read_vocab(path: Path) -> list[str]:
 
 def _lowercase_setting(directory: Path, vocab: list[str]) -> bool:
     """do_lower_case from tokenizer_config.json; without one, uncased unless the vocab has capitals."""
-    path = directory / TOKENIZER_CONFIG_NAME
+    path = directory / HF_CONFIG_NAME
     if path.is_file():
         try:
             config = json.loads(path.read_text(encoding="utf-8"))

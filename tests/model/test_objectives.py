@@ -8,13 +8,14 @@ import pytest
 import torch
 import transformers
 
+from bertdata.masking import MaskingVocab
 from model.bert import IGNORE_INDEX, BertForPreTraining, BertModel, Unpadding
 from model.config import bert_tiny
 from model.hf_checkpoint import config_to_hf, load_hf_checkpoint, to_hf_state_dict
 from model.metrics_log import read_metrics
 from model.objectives import Objective, batch_generator, left_to_right, remix, restore_tokens
 from model.pretrain import train
-from model.pretraining_batch import MaskingTables, PretrainingBatch
+from model.pretraining_batch import PretrainingBatch
 from model.train_config import ObjectiveConfig, parse_mask_mix
 from tests.model.test_pretrain import sample_data, tiny_config  # noqa: F401  (fixture)
 
@@ -63,7 +64,7 @@ def test_restore_gives_back_every_original_token():
 def test_remix_replaces_the_chosen_tokens_in_the_asked_shares(mix):
     batch, original = masked_batch(sequences=400)
     shares = parse_mask_mix(mix)
-    tables = MaskingTables.from_tokens(TOKENS)
+    tables = MaskingVocab.from_tokens(TOKENS)
     out = remix(batch, shares, tables, batch_generator(1, 2))
     used = batch.masked_lm_labels != IGNORE_INDEX
     rows = torch.arange(len(used)).unsqueeze(1).expand_as(used)[used]

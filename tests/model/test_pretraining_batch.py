@@ -12,11 +12,11 @@ import pyarrow as pa
 import pytest
 import torch
 
+from bertdata.masking import MaskingConfig, MaskingVocab, mask_sequences
 from model.bert import BertForPreTraining
 from model.pretraining_batch import (
     IGNORE_INDEX,
     DynamicMasking,
-    MaskingTables,
     PretrainingDataError,
     PretrainingShards,
     collate,
@@ -258,7 +258,6 @@ def test_dynamic_masking_is_fixed_by_epoch_and_example_and_has_the_paper_rates(t
 
 
 def test_dynamic_masking_matches_the_data_stage_masking(tmp_path, vocab):
-    from pipelines.masking import MaskingConfig, MaskingVocab, mask_sequences
 
     data = dynamic_data(tmp_path, vocab, n=200)
     table = next(data.iter_tables())
@@ -282,7 +281,7 @@ def test_dynamic_masking_matches_the_data_stage_masking(tmp_path, vocab):
 
 
 def test_masking_tables_exclude_special_and_unused_tokens():
-    tables = MaskingTables.from_tokens(TOKENS)
+    tables = MaskingVocab.from_tokens(TOKENS)
     assert tables.mask_id == MASK
     assert set(tables.random_token_ids.tolist()) == set(WORDS)
     assert tables.is_continuation[TOKENS.index("##ing")]

@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from bertdata.output_lock import LOCK_NAME
 from model.synthetic_data import write_synthetic_pretraining_data
-from pipelines.output_lock import LOCK_NAME
 from schemas.manifest import MANIFEST_NAME, Manifest
 
 ROOT = Path(__file__).resolve().parents[2]

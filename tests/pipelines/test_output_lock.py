@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from bertdata.output_lock import LOCK_NAME, OutputBusyError, output_lock
 from pipelines import pretraining_data
-from pipelines.output_lock import LOCK_NAME, OutputBusyError, output_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 _HOLD = """
 import sys, time
-from pipelines.output_lock import output_lock
+from bertdata.output_lock import output_lock
 with output_lock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(60)

@@ -13,12 +13,10 @@ import pytest
 from tokenizers import Tokenizer
 from tokenizers.models import BPE
 
+from bertdata.tokens import HF_CONFIG_NAME, TOKENIZER_NAME, VOCAB_NAME
 from wordpiece.learner import LearnerConfig, learn_vocab
 from wordpiece.tokenizer import (
     CONFIG_NAME,
-    HF_CONFIG_NAME,
-    TOKENIZER_NAME,
-    VOCAB_NAME,
     TokenizerMismatchError,
     TokenizerOptions,
     WordSplitter,

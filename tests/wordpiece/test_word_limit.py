@@ -6,13 +6,9 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from bertdata.tokens import TOKENIZER_NAME
 from wordpiece.learner import LearnerConfig, learn_vocab
-from wordpiece.tokenizer import (
-    TOKENIZER_NAME,
-    TokenizerOptions,
-    build_tokenizer,
-    tokenizer_json,
-)
+from wordpiece.tokenizer import TokenizerOptions, build_tokenizer, tokenizer_json
 from wordpiece.vocab_file import special_tokens_layout
 
 VOCAB = [*special_tokens_layout(0), "a", "b", "##a", "##b", "##ab"]

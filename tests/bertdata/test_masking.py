@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.masking import (
+from bertdata.masking import (
     MaskingConfig,
     MaskingVocab,
     _smallest_keys,
+    mask_one,
     mask_sequence_groups,
     mask_sequences,
     num_to_predict,
@@ -280,3 +281,30 @@ def test_groups_with_their_own_rngs_equal_one_call_per_group(whole_word):
     counts = [n for a in alone for n in np.diff(a.masked_lm_offsets)]
     assert np.diff(together.masked_lm_offsets).tolist() == counts and sum(counts) > 10
     assert [r.random() for r in rngs] == [r.random() for r in alone_rngs]
+
+
+@pytest.mark.parametrize("whole_word", [False, True], ids=["tokens", "whole-words"])
+@pytest.mark.parametrize("mix", [(0.8, 0.1), (0.0, 1.0), (0.5, 0.0)], ids=str)
+def test_the_array_version_equals_the_rule_one_sequence_at_a_time(whole_word, mix):
+    """mask_one is the specification; the data stage's mask_sequences, given each sequence's
+    rng, gives the same masks and leaves each rng in the same state."""
+    gen = np.random.default_rng(7)
+    ids, offsets = random_batch(gen, 40)
+    config = MaskingConfig(
+        whole_word_mask=whole_word,
+        max_predictions_per_seq=5,
+        mask_token_prob=mix[0],
+        random_token_prob=mix[1],
+    )
+    chosen_total = 0
+    for s in range(len(offsets) - 1):
+        seq = ids[offsets[s] : offsets[s + 1]]
+        rule_rng, array_rng = np.random.default_rng(s), np.random.default_rng(s)
+        masked, positions, originals = mask_one(seq, rule_rng, VOCAB, config)
+        array = mask_sequences(seq, np.array([0, len(seq)]), array_rng, VOCAB, config)
+        assert masked.tolist() == array.input_ids.tolist()
+        assert positions.tolist() == array.masked_lm_positions.tolist()
+        assert originals.tolist() == array.masked_lm_ids.tolist()
+        assert rule_rng.random() == array_rng.random()
+        chosen_total += len(positions)
+    assert chosen_total > 40  # the sequences were long enough to mask something

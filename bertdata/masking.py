@@ -1,5 +1,11 @@
 """Masked-LM predictions as the BERT paper describes: pure functions with an explicit rng.
 
+`mask_one` is the rule, one sequence at a time, written to be read: the specification. The
+data stage masks millions of sequences with `mask_sequence_groups`, the same rule in array
+operations over many sequences at once; given the same rng, both draw the same numbers in the
+same order and give the same output (tests/bertdata/test_masking.py). The trainer's dynamic
+masking uses `mask_one`.
+
 Of the tokens that may be masked (every token but [CLS], [SEP], [PAD], [UNK] and [MASK]),
 masked_lm_prob are chosen, at most max_predictions_per_seq; each chosen token becomes [MASK]
 80% of the time, a random token 10% (never a special or [unused] token), and stays 10%.
@@ -15,16 +21,12 @@ Where this differs from google-research/bert, and why:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-from pipelines.pairs import gather_runs
-
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-_BRACKETED = re.compile(r"^\[[^\[\]\s]+\]$")  # [CLS], [unused7], ...: never a random replacement
+from bertdata.tokens import BRACKETED, CONTINUATION_PREFIX, MASK, SPECIAL_TOKENS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,12 +76,14 @@ class MaskingVocab:
             raise ValueError(f"vocabulary lacks the special token(s) {', '.join(missing)}")
         maskable = np.ones(len(tokens), dtype=bool)
         maskable[[index[t] for t in SPECIAL_TOKENS]] = False
-        bracketed = np.fromiter((bool(_BRACKETED.match(t)) for t in tokens), bool, len(tokens))
+        # [CLS], [unused7], ...: never a random replacement
+        bracketed = np.fromiter((bool(BRACKETED.match(t)) for t in tokens), bool, len(tokens))
+        continuation = (t.startswith(CONTINUATION_PREFIX) for t in tokens)
         return cls(
-            mask_id=index["[MASK]"],
+            mask_id=index[MASK],
             maskable=maskable,
             random_token_ids=np.flatnonzero(maskable & ~bracketed),
-            is_continuation=np.fromiter((t.startswith("##") for t in tokens), bool, len(tokens)),
+            is_continuation=np.fromiter(continuation, bool, len(tokens)),
         )
 
 
@@ -99,6 +103,64 @@ def num_to_predict(
     so that the expectation is exact, capped at max_predictions."""
     count = np.floor(num_maskable * masked_lm_prob + u).astype(np.int64)
     return np.minimum(np.minimum(count, num_maskable), max_predictions)
+
+
+def mask_one(
+    input_ids: np.ndarray, rng: np.random.Generator, vocab: MaskingVocab, config: MaskingConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(masked ids, positions, original ids) of one sequence: the rule, in the order of draws.
+
+    1. u ~ U[0, 1): the count to predict is floor(maskable * masked_lm_prob + u), at most the
+       maskable tokens and max_predictions_per_seq.
+    2. One key ~ U[0, 1) per candidate (a maskable token, or a whole word), in position order;
+       candidates are taken by ascending key (a uniform random order): every token, or each
+       word that still fits in what is left of the count.
+    3. One decision ~ U[0, 1) per chosen token (per chosen word with whole words, in position
+       order): below mask_token_prob [MASK]; below that plus random_token_prob a random token;
+       else the token stays.
+    4. One integer per random replacement, in position order: an index into random_token_ids.
+    """
+    maskable = vocab.maskable[input_ids]
+    num_maskable = int(maskable.sum())
+    u = rng.random(1)[0]
+    count = int(num_to_predict(np.array([num_maskable]), np.array([u]), config.masked_lm_prob,
+                               config.max_predictions_per_seq)[0])  # fmt: skip
+    if config.whole_word_mask:
+        continues = vocab.is_continuation[input_ids] & np.concatenate(([False], maskable[:-1]))
+        word_start = maskable & ~continues
+        starts = np.flatnonzero(word_start)
+        word_len = np.bincount((np.cumsum(word_start) - 1)[maskable], minlength=len(starts))
+        keys = rng.random(len(starts))
+        need, words = count, []
+        for w in np.argsort(keys, kind="stable"):
+            if need == 0:
+                break
+            if word_len[w] <= need:
+                words.append(int(w))
+                need -= int(word_len[w])
+        words = np.sort(np.asarray(words, dtype=np.int64))
+        chosen = gather_runs(starts[words], word_len[words])
+        decision = np.repeat(rng.random(len(words)), word_len[words])
+    else:
+        candidates = np.flatnonzero(maskable)
+        keys = rng.random(len(candidates))
+        chosen = np.sort(candidates[np.argsort(keys, kind="stable")[:count]])
+        decision = rng.random(len(chosen))
+    out = input_ids.copy()
+    to_mask = decision < config.mask_token_prob
+    random_below = config.mask_token_prob + config.random_token_prob
+    to_random = (decision >= config.mask_token_prob) & (decision < random_below)
+    out[chosen[to_mask]] = vocab.mask_id
+    picks = rng.integers(0, len(vocab.random_token_ids), int(to_random.sum()))
+    out[chosen[to_random]] = vocab.random_token_ids[picks]
+    return out, chosen, input_ids[chosen]
+
+
+def gather_runs(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Indices of the runs [start, start + length), one after another."""
+    total = int(lengths.sum())
+    run_at = np.cumsum(lengths) - lengths
+    return np.repeat(starts - run_at, lengths) + np.arange(total, dtype=np.int64)
 
 
 def mask_sequences(
