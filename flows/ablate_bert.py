@@ -89,7 +89,7 @@ def sample_scale() -> AblateBertParams:
 
 def small_scale() -> AblateBertParams:
     """A 2-core CPU: the small recipe's data and model (bert_mini), 600 steps per arm, two
-    held-out tasks with 3 seeds; more than an hour per arm there (docs/ablations.md)."""
+    held-out tasks with 3 seeds; about 18 minutes per arm there, estimated (docs/ablations.md)."""
     recipe = small_preset()
     pretrain = recipe.pretrain.model_copy(
         update={"total_steps": 600, "checkpoint_every": 300, "log_every": 50}
@@ -268,8 +268,8 @@ def ablate_bert(
     tasks and seeds, and report the paper's Tables 5, 6 and 8 side by side with ours.
 
     Args:
-        scale: 'sample' (minutes, plumbing only), 'small' (a 2-core CPU, more than an hour
-            per arm) or 'gpu' (one GPU).
+        scale: 'sample' (minutes, plumbing only), 'small' (a 2-core CPU, about 18 minutes
+            per arm, estimated) or 'gpu' (one GPU).
         workdir: Where every stage writes; default: the scale's.
         tables: Which tables: 'tasks' (no NSP, LTR), 'masking' (mixes), 'size' (L/H/A).
         mask_mixes: MASK/SAME/RND percentages to compare with 80/10/10.

@@ -56,7 +56,7 @@ def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
 
 # The packages whose ValueError subclasses are input errors (BadInputError, CorruptShardError,
 # ManifestError, VocabFileError...): the errors that name a file and a record.
-PROJECT_PACKAGES = ("pipelines", "schemas", "wordpiece")
+PROJECT_PACKAGES = ("pipelines", "schemas", "wordpiece", "bertdata")
 _STEP_ANNOTATION = re.compile(r" \[while running '[^']*'\]")
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*): ?(.*)$")
 

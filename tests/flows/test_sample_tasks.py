@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -158,10 +159,8 @@ def test_outputs_are_byte_identical_and_the_manifest_is_written_last(
     documents_dir, tasks_dir, tmp_path, monkeypatch
 ):
     replaced = []
-    real_replace = sample_tasks.os.replace
-    monkeypatch.setattr(
-        sample_tasks.os, "replace", lambda a, b: (replaced.append(Path(b)), real_replace(a, b))
-    )
+    real_replace = os.replace  # the tasks' files are written by bertdata.paths.write_atomic
+    monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append(Path(b)), real_replace(a, b)))
     assert build_tasks(documents_dir, tmp_path) == 0
     written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     assert written == sorted(p.relative_to(tasks_dir) for p in tasks_dir.rglob("*") if p.is_file())
