@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows.sample_tasks import TASKS as CORPUS_TASKS
+from flows.sections import ExtraArgs, Section, section_base
 from model.inits import Init
+from pipelines.pretraining_options import PretrainingDataConfig
 
 PresetName = Literal["sample", "small", "base", "base-dataflow"]
 StageName = Literal[
@@ -38,21 +40,6 @@ SAMPLE_CORPUS = "sample"  # stands for the embedded Wikipedia excerpt
 PROSE_CORPUS = "prose"
 SAMPLE_TASKS_DIR = "sample-tasks"  # data_dir value: the tasks built from the corpus itself
 GCS_URI = r"^gs://[a-z0-9][-_.a-z0-9]{1,221}(/.*)?$"
-
-ExtraArgs = Annotated[
-    list[str],
-    Field(
-        description="Any other command-line flags of the stage, passed as they are "
-        "(for example ['--keep-headings'])."
-    ),
-]
-
-
-class Section(BaseModel):
-    """A group of parameters; unknown names are errors, so a typo never goes unnoticed."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
 
 # The Dataflow rule in JSON schema, put on a flow's `beam` parameter (next to, not inside,
 # its "BeamParams or null" choice) so that the server refuses a run without the project and
@@ -197,40 +184,24 @@ class VocabParams(Section):
     extra_args: ExtraArgs = []
 
 
-class PretrainingDataParams(Section):
-    """Pre-masked A/B pairs with NSP labels (python -m pipelines.pretraining_data)."""
-
-    max_seq_lengths: list[Annotated[int, Field(ge=16, le=4096)]] = Field(
-        [128, 512],
-        min_length=1,
-        description="Sequence lengths to build; the paper trains 90% of steps at 128, "
-        "then 10% at 512.",
-    )
-    max_predictions_per_seq: list[Annotated[int, Field(ge=1)]] = Field(
-        [],
-        description="Masked-LM cap per length, in the same order; [] = 5/32 of each length.",
-    )
-    masked_lm_prob: float = Field(0.15, gt=0.0, lt=1.0, description="Share of tokens masked.")
-    short_seq_prob: float = Field(
-        0.1, ge=0.0, le=1.0, description="Probability of a shorter random target length."
-    )
-    dupe_factor: int = Field(
-        5, ge=1, le=100, description="Passes over the corpus, each with different masks."
-    )
-    seed: int = Field(12345, ge=0, description="Seed of every random choice.")
-    whole_word_mask: bool = Field(False, description="Mask all pieces of a word together.")
-    num_shards: int = Field(0, ge=0, description="Shards per length; 0 = automatic.")
-    extra_args: ExtraArgs = []
+class PretrainingDataParams(section_base("PretrainingDataSection", PretrainingDataConfig)):
+    """Pre-masked A/B pairs with NSP labels (python -m pipelines.pretraining_data); its fields
+    are the job's options, declared once in pipelines/pretraining_options.py."""
 
     @model_validator(mode="after")
-    def _one_cap_per_length(self) -> PretrainingDataParams:
-        caps, lengths = self.max_predictions_per_seq, self.max_seq_lengths
-        if caps and len(caps) != len(lengths):
-            raise ValueError(
-                f"pretraining_data.max_predictions_per_seq has {len(caps)} value(s) for "
-                f"{len(lengths)} sequence length(s)"
-            )
+    def _valid_together(self) -> PretrainingDataParams:
+        try:
+            self.config().validate()
+        except ValueError as err:
+            raise ValueError(f"pretraining_data: {err}") from err
         return self
+
+    def config(self) -> PretrainingDataConfig:
+        """The job's configuration these parameters give."""
+        values = self.model_dump(exclude={"extra_args"})
+        return PretrainingDataConfig(
+            **{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()}
+        )
 
 
 class ValidationParams(Section):

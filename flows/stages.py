@@ -40,6 +40,8 @@ from flows.params import (
     ValidationParams,
     VocabParams,
 )
+from flows.sections import stage_argv
+from pipelines.pretraining_options import PretrainingDataConfig
 from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, canonical_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -626,16 +628,7 @@ def pretraining_data_call(
         params = params.model_copy(update={"dupe_factor": 1, "num_shards": 1})
     output = storage.join(workdir, "heldout-pretraining" if heldout else "pretraining")
     args = ["--documents", documents.output, "--vocab", vocab.output, "--output", output]
-    args += _flag("max-seq-lengths", ",".join(map(str, params.max_seq_lengths)))
-    if params.max_predictions_per_seq:
-        args += _flag("max-predictions-per-seq", ",".join(map(str, params.max_predictions_per_seq)))
-    args += _flag("masked-lm-prob", params.masked_lm_prob)
-    args += _flag("short-seq-prob", params.short_seq_prob)
-    args += _flag("dupe-factor", params.dupe_factor)
-    args += _flag("seed", params.seed)
-    args += _flag("num-shards", params.num_shards)
-    if params.whole_word_mask:
-        args.append("--whole-word-mask")
+    args += stage_argv(PretrainingDataConfig, params)
     return make_call(
         "pretraining_data",
         name="pretraining-data-heldout" if heldout else None,

@@ -7,95 +7,24 @@ pipelines/pretraining_local.py), which must give the same bytes.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 from tokenizers import Tokenizer
 
-from bertdata.masking import MaskingConfig
 from bertdata.tokens import TOKENIZER_NAME, VOCAB_NAME
 from pipelines.arrow_shards import join, read_bytes
-from pipelines.pairs import SPECIAL_TOKENS_PER_PAIR
+from pipelines.pretraining_options import PretrainingDataConfig
 from pipelines.vocab import read_vocab_dir
 from wordpiece.tokenizer import CONFIG_NAME
 from wordpiece.vocab_file import special_token_ids
 
 STAGE = "pretraining_data"  # also the namespace of the job's counters
-MIN_SEQ_LENGTH = 2 + SPECIAL_TOKENS_PER_PAIR  # [CLS] a [SEP] b [SEP]
 
 
 class BadInputError(ValueError):
     """Inputs the job refuses, with the file they came from."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class PretrainingDataConfig:
-    """Options that shape the examples; all go into the manifests and their config hash."""
-
-    max_seq_lengths: tuple[int, ...] = (128, 512)  # one output directory seq<N> per length
-    max_predictions_per_seq: tuple[int, ...] = (20, 80)  # masked-LM cap, one per length
-    masked_lm_prob: float = 0.15  # share of maskable tokens to predict
-    short_seq_prob: float = 0.1  # chance per pair of a shorter random target length
-    dupe_factor: int = 5  # copies of the corpus, each with its own pairs and masks
-    whole_word_mask: bool = False  # mask whole words, the 80/10/10 choice per word
-    dynamic_masking: bool = False  # store unmasked pairs; the loader masks every epoch
-    seed: int = 12345  # with a record's identity, seeds every random choice
-    num_shards: int = 0  # shards per length; 0: ceil(examples / examples_per_shard)
-    examples_per_shard: int = 50_000  # shard size when num_shards is 0
-    max_position_embeddings: int = 512  # the model's position table: the longest length
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first option that is out of range."""
-        if not self.max_seq_lengths:
-            raise ValueError("max_seq_lengths must name at least one length")
-        if len(set(self.max_seq_lengths)) != len(self.max_seq_lengths):
-            raise ValueError(f"max_seq_lengths has duplicates: {self.max_seq_lengths}")
-        if len(self.max_predictions_per_seq) != len(self.max_seq_lengths):
-            raise ValueError(
-                f"max_predictions_per_seq {self.max_predictions_per_seq} needs one value per "
-                f"length in max_seq_lengths {self.max_seq_lengths}"
-            )
-        for length, cap in zip(self.max_seq_lengths, self.max_predictions_per_seq, strict=True):
-            if length < MIN_SEQ_LENGTH:
-                raise ValueError(f"max_seq_length {length} is below {MIN_SEQ_LENGTH}")
-            if length > self.max_position_embeddings:
-                raise ValueError(
-                    f"max_seq_length {length} exceeds the position table "
-                    f"(max_position_embeddings {self.max_position_embeddings})"
-                )
-            if not 1 <= cap <= length - SPECIAL_TOKENS_PER_PAIR:
-                raise ValueError(
-                    f"max_predictions_per_seq {cap} for length {length} must be in "
-                    f"[1, {length - SPECIAL_TOKENS_PER_PAIR}]"
-                )
-        MaskingConfig(masked_lm_prob=self.masked_lm_prob).validate()
-        if not 0.0 <= self.short_seq_prob <= 1.0:
-            raise ValueError(f"short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
-        if not 1 <= self.dupe_factor <= 65535:
-            raise ValueError(f"dupe_factor must be in [1, 65535], got {self.dupe_factor}")
-        if self.num_shards < 0:
-            raise ValueError(f"num_shards must be 0 (automatic) or more, got {self.num_shards}")
-        if self.examples_per_shard < 1:
-            raise ValueError(f"examples_per_shard must be positive, got {self.examples_per_shard}")
-
-    def masking(self, length_index: int) -> MaskingConfig:
-        return MaskingConfig(
-            masked_lm_prob=self.masked_lm_prob,
-            max_predictions_per_seq=self.max_predictions_per_seq[length_index],
-            whole_word_mask=self.whole_word_mask,
-        )
-
-    def num_shards_for(self, num_examples: int) -> int:
-        if self.num_shards:
-            return self.num_shards
-        return max(1, math.ceil(num_examples / self.examples_per_shard))
-
-
-def default_max_predictions(max_seq_length: int) -> int:
-    """The paper's caps, 20 at 128 and 80 at 512: 5/32 of the length, rounded up."""
-    return -(-max_seq_length * 5 // 32)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from typing import Any
 
 import apache_beam as beam
 
+from bertdata.options import add_arguments, chosen
 from bertdata.output_lock import OutputError, output_lock
 from pipelines import pretraining_shuffle
 from pipelines.arrow_shards import join, read_manifest, write_atomic
@@ -43,13 +44,12 @@ from pipelines.beam_runner import is_local_runner, make_pipeline, run_pipeline
 from pipelines.pretraining_config import (
     STAGE,
     BadInputError,
-    PretrainingDataConfig,
     Vocabulary,
-    default_max_predictions,
     load_vocabulary,
     read_vocabulary_files,
 )
 from pipelines.pretraining_local import run_local, work_dir_for
+from pipelines.pretraining_options import PretrainingDataConfig
 from pipelines.progress import Heartbeat
 from pipelines.stage import StageRun
 from schemas.documents import DOCUMENTS
@@ -122,7 +122,6 @@ def check_documents(documents_dir: str) -> tuple[Manifest, str]:
 
 
 def parse_args(argv: list[str] | None):
-    defaults = PretrainingDataConfig()
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.pretraining_data",
         description=(
@@ -142,58 +141,7 @@ def parse_args(argv: list[str] | None):
         "--vocab", required=True, help="vocabulary directory (vocab.txt, tokenizer.json)"
     )
     parser.add_argument("--output", required=True, help="writes <output>/seq<N> per length")
-    parser.add_argument(
-        "--max-seq-lengths",
-        default=",".join(map(str, defaults.max_seq_lengths)),
-        help="comma-separated sequence lengths, e.g. 128,512",
-    )
-    parser.add_argument(
-        "--max-predictions-per-seq",
-        default="",
-        help="comma-separated masked-LM caps, one per length (default 5/32 of the length: 20, 80)",
-    )
-    parser.add_argument(
-        "--masked-lm-prob",
-        type=float,
-        default=defaults.masked_lm_prob,
-        help="share of the tokens masked (80%% [MASK], 10%% random, 10%% kept)",
-    )
-    parser.add_argument(
-        "--short-seq-prob",
-        type=float,
-        default=defaults.short_seq_prob,
-        help="share of pairs given a shorter random target length",
-    )
-    parser.add_argument(
-        "--dupe-factor",
-        type=int,
-        default=defaults.dupe_factor,
-        help="passes over the corpus, each with other pairs and masks",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=defaults.seed, help="every random choice derives from it"
-    )
-    parser.add_argument("--whole-word-mask", action="store_true", help="mask whole words")
-    parser.add_argument(
-        "--dynamic-masking",
-        action="store_true",
-        help="store unmasked pairs; the training loader masks them afresh each epoch",
-    )
-    parser.add_argument(
-        "--num-shards", type=int, default=defaults.num_shards, help="per length; 0: automatic"
-    )
-    parser.add_argument(
-        "--examples-per-shard",
-        type=int,
-        default=defaults.examples_per_shard,
-        help="target examples per shard with --num-shards 0",
-    )
-    parser.add_argument(
-        "--max-position-embeddings",
-        type=int,
-        default=defaults.max_position_embeddings,
-        help="the model's longest sequence; longer --max-seq-lengths are refused",
-    )
+    add_arguments(parser, PretrainingDataConfig)
     parser.add_argument(
         "--docs-per-bucket",
         type=int,
@@ -214,28 +162,7 @@ def parse_args(argv: list[str] | None):
         help="least units of work; does not change the output",
     )
     args, beam_args = parser.parse_known_args(argv)
-    try:
-        lengths = tuple(int(x) for x in args.max_seq_lengths.split(",") if x.strip())
-        caps = (
-            tuple(int(x) for x in args.max_predictions_per_seq.split(",") if x.strip())
-            if args.max_predictions_per_seq
-            else tuple(default_max_predictions(L) for L in lengths)
-        )
-    except ValueError as err:
-        raise ValueError(f"--max-seq-lengths / --max-predictions-per-seq: {err}") from err
-    config = PretrainingDataConfig(
-        max_seq_lengths=lengths,
-        max_predictions_per_seq=caps,
-        masked_lm_prob=args.masked_lm_prob,
-        short_seq_prob=args.short_seq_prob,
-        dupe_factor=args.dupe_factor,
-        whole_word_mask=args.whole_word_mask,
-        dynamic_masking=args.dynamic_masking,
-        seed=args.seed,
-        num_shards=args.num_shards,
-        examples_per_shard=args.examples_per_shard,
-        max_position_embeddings=args.max_position_embeddings,
-    )
+    config = PretrainingDataConfig(**chosen(PretrainingDataConfig, args))
     config.validate()
     if args.docs_per_bucket < 1 or args.min_buckets < 1:
         raise ValueError("--docs-per-bucket and --min-buckets must be positive")

@@ -54,11 +54,11 @@ from pipelines.pairs import (
 )
 from pipelines.pretraining_config import (
     BadInputError,
-    PretrainingDataConfig,
     Vocabulary,
     checked_num_shards,
     doc_hash,
 )
+from pipelines.pretraining_options import PretrainingDataConfig
 from pipelines.pretraining_records import (
     Answers,
     DocumentPlanner,

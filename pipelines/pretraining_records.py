@@ -29,7 +29,8 @@ from pipelines.pairs import (
     sentence_bounds,
     split_long_sentences,
 )
-from pipelines.pretraining_config import STAGE, PretrainingDataConfig, record_seed, vocab_lines
+from pipelines.pretraining_config import STAGE, record_seed, vocab_lines
+from pipelines.pretraining_options import PretrainingDataConfig
 from schemas.pretraining import NOT_NEXT, pretraining_spec
 from wordpiece.cached_encoder import CachedEncoder
 from wordpiece.tokenizer import CONFIG_NAME, read_vocab_config

@@ -24,11 +24,11 @@ from pipelines.arrow_shards import ReadArrowShards, write_shard_index
 from pipelines.pairs import random_next_span
 from pipelines.pretraining_config import (
     BadInputError,
-    PretrainingDataConfig,
     Vocabulary,
     checked_num_shards,
     doc_hash,
 )
+from pipelines.pretraining_options import PretrainingDataConfig
 from pipelines.pretraining_records import (
     Answers,
     DocumentPlanner,

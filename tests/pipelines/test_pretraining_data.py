@@ -21,6 +21,7 @@ from pipelines import pretraining_data, vocab
 from pipelines.arrow_shards import WriteArrowShards
 from pipelines.beam_runner import make_pipeline
 from pipelines.pretraining_data import read_vocabulary_files
+from pipelines.pretraining_options import PretrainingDataConfig
 from pipelines.sentences import split_sentences
 from pipelines.stage import StageRun
 from pipelines.validate import validate
@@ -428,7 +429,7 @@ def test_dataflow_pipeline_builds_without_network(documents_dir, vocab_dir):
     )
     pipeline = beam.Pipeline(options=options)
     vocab = pretraining_data.load_vocabulary(str(vocab_dir))
-    config = pretraining_data.PretrainingDataConfig()
+    config = PretrainingDataConfig()
     pretraining_data.build_pipeline(
         pipeline, config, vocab, str(documents_dir), "gs://my-bucket/pretraining", 4
     )
@@ -528,10 +529,10 @@ def test_missing_or_mismatched_inputs_are_named(documents_dir, vocab_dir, tmp_pa
         (["--masked-lm-prob", "1.2"], "masked_lm_prob must be in (0, 1)"),
         (["--max-seq-lengths", "1024"], "exceeds the position table"),
         (["--max-seq-lengths", "128", "--max-predictions-per-seq", "20,80"], "one value per"),
-        (["--max-seq-lengths", "4"], "below 5"),
+        (["--max-seq-lengths", "4"], "max_seq_lengths must be in [5, 4096], got 4"),
         (["--max-seq-lengths", "64", "--max-predictions-per-seq", "62"], "must be in [1, 61]"),
         (["--short-seq-prob", "1.5"], "short_seq_prob"),
-        (["--dupe-factor", "0"], "dupe_factor"),
+        (["--dupe-factor", "0"], "dupe_factor must be in [1, 65535], got 0"),
         (["--num-shards", "-1"], "num_shards"),
     ],
 )

@@ -1,0 +1,73 @@
+"""The flows' parameter sections, built from the stages' option declarations.
+
+A stage's config dataclass describes each option once (bertdata/options.py): its default, help
+and bounds. `section_fields` turns those declarations into pydantic fields, so the deployment's
+parameter schema, the Prefect server's checks and the stage's command line all say the same
+thing; `stage_argv` turns a section back into that command line.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from bertdata.options import Described, described, to_argv
+
+ExtraArgs = Annotated[
+    list[str],
+    Field(
+        description="Any other command-line flags of the stage, passed as they are "
+        "(for example ['--keep-headings'])."
+    ),
+]
+
+
+class Section(BaseModel):
+    """A group of parameters; unknown names are errors, so a typo never goes unnoticed."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _constraints(d: Described) -> dict[str, Any]:
+    spec = d.spec
+    bounds = {"ge": spec.ge, "le": spec.le, "gt": spec.gt, "lt": spec.lt}
+    return {key: value for key, value in bounds.items() if value is not None}
+
+
+def _annotation(d: Described) -> Any:
+    item = d.item if d.kind is tuple else d.kind
+    if d.spec.choices:
+        item = Literal[d.spec.choices]
+    if d.kind is tuple:
+        return list[Annotated[item, Field(**_constraints(d))]]
+    return item
+
+
+def section_fields(config: type, *, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Pydantic fields for the flow options of a config dataclass; `defaults` replaces some of
+    the dataclass's defaults (a flow's choice, for example more shards)."""
+    defaults = defaults or {}
+    found: dict[str, Any] = {}
+    for d in described(config):
+        if not d.spec.flow:
+            continue
+        default = defaults.get(d.name, d.default)
+        if d.kind is tuple:
+            default = list(default)
+        bounds = {} if d.kind is tuple else _constraints(d)
+        found[d.name] = (_annotation(d), Field(default, description=d.spec.help, **bounds))
+    return found
+
+
+def section_base(name: str, config: type, *, defaults: dict[str, Any] | None = None) -> type:
+    """A Section class with one field per flow option of `config` and `extra_args`; subclass
+    it to add the flow's own fields, checks and docstring."""
+    fields = section_fields(config, defaults=defaults)
+    fields["extra_args"] = (ExtraArgs, [])
+    return create_model(name, __base__=Section, **fields)
+
+
+def stage_argv(config: type, section: BaseModel) -> list[str]:
+    """The stage's command line for a section's option values (its `extra_args` excluded)."""
+    return to_argv(config, section.model_dump(exclude={"extra_args"}))
