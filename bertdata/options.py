@@ -9,7 +9,7 @@ sections (flows/sections.py). A field without `option(...)` is internal: the job
     class Config:
         dupe_factor: int = option(5, "passes over the corpus, each with other masks", ge=1)
 
-Option types: int, float, str, bool (`--x` / `--no-x`) and tuple[int, ...] or tuple[str, ...]
+Option types: int, float, str, bool (`--x` / `--no-x`, or the flags named in the option) and tuple[int, ...] or tuple[str, ...]
 (comma-separated on the command line, a list in the flows).
 """
 
@@ -35,6 +35,7 @@ class Option:
     lt: float | None = None
     choices: tuple[Any, ...] = ()
     flag: str = ""  # the command line's name, when it is not the field's with dashes
+    off_flag: str = ""  # a bool's flag that turns it off; default: no-<flag>
     cli: bool = True  # a flag of the stage's command line
     flow: bool = True  # a field of the flows' section
 
@@ -49,13 +50,14 @@ def option(
     lt: float | None = None,
     choices: tuple[Any, ...] = (),
     flag: str = "",
+    off_flag: str = "",
     cli: bool = True,
     flow: bool = True,
 ) -> Any:
     """A dataclass field that is a user-facing option (see the module docstring)."""
     if isinstance(default, (list, dict, set)):
         raise TypeError("an option's default must be immutable (use a tuple)")
-    spec = Option(help, ge, le, gt, lt, tuple(choices), flag, cli, flow)
+    spec = Option(help, ge, le, gt, lt, tuple(choices), flag, off_flag, cli, flow)
     return field(default=default, metadata={METADATA_KEY: spec})
 
 
@@ -72,6 +74,11 @@ class Described:
     @property
     def flag(self) -> str:
         return "--" + (self.spec.flag or self.name.replace("_", "-"))
+
+    @property
+    def off_flag(self) -> str:
+        """A bool's flag that turns it off."""
+        return "--" + (self.spec.off_flag or "no-" + self.flag[2:])
 
 
 def described(cls: type) -> list[Described]:
@@ -135,9 +142,12 @@ def problem(d: Described, value: Any) -> str | None:
     return None
 
 
-def check(config: Any) -> None:
-    """Raise ValueError naming the first option of `config` that is out of its bounds."""
+def check(config: Any, *, skip: tuple[str, ...] = ()) -> None:
+    """Raise ValueError naming the first option of `config` (but those in `skip`) that is out
+    of its bounds."""
     for d in described(type(config)):
+        if d.name in skip:
+            continue
         message = problem(d, getattr(config, d.name))
         if message:
             raise ValueError(message)
@@ -165,11 +175,16 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         help_text = help_text.replace("%", "%%")
         dest = {"dest": d.name}
         if d.kind is bool:
-            parser.add_argument(
-                d.flag,
-                action=argparse.BooleanOptionalAction,
-                default=d.default,
-                help=help_text,
+            pair = parser.add_mutually_exclusive_group()
+            pair.add_argument(
+                d.flag, action="store_const", const=True, default=d.default, help=help_text, **dest
+            )
+            pair.add_argument(
+                d.off_flag,
+                action="store_const",
+                const=False,
+                default=argparse.SUPPRESS,  # the first flag holds the default
+                help=f"not {d.flag}",
                 **dest,
             )
         elif d.kind is tuple:
@@ -207,7 +222,7 @@ def to_argv(cls: type, values: Mapping[str, Any]) -> list[str]:
         if d.kind is tuple and not value and not d.default:
             continue  # empty by default: nothing to say
         if d.kind is bool:
-            argv.append(d.flag if value else "--no-" + d.flag[2:])
+            argv.append(d.flag if value else d.off_flag)
         elif d.kind is tuple:
             argv += [d.flag, ",".join(map(str, value))]
         else:

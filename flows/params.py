@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from flows.sample_tasks import TASKS as CORPUS_TASKS
 from flows.sections import ExtraArgs, Section, section_base
 from model.inits import Init
-from pipelines.pretraining_options import PretrainingDataConfig
+from pipelines.options import ExtractConfig, PretrainingDataConfig, VocabConfig
 
 PresetName = Literal["sample", "small", "base", "base-dataflow"]
 StageName = Literal[
@@ -115,8 +115,9 @@ class BeamParams(Section):
         return args + list(self.extra_args)
 
 
-class ExtractParams(Section):
-    """Extraction: corpus files -> sentence-split document shards (python -m pipelines.extract)."""
+class ExtractParams(section_base("ExtractSection", ExtractConfig, defaults={"num_shards": 64})):
+    """Extraction: corpus files -> sentence-split document shards (python -m pipelines.extract);
+    beside the corpus, its fields are the job's options (pipelines/options.py)."""
 
     inputs: list[str] = Field(
         [SAMPLE_CORPUS],
@@ -136,57 +137,20 @@ class ExtractParams(Section):
         lt=1.0,
         description="'prose': share of its documents held out (chosen by a hash of the id).",
     )
-    input_format: Literal["auto", "wiki", "text", "jsonl", "parquet"] = Field(
-        "auto", description="Input format; 'auto' decides by file extension."
-    )
-    num_shards: int = Field(
-        64, ge=1, le=100_000, description="Output shards; aim for 100-500 MB each."
-    )
-    text_field: str = Field("text", description="JSONL/Parquet: the field holding the text.")
-    id_field: str = Field("", description="JSONL/Parquet: the id field; '' = line/row number.")
-    title_field: str = Field("", description="JSONL/Parquet: the title field; '' = none.")
-    min_document_chars: int = Field(
-        200, ge=0, description="Shorter documents (after cleaning) are dropped and counted."
-    )
-    min_sentences: int = Field(
-        2, ge=1, description="Documents with fewer sentences are dropped and counted."
-    )
-    dedup: bool = Field(True, description="Drop exact duplicate documents.")
-    line_breaks: Literal["paragraph", "space", "auto"] = Field(
-        "auto",
-        description="Text and JSONL: a single newline ends a paragraph, is a space, or "
-        "(auto) is a space in documents that are hard-wrapped (docs/extract_inputs.md).",
-    )
-    on_bad_record: Literal["skip", "fail"] = Field(
-        "skip", description="A malformed page/line/row: count and skip it, or fail the stage."
-    )
-    extra_args: ExtraArgs = []
 
 
-class VocabParams(Section):
-    """WordPiece vocabulary from the documents (python -m pipelines.vocab)."""
+class VocabParams(section_base("VocabSection", VocabConfig)):
+    """WordPiece vocabulary from the documents (python -m pipelines.vocab); beside vocab_file,
+    its fields are the job's options (pipelines/options.py)."""
 
-    vocab_size: int = Field(
-        30522,
-        ge=200,
-        le=1_000_000,
-        description="Tokens in all, special and reserved included (bert-base-uncased: 30,522).",
-    )
-    lowercase: bool = Field(
-        True, description="Lower-case and strip accents (uncased), as bert-base-uncased."
-    )
-    min_frequency: int = Field(
-        2, ge=1, description="Merge a pair of pieces only if it occurs this often."
-    )
     vocab_file: str = Field(
         "", description="Adopt this existing vocab.txt instead of learning one ('' = learn)."
     )
-    extra_args: ExtraArgs = []
 
 
 class PretrainingDataParams(section_base("PretrainingDataSection", PretrainingDataConfig)):
     """Pre-masked A/B pairs with NSP labels (python -m pipelines.pretraining_data); its fields
-    are the job's options, declared once in pipelines/pretraining_options.py."""
+    are the job's options, declared once in pipelines/options.py."""
 
     @model_validator(mode="after")
     def _valid_together(self) -> PretrainingDataParams:

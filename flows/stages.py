@@ -41,7 +41,7 @@ from flows.params import (
     VocabParams,
 )
 from flows.sections import stage_argv
-from pipelines.pretraining_options import PretrainingDataConfig
+from pipelines.options import ExtractConfig, PretrainingDataConfig, VocabConfig
 from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, canonical_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -565,21 +565,10 @@ def extract_call(
 ) -> StageCall:
     """Documents of the corpus, or (heldout) of the files held out of pretraining."""
     output = storage.join(workdir, "heldout-documents" if heldout else "documents")
-    args = ["--output", output, *_flag("num-shards", params.num_shards)]
+    args = ["--output", output]
     for ref in corpus:
         args += ["--input", ref.path]
-    args += _flag("format", params.input_format)
-    args += _flag("text-field", params.text_field)
-    if params.id_field:
-        args += _flag("id-field", params.id_field)
-    if params.title_field:
-        args += _flag("title-field", params.title_field)
-    args += _flag("min-document-chars", params.min_document_chars)
-    args += _flag("min-sentences", params.min_sentences)
-    args += _flag("on-bad-record", params.on_bad_record)
-    args += _flag("line-breaks", params.line_breaks)
-    if not params.dedup:
-        args.append("--no-dedup")
+    args += stage_argv(ExtractConfig, params)
     return make_call(
         "extract",
         name="extract-heldout" if heldout else None,
@@ -596,14 +585,11 @@ def vocab_call(
 ) -> StageCall:
     output = storage.join(workdir, "vocab")
     args = ["--documents", documents.output, "--output", output]
-    args.append("--uncased" if params.lowercase else "--cased")
+    args += stage_argv(VocabConfig, params)
     inputs = [documents.as_input()]
     if params.vocab_file:
         args += _flag("vocab-file", params.vocab_file)
         inputs.append(InputRef(path=params.vocab_file, bytes=storage.size(params.vocab_file)))
-    else:
-        args += _flag("vocab-size", params.vocab_size)
-        args += _flag("min-frequency", params.min_frequency)
     return make_call(
         "vocab",
         args=args + list(params.extra_args),

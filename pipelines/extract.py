@@ -16,18 +16,19 @@ import re
 import sys
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from bertdata.options import add_arguments, chosen
 from pipelines.arrow_shards import WriteArrowShards
+from pipelines.options import ExtractConfig
 from pipelines.progress import Counter as ProgressCounter
 from pipelines.progress import progress_dir
 from pipelines.sentences import (
-    LINE_BREAKS,
     collapse_whitespace,
     document_sentences,
     split_long_sentence,
@@ -62,52 +63,12 @@ COUNTERS = (
     "skipped_duplicate_ids",
     "skipped_duplicate_documents",
 )
-FORMATS = ("wiki", "text", "jsonl", "parquet")
 _BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark, which some editors write at the start
 log = logging.getLogger(__name__)
 
 
 class BadInputError(ValueError):
     """Input that the job refuses to read on, with the file and record it came from."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExtractConfig:
-    """Options of the extraction job; all of them go into the manifest and its config hash."""
-
-    num_shards: int = 8  # output shards; aim for 100-500 MB each on a large corpus
-    input_format: str = "auto"  # wiki, text, jsonl, parquet, or auto (by file extension)
-    source_name: str = ""  # source recorded for every document; "" means the file's base name
-    text_field: str = "text"  # JSONL/Parquet field that holds the text
-    id_field: str = ""  # JSONL/Parquet field with the document id; "" means the line/row number
-    title_field: str = ""  # JSONL/Parquet field with the title; "" means no title
-    line_breaks: str = "auto"  # a line break in text/JSONL/Parquet: paragraph, space, auto
-    keep_headings: bool = False  # keep wiki section headings as their own sentences
-    skip_disambiguation: bool = True  # drop wiki disambiguation pages
-    min_document_chars: int = 200  # shorter documents (after cleaning) are dropped and counted
-    min_sentences: int = 2  # documents with fewer sentences are dropped and counted
-    max_sentence_chars: int = 1000  # longer sentences are split at whitespace (or dropped)
-    long_sentences: str = "split"  # "split" or "drop"
-    max_document_chars: int = 1_000_000  # longer documents are cut into parts at sentence ends
-    dedup: bool = True  # drop exact duplicate documents (same normalised text)
-    on_bad_record: str = "skip"  # "skip" (count and log) or "fail" on a malformed page/line/row
-    allow_truncated: bool = False  # keep the pages before the break of a truncated dump
-
-    def validate(self) -> None:
-        if self.num_shards < 1:
-            raise ValueError(f"num_shards must be at least 1, got {self.num_shards}")
-        if self.input_format not in (*FORMATS, "auto"):
-            raise ValueError(f"input_format must be one of {FORMATS} or auto")
-        if self.line_breaks not in LINE_BREAKS:
-            raise ValueError(f"line_breaks must be one of {LINE_BREAKS}")
-        if self.long_sentences not in ("split", "drop"):
-            raise ValueError("long_sentences must be 'split' or 'drop'")
-        if self.on_bad_record not in ("skip", "fail"):
-            raise ValueError("on_bad_record must be 'skip' or 'fail'")
-        if self.max_sentence_chars < 20:
-            raise ValueError("max_sentence_chars must be at least 20")
-        if self.max_document_chars < self.max_sentence_chars:
-            raise ValueError("max_document_chars must be at least max_sentence_chars")
 
 
 def detect_format(path: str) -> str:
@@ -497,7 +458,6 @@ def build_pipeline(
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ExtractConfig, list[str]]:
-    defaults = ExtractConfig()
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.extract",
         description=(
@@ -520,115 +480,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ExtractConfi
         help="input file or glob; repeat for several",
     )
     parser.add_argument("--output", required=True, help="output directory (local or gs://)")
-    parser.add_argument(
-        "--num-shards",
-        type=int,
-        default=defaults.num_shards,
-        help="output shards (100-500 MB each)",
-    )
-    parser.add_argument(
-        "--format",
-        dest="input_format",
-        choices=(*FORMATS, "auto"),
-        default="auto",
-        help="input format; auto decides by file extension",
-    )
-    parser.add_argument(
-        "--source-name",
-        default="",
-        help="source recorded in each document (default: the file's base name); "
-        "part of the stable document id",
-    )
-    parser.add_argument(
-        "--text-field", default=defaults.text_field, help="JSONL/Parquet: the field of the text"
-    )
-    parser.add_argument(
-        "--id-field",
-        default="",
-        help="JSONL/Parquet: the id field (default: the line or row number)",
-    )
-    parser.add_argument(
-        "--title-field", default="", help="JSONL/Parquet: the title field (default: none)"
-    )
-    parser.add_argument(
-        "--line-breaks",
-        choices=LINE_BREAKS,
-        default=defaults.line_breaks,
-        help="a line break inside a plain-text document or a JSONL/Parquet text: 'paragraph' "
-        "(a line is a paragraph; in .txt files a sentence), 'space' (lines are hard-wrapped: "
-        "joined, a blank line stays a break), or 'auto' (joined where a document looks "
-        "hard-wrapped); see docs/extract_inputs.md",
-    )
-    parser.add_argument(
-        "--keep-headings", action="store_true", help="keep wiki section headings as sentences"
-    )
-    parser.add_argument(
-        "--keep-disambiguation",
-        action="store_true",
-        help="keep wiki disambiguation pages (dropped by default)",
-    )
-    parser.add_argument(
-        "--min-document-chars",
-        type=int,
-        default=defaults.min_document_chars,
-        help="shorter documents are skipped (counted)",
-    )
-    parser.add_argument(
-        "--min-sentences",
-        type=int,
-        default=defaults.min_sentences,
-        help="documents with fewer sentences are skipped (counted)",
-    )
-    parser.add_argument(
-        "--max-sentence-chars",
-        type=int,
-        default=defaults.max_sentence_chars,
-        help="longer sentences are split at a space, or dropped (--long-sentences)",
-    )
-    parser.add_argument(
-        "--long-sentences",
-        choices=("split", "drop"),
-        default="split",
-        help="what happens to a sentence over --max-sentence-chars",
-    )
-    parser.add_argument(
-        "--max-document-chars",
-        type=int,
-        default=defaults.max_document_chars,
-        help="longer documents are cut into parts at sentence ends",
-    )
-    parser.add_argument("--no-dedup", action="store_true", help="keep exact duplicate documents")
-    parser.add_argument(
-        "--on-bad-record",
-        choices=("skip", "fail"),
-        default="skip",
-        help="a malformed page, line or row: count and skip it, or fail the job",
-    )
-    parser.add_argument(
-        "--allow-truncated",
-        action="store_true",
-        help="keep the pages read before the break of a truncated dump",
-    )
+    add_arguments(parser, ExtractConfig)
     args, beam_args = parser.parse_known_args(argv)
-    config = ExtractConfig(
-        num_shards=args.num_shards,
-        input_format=args.input_format,
-        source_name=args.source_name,
-        text_field=args.text_field,
-        id_field=args.id_field,
-        title_field=args.title_field,
-        line_breaks=args.line_breaks,
-        keep_headings=args.keep_headings,
-        skip_disambiguation=not args.keep_disambiguation,
-        min_document_chars=args.min_document_chars,
-        min_sentences=args.min_sentences,
-        max_sentence_chars=args.max_sentence_chars,
-        long_sentences=args.long_sentences,
-        max_document_chars=args.max_document_chars,
-        dedup=not args.no_dedup,
-        on_bad_record=args.on_bad_record,
-        allow_truncated=args.allow_truncated,
-    )
+    config = ExtractConfig(**chosen(ExtractConfig, args))
     config.validate()
     return args, config, beam_args
 

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 
 from bertdata.tokens import TOKENIZER_NAME, VOCAB_NAME
 from pipelines.arrow_shards import join, read_bytes
-from pipelines.pretraining_options import PretrainingDataConfig
+from pipelines.options import PretrainingDataConfig
 from pipelines.vocab import read_vocab_dir
 from wordpiece.tokenizer import CONFIG_NAME
 from wordpiece.vocab_file import special_token_ids

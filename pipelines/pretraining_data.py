@@ -41,6 +41,7 @@ from bertdata.output_lock import OutputError, output_lock
 from pipelines import pretraining_shuffle
 from pipelines.arrow_shards import join, read_manifest, write_atomic
 from pipelines.beam_runner import is_local_runner, make_pipeline, run_pipeline
+from pipelines.options import PretrainingDataConfig
 from pipelines.pretraining_config import (
     STAGE,
     BadInputError,
@@ -49,7 +50,6 @@ from pipelines.pretraining_config import (
     read_vocabulary_files,
 )
 from pipelines.pretraining_local import run_local, work_dir_for
-from pipelines.pretraining_options import PretrainingDataConfig
 from pipelines.progress import Heartbeat
 from pipelines.stage import StageRun
 from schemas.documents import DOCUMENTS

@@ -46,6 +46,7 @@ from pipelines.arrow_shards import (
     write_shard_index,
 )
 from pipelines.beam_runner import Spread, make_pipeline, run_pipeline, runs_in_one_worker
+from pipelines.options import PretrainingDataConfig
 from pipelines.pairs import (
     PLAN_DTYPE,
     SPECIAL_TOKENS_PER_PAIR,
@@ -58,7 +59,6 @@ from pipelines.pretraining_config import (
     checked_num_shards,
     doc_hash,
 )
-from pipelines.pretraining_options import PretrainingDataConfig
 from pipelines.pretraining_records import (
     Answers,
     DocumentPlanner,

@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 from bertdata.masking import MaskingVocab, gather_runs, mask_sequence_groups
 from bertdata.tokens import TOKENIZER_NAME
 from pipelines.arrow_shards import join, read_bytes, shard_name, write_shard
+from pipelines.options import PretrainingDataConfig
 from pipelines.pairs import (
     SPECIAL_TOKENS_PER_PAIR,
     PairGroup,
@@ -30,7 +31,6 @@ from pipelines.pairs import (
     split_long_sentences,
 )
 from pipelines.pretraining_config import STAGE, record_seed, vocab_lines
-from pipelines.pretraining_options import PretrainingDataConfig
 from schemas.pretraining import NOT_NEXT, pretraining_spec
 from wordpiece.cached_encoder import CachedEncoder
 from wordpiece.tokenizer import CONFIG_NAME, read_vocab_config

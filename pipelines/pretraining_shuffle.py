@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from pipelines.allocator import freeze_setup_objects, keep_freed_memory, thaw_setup_objects
 from pipelines.arrow_shards import ReadArrowShards, write_shard_index
+from pipelines.options import PretrainingDataConfig
 from pipelines.pairs import random_next_span
 from pipelines.pretraining_config import (
     BadInputError,
@@ -28,7 +29,6 @@ from pipelines.pretraining_config import (
     checked_num_shards,
     doc_hash,
 )
-from pipelines.pretraining_options import PretrainingDataConfig
 from pipelines.pretraining_records import (
     Answers,
     DocumentPlanner,

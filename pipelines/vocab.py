@@ -29,6 +29,7 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 from tokenizers import Tokenizer
 
+from bertdata.options import add_arguments, chosen
 from bertdata.tokens import HF_CONFIG_NAME, TOKENIZER_NAME, VOCAB_NAME
 from pipelines.arrow_shards import (
     SHARD_INDEX_NAME,
@@ -39,6 +40,7 @@ from pipelines.arrow_shards import (
     read_manifest,
     write_atomic,
 )
+from pipelines.options import VocabConfig
 from pipelines.progress import Counter as ProgressCounter
 from pipelines.progress import progress_dir
 from pipelines.stage import StageRun
@@ -55,7 +57,6 @@ from wordpiece.learner import (
 from wordpiece.normalization import bert_normalizer
 from wordpiece.tokenizer import (
     CONFIG_NAME,
-    MAX_INPUT_CHARS_PER_WORD,
     TokenizerMismatchError,
     TokenizerOptions,
     WordSplitter,
@@ -93,59 +94,6 @@ REFERENCE_NAME = "bert-base-uncased"
 UNREACHABLE_LIMIT = 0.01  # an adopted vocabulary with more unreachable tokens is refused
 HELD_OUT = "held_out"
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class VocabConfig:
-    """Options of the vocabulary job; all of them go into the manifest and its config hash."""
-
-    # The learner's five settings are 0 when an existing vocab.txt is adopted instead.
-    vocab_size: int = 30522  # all tokens, special and reserved included (bert-base-uncased's)
-    lowercase: bool = True  # uncased; False keeps case, as bert-base-cased
-    strip_accents: bool | None = None  # None: strip exactly when lower-casing, as BERT does
-    tokenize_chinese_chars: bool = True  # every CJK ideograph is a word of its own
-    # Longer words become [UNK], as in google-research/bert (200; transformers' ports use 100).
-    max_input_chars_per_word: int = MAX_INPUT_CHARS_PER_WORD
-    min_frequency: int = 2  # a pair of pieces is merged only if it occurs this often
-    limit_alphabet: int = 1000  # most frequent characters kept; words with others become [UNK]
-    num_unused: int = 0  # reserved [unusedN] tokens; 994 gives bert-base-uncased's layout
-    max_distinct_words: int = 0  # learn from the N most frequent words only; 0: from all
-    heldout_fraction: float = 0.05  # documents kept out of learning, for quality.json
-    vocab_file_sha256: str = ""  # set when adopting an existing vocab.txt instead of learning
-    tokenizer_file_sha256: str = ""  # set when an adopted vocab.txt comes with its tokenizer.json
-    reference_vocab_sha256: str = ""  # the vocabulary quality.json compares with; "" for none
-
-    @property
-    def tokenizer_options(self) -> TokenizerOptions:
-        return TokenizerOptions(
-            lowercase=self.lowercase,
-            strip_accents=self.strip_accents,
-            tokenize_chinese_chars=self.tokenize_chinese_chars,
-            max_input_chars_per_word=self.max_input_chars_per_word,
-        )
-
-    @property
-    def learner_config(self) -> LearnerConfig:
-        return LearnerConfig(
-            vocab_size=self.vocab_size,
-            min_frequency=self.min_frequency,
-            limit_alphabet=self.limit_alphabet,
-            num_unused=self.num_unused,
-            max_input_chars_per_word=self.max_input_chars_per_word,
-            tokenize_chinese_chars=self.tokenize_chinese_chars,
-        )
-
-    def validate(self, *, learning: bool = True) -> None:
-        """Raise ValueError, naming the option, for settings no vocabulary can have."""
-        if self.max_distinct_words < 0:
-            raise ValueError(
-                f"--max-distinct-words must be 0 or more, got {self.max_distinct_words}"
-            )
-        if not 0.0 <= self.heldout_fraction < 1.0:
-            raise ValueError(f"--heldout-fraction must be in [0, 1), got {self.heldout_fraction}")
-        _ = self.tokenizer_options  # its constructor checks max_input_chars_per_word
-        if learning:
-            _ = self.learner_config  # its constructor checks the size and limits
 
 
 def is_held_out(doc_id: str, fraction: float) -> bool:
@@ -567,7 +515,6 @@ def read_vocab_dir(vocab_dir: str) -> tuple[Tokenizer, str]:
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, VocabConfig, list[str]]:
-    defaults = VocabConfig()
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.vocab",
         description=(
@@ -580,27 +527,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, VocabConfig,
         ),
         epilog="example: python -m pipelines.vocab --documents runs/sample/documents "
         "--output runs/sample/vocab --vocab-size 30522",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--documents", required=True, help="document shards (extraction output)")
     parser.add_argument("--output", required=True, help="output directory (local or gs://)")
-    parser.add_argument(
-        "--vocab-size",
-        type=int,
-        default=defaults.vocab_size,
-        help="tokens in all, special and reserved included (default: %(default)s, "
-        "as bert-base-uncased); fewer if the corpus runs out of pairs seen --min-frequency times",
-    )
-    casing = parser.add_mutually_exclusive_group()
-    casing.add_argument(
-        "--uncased",
-        dest="lowercase",
-        action="store_true",
-        default=True,
-        help="lower-case text and strip accents, as bert-base-uncased (default)",
-    )
-    casing.add_argument(
-        "--cased", dest="lowercase", action="store_false", help="keep case and accents"
-    )
+    add_arguments(parser, VocabConfig)
     accents = parser.add_mutually_exclusive_group()
     accents.add_argument(
         "--strip-accents",
@@ -613,54 +544,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, VocabConfig,
         "--keep-accents",
         dest="strip_accents",
         action="store_false",
+        default=argparse.SUPPRESS,
         help="keep accents even when uncased",
-    )
-    parser.add_argument(
-        "--no-split-chinese-chars",
-        dest="tokenize_chinese_chars",
-        action="store_false",
-        help="do not make every CJK ideograph a word of its own (e.g. for Japanese)",
-    )
-    parser.add_argument(
-        "--max-chars-per-word",
-        dest="max_input_chars_per_word",
-        type=int,
-        default=defaults.max_input_chars_per_word,
-        help="longer words become [UNK] (default: %(default)s, as BERT)",
-    )
-    parser.add_argument(
-        "--min-frequency",
-        type=int,
-        default=defaults.min_frequency,
-        help="merge a pair of pieces only if it occurs this often (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--limit-alphabet",
-        type=int,
-        default=defaults.limit_alphabet,
-        help="keep the N most frequent characters; words with others become [UNK] "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--num-unused",
-        type=int,
-        default=defaults.num_unused,
-        help="reserved [unusedN] tokens to repurpose later; 994 gives bert-base-uncased's "
-        "special token ids (default: %(default)s: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4)",
-    )
-    parser.add_argument(
-        "--max-distinct-words",
-        type=int,
-        default=defaults.max_distinct_words,
-        help="learn from the N most frequent distinct words only, to bound the learner's "
-        "memory (about 750 bytes a word) on a huge corpus (default: 0, all words)",
-    )
-    parser.add_argument(
-        "--heldout-fraction",
-        type=float,
-        default=defaults.heldout_fraction,
-        help="share of documents (by doc_id hash) kept out of learning to measure the "
-        "vocabulary in quality.json (default: %(default)s)",
     )
     parser.add_argument(
         "--vocab-file",
@@ -687,18 +572,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, VocabConfig,
     args, beam_args = parser.parse_known_args(argv)
     if args.tokenizer_file and not args.vocab_file:
         parser.error("--tokenizer-file needs --vocab-file")
-    config = VocabConfig(
-        vocab_size=args.vocab_size,
-        lowercase=args.lowercase,
-        strip_accents=args.strip_accents,
-        tokenize_chinese_chars=args.tokenize_chinese_chars,
-        max_input_chars_per_word=args.max_input_chars_per_word,
-        min_frequency=args.min_frequency,
-        limit_alphabet=args.limit_alphabet,
-        num_unused=args.num_unused,
-        max_distinct_words=args.max_distinct_words,
-        heldout_fraction=args.heldout_fraction,
-    )
+    config = VocabConfig(**chosen(VocabConfig, args), strip_accents=args.strip_accents)
     if args.vocab_file:
         # The learner's settings do not apply to an adopted vocabulary: keep them out of the hash.
         config = replace(

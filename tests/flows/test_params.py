@@ -81,7 +81,7 @@ def test_dataflow_needs_a_project_and_gives_the_runner_flags():
 @pytest.mark.parametrize(
     ("params", "field", "reason"),
     [
-        ({"vocab": {"vocab_size": 5}}, "vocab.vocab_size", "less than the minimum of 200"),
+        ({"vocab": {"vocab_size": 5}}, "vocab.vocab_size", "less than the minimum of 6"),
         ({"extract": {"num_shard": 3}}, "extract", "'num_shard' was unexpected"),
         ({"stop_after": "vocabulary"}, "stop_after", "is not one of"),
         ({"preset": "large"}, "preset", "is not one of"),

@@ -10,10 +10,10 @@ import pytest
 from pydantic import ValidationError
 
 from bertdata.options import add_arguments, chosen, described, option
-from flows.params import BeamParams, PretrainingDataParams
+from flows.params import BeamParams, ExtractParams, PretrainingDataParams, VocabParams
 from flows.sections import section_base, stage_argv
-from flows.stages import StageResult, pretraining_data_call
-from pipelines.pretraining_options import PretrainingDataConfig
+from flows.stages import StageResult, extract_call, pretraining_data_call, vocab_call
+from pipelines.options import ExtractConfig, PretrainingDataConfig, VocabConfig
 
 
 def test_an_option_added_to_a_stage_config_appears_in_its_cli_and_its_flow_section():
@@ -36,10 +36,8 @@ def test_an_option_added_to_a_stage_config_appears_in_its_cli_and_its_flow_secti
     assert (config.sentence_budget, config.dupe_factor) == (77, 2)
 
 
-def test_the_pretraining_data_section_has_every_option_with_the_same_bounds():
+def test_the_pretraining_data_section_checks_bounds_and_rules_as_the_job_does():
     schema = PretrainingDataParams.model_json_schema()["properties"]
-    names = [d.name for d in described(PretrainingDataConfig)]
-    assert [name for name in schema if name != "extra_args"] == names
     assert schema["dupe_factor"]["maximum"] == 65535  # one bound, not the flows' own
     with pytest.raises(ValidationError, match="dupe_factor"):
         PretrainingDataParams(dupe_factor=0)
@@ -48,21 +46,81 @@ def test_the_pretraining_data_section_has_every_option_with_the_same_bounds():
         PretrainingDataParams(max_seq_lengths=[128], max_predictions_per_seq=[20, 80])
 
 
-def test_the_job_gets_every_value_the_flow_was_given():
+DOCUMENTS, VOCAB = (
+    StageResult(name=name, kind=name, output=f"/w/{name}", markers={"manifest.json": "h"})
+    for name in ("documents", "vocab")
+)
+# Every option of each job set to a value other than its default.
+NOT_DEFAULT = {
+    "extract": {
+        "num_shards": 3, "input_format": "jsonl", "source_name": "news", "text_field": "body",
+        "id_field": "key", "title_field": "headline", "line_breaks": "space",
+        "keep_headings": True, "skip_disambiguation": False, "min_document_chars": 10,
+        "min_sentences": 1, "max_sentence_chars": 300, "long_sentences": "drop",
+        "max_document_chars": 5000, "dedup": False, "on_bad_record": "fail",
+        "allow_truncated": True,
+    },
+    "vocab": {
+        "vocab_size": 900, "lowercase": False, "tokenize_chinese_chars": False,
+        "max_input_chars_per_word": 50, "min_frequency": 3, "limit_alphabet": 70,
+        "num_unused": 10, "max_distinct_words": 1000, "heldout_fraction": 0.1,
+    },
+    "pretraining_data": {
+        "max_seq_lengths": [64, 256], "max_predictions_per_seq": [9, 40], "masked_lm_prob": 0.2,
+        "short_seq_prob": 0.3, "dupe_factor": 7, "whole_word_mask": True,
+        "dynamic_masking": True, "seed": 3, "num_shards": 5, "examples_per_shard": 900,
+        "max_position_embeddings": 256,
+    },
+}  # fmt: skip
+
+
+def job_config(stage: str, values: dict):
+    """Build the stage's command line from flow values as the flows do, and parse it as the job."""
+    if stage == "extract":
+        from pipelines.extract import parse_args
+
+        call = extract_call(ExtractParams(**values), BeamParams(), workdir="/w", corpus=[])
+        argv = [*call.args, "--input", "/data/a.jsonl"]
+        return ExtractConfig, parse_args(argv)[1]
+    if stage == "vocab":
+        from pipelines.vocab import parse_args
+
+        call = vocab_call(VocabParams(**values), BeamParams(), workdir="/w", documents=DOCUMENTS)
+        return VocabConfig, parse_args(call.args)[1]
     from pipelines.pretraining_data import parse_args
 
-    given = PretrainingDataParams(
-        max_seq_lengths=[64, 256], max_predictions_per_seq=[9, 40], masked_lm_prob=0.2,
-        short_seq_prob=0.3, dupe_factor=7, whole_word_mask=True, dynamic_masking=True, seed=3,
-        num_shards=5, examples_per_shard=900, max_position_embeddings=256,
-    )  # fmt: skip
-    documents, vocab = (
-        StageResult(name=name, kind=name, output=f"/w/{name}", markers={"manifest.json": "h"})
-        for name in ("documents", "vocab")
-    )
+    params = PretrainingDataParams(**values)
     call = pretraining_data_call(
-        given, BeamParams(), workdir="/w", documents=documents, vocab=vocab
+        params, BeamParams(), workdir="/w", documents=DOCUMENTS, vocab=VOCAB
     )
-    _, config, _ = parse_args(call.args + call.runtime_args)
-    assert config == given.config()
-    assert config.dupe_factor == 7 and config.max_predictions_per_seq == (9, 40)
+    return PretrainingDataConfig, parse_args(call.args)[1]
+
+
+@pytest.mark.parametrize("stage", sorted(NOT_DEFAULT))
+def test_every_option_of_a_job_reaches_it_from_the_flow(stage):
+    config_class, config = job_config(stage, NOT_DEFAULT[stage])
+    names = [d.name for d in described(config_class)]
+    assert sorted(NOT_DEFAULT[stage]) == sorted(names), "NOT_DEFAULT misses an option"
+    for name, value in NOT_DEFAULT[stage].items():
+        got = getattr(config, name)
+        assert (list(got) if isinstance(got, tuple) else got) == value, name
+    _, defaults = job_config(stage, {})
+    assert defaults == config_class(**({"num_shards": 64} if stage == "extract" else {}))
+
+
+@pytest.mark.parametrize(
+    ("section", "config_class"),
+    [(ExtractParams, ExtractConfig), (VocabParams, VocabConfig),
+     (PretrainingDataParams, PretrainingDataConfig)],
+)  # fmt: skip
+def test_each_section_holds_every_option_with_its_help_and_bounds(section, config_class):
+    schema = section.model_json_schema()["properties"]
+    for d in described(config_class):
+        field = schema[d.name]
+        assert field["description"] == d.spec.help
+        bounds = field.get("items", field)
+        for key, bound in (("minimum", d.spec.ge), ("maximum", d.spec.le),
+                           ("exclusiveMinimum", d.spec.gt), ("exclusiveMaximum", d.spec.lt)):  # fmt: skip
+            assert bounds.get(key) == bound, (d.name, key)
+        if d.spec.choices:
+            assert field["enum"] == list(d.spec.choices)

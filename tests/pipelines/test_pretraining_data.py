@@ -20,8 +20,8 @@ from model.pretraining_batch import DynamicMasking, PretrainingShards, iter_batc
 from pipelines import pretraining_data, vocab
 from pipelines.arrow_shards import WriteArrowShards
 from pipelines.beam_runner import make_pipeline
+from pipelines.options import PretrainingDataConfig
 from pipelines.pretraining_data import read_vocabulary_files
-from pipelines.pretraining_options import PretrainingDataConfig
 from pipelines.sentences import split_sentences
 from pipelines.stage import StageRun
 from pipelines.validate import validate
