@@ -9,7 +9,8 @@ sections (flows/sections.py). A field without `option(...)` is internal: the job
     class Config:
         dupe_factor: int = option(5, "passes over the corpus, each with other masks", ge=1)
 
-Option types: int, float, str, bool (`--x` / `--no-x`, or the flags named in the option) and tuple[int, ...] or tuple[str, ...]
+Option types: int, float, str, bool (`--x` / `--no-x`, or the flags named in the option),
+any of these or None (None: the job decides; no flag is passed) and tuple[int, ...] or tuple[str, ...]
 (comma-separated on the command line, a list in the flows).
 """
 
@@ -70,6 +71,7 @@ class Described:
     item: type | None  # a tuple's element type
     default: Any
     spec: Option
+    nullable: bool = False  # `X | None`: None leaves the choice to the job
 
     @property
     def flag(self) -> str:
@@ -90,13 +92,17 @@ def described(cls: type) -> list[Described]:
         if spec is None:
             continue
         hint = hints[f.name]
+        arms = typing.get_args(hint)
+        nullable = type(None) in arms and len(arms) == 2
+        if nullable:
+            hint = next(arm for arm in arms if arm is not type(None))
         if typing.get_origin(hint) is tuple:
             kind, item = tuple, typing.get_args(hint)[0]
         elif hint in (int, float, str, bool):
             kind, item = hint, None
         else:
             raise TypeError(f"{cls.__name__}.{f.name}: options cannot be of type {hint}")
-        found.append(Described(f.name, kind, item, f.default, spec))
+        found.append(Described(f.name, kind, item, f.default, spec, nullable))
     return found
 
 
@@ -127,6 +133,8 @@ def bounds_text(spec: Option) -> str:
 def problem(d: Described, value: Any) -> str | None:
     """Why `value` is not a valid value of the option, or None."""
     spec = d.spec
+    if value is None and d.nullable:
+        return None
     for item in value if d.kind is tuple else (value,):
         if spec.choices and item not in spec.choices:
             return f"{d.name} must be one of {list(spec.choices)}, got {item!r}"
@@ -173,6 +181,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             continue
         help_text = d.spec.help + (f" ({bounds_text(d.spec)})" if bounds_text(d.spec) else "")
         help_text = help_text.replace("%", "%%")
+        if not issubclass(parser.formatter_class, argparse.ArgumentDefaultsHelpFormatter):
+            help_text += " (default: %(default)s)"
         dest = {"dest": d.name}
         if d.kind is bool:
             pair = parser.add_mutually_exclusive_group()

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows.sample_tasks import TASKS as CORPUS_TASKS
 from flows.sections import ExtraArgs, Section, section_base
+from model.finetune import TrainSettings
 from model.inits import Init
 from pipelines.options import ExtractConfig, PretrainingDataConfig, VocabConfig
 
@@ -115,9 +116,8 @@ class BeamParams(Section):
         return args + list(self.extra_args)
 
 
-class ExtractParams(section_base("ExtractSection", ExtractConfig, defaults={"num_shards": 64})):
-    """Extraction: corpus files -> sentence-split document shards (python -m pipelines.extract);
-    beside the corpus, its fields are the job's options (pipelines/options.py)."""
+class CorpusFields(Section):
+    """Which files extraction reads (the flow's own fields of the `extract` section)."""
 
     inputs: list[str] = Field(
         [SAMPLE_CORPUS],
@@ -137,6 +137,13 @@ class ExtractParams(section_base("ExtractSection", ExtractConfig, defaults={"num
         lt=1.0,
         description="'prose': share of its documents held out (chosen by a hash of the id).",
     )
+
+
+class ExtractParams(
+    section_base("ExtractSection", ExtractConfig, defaults={"num_shards": 64}, base=CorpusFields)
+):
+    """Extraction: corpus files -> sentence-split document shards (python -m pipelines.extract);
+    beside the corpus, its fields are the job's options (pipelines/options.py)."""
 
 
 class VocabParams(section_base("VocabSection", VocabConfig)):
@@ -245,8 +252,8 @@ class TaskSpec(Section):
     )
 
 
-class FinetuneParams(Section):
-    """Fine-tuning and evaluation on downstream tasks (python -m model.finetune)."""
+class FinetuneFields(Section):
+    """Tasks, grid, seeds and inits: the flow's own fields of the `finetune` section."""
 
     tasks: list[TaskSpec | str] = Field(
         ["mnli", "qqp", "qnli", "sst2", "cola", "stsb", "mrpc", "rte", "squad_v1"],
@@ -280,12 +287,6 @@ class FinetuneParams(Section):
         "evaluate-bert scores checkpoints, so it fine-tunes from 'pretrained' only.",
     )
     max_seq_length: int = Field(0, ge=0, le=4096, description="Longest input; 0 = the task's.")
-    dropout: float | None = Field(
-        None,
-        ge=0.0,
-        lt=1.0,
-        description="Hidden and attention dropout while fine-tuning; null = the checkpoint's.",
-    )
     max_train_examples: int = Field(
         0, ge=0, description="Train on the first N examples only; 0 = all."
     )
@@ -295,17 +296,22 @@ class FinetuneParams(Section):
         description="pretrain-bert: first build the sample's sentence-order task from the "
         "corpus into data_dir.",
     )
-    extra_args: ExtraArgs = []
+
+    def task_specs(self) -> list[TaskSpec]:
+        """Every task as a full spec."""
+        return [TaskSpec(name=t, task=t) if isinstance(t, str) else t for t in self.tasks]
+
+
+class FinetuneParams(section_base("FinetuneSection", TrainSettings, base=FinetuneFields)):
+    """Fine-tuning and evaluation on downstream tasks (python -m model.finetune): the tasks,
+    grid, seeds and inits, then the optimizer and loop settings (model/finetune.py's
+    TrainSettings)."""
 
     @model_validator(mode="after")
     def _each_init_once(self) -> FinetuneParams:
         if len(set(self.inits)) != len(self.inits):
             raise ValueError(f"finetune.inits repeats a value: {self.inits}")
         return self
-
-    def task_specs(self) -> list[TaskSpec]:
-        """Every task as a full spec."""
-        return [TaskSpec(name=t, task=t) if isinstance(t, str) else t for t in self.tasks]
 
 
 # Built from the corpus by flows/sample_tasks.py: are two consecutive sentences in order?

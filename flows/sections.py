@@ -41,7 +41,7 @@ def _annotation(d: Described) -> Any:
         item = Literal[d.spec.choices]
     if d.kind is tuple:
         return list[Annotated[item, Field(**_constraints(d))]]
-    return item
+    return item | None if d.nullable else item
 
 
 def section_fields(config: type, *, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -60,12 +60,18 @@ def section_fields(config: type, *, defaults: dict[str, Any] | None = None) -> d
     return found
 
 
-def section_base(name: str, config: type, *, defaults: dict[str, Any] | None = None) -> type:
-    """A Section class with one field per flow option of `config` and `extra_args`; subclass
-    it to add the flow's own fields, checks and docstring."""
+def section_base(
+    name: str,
+    config: type,
+    *,
+    defaults: dict[str, Any] | None = None,
+    base: type[Section] = Section,
+) -> type:
+    """A class with `base`'s fields (the flow's own, listed first), one field per flow option
+    of `config`, then `extra_args`; subclass it to add checks and a docstring."""
     fields = section_fields(config, defaults=defaults)
     fields["extra_args"] = (ExtraArgs, [])
-    return create_model(name, __base__=Section, **fields)
+    return create_model(name, __base__=base, **fields)
 
 
 def stage_argv(config: type, section: BaseModel) -> list[str]:

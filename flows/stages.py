@@ -41,6 +41,7 @@ from flows.params import (
     VocabParams,
 )
 from flows.sections import stage_argv
+from model.finetune import TrainSettings
 from pipelines.options import ExtractConfig, PretrainingDataConfig, VocabConfig
 from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, canonical_json
 
@@ -781,8 +782,7 @@ def finetune_call(
         args += _flag("max-seq-length", params.max_seq_length)
     if params.max_train_examples:
         args += _flag("max-train-examples", params.max_train_examples)
-    if params.dropout is not None:
-        args += _flag("dropout", params.dropout)
+    args += stage_argv(TrainSettings, params)
     if params.precision != "auto":
         args += _flag("precision", params.precision)
     args += _task_options(task)

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bertdata.options import add_arguments, check, chosen, option
 from bertdata.output_lock import output_lock
 from bertdata.paths import write_atomic
 from model.bert import BertModel
@@ -79,17 +80,31 @@ RESULTS_NAME = "results.md"
 
 @dataclass(frozen=True, kw_only=True)
 class TrainSettings:
-    """Optimizer and loop settings shared by every run of a grid."""
+    """Optimizer and loop settings shared by every run of a grid; each is an option of the
+    command line and of the flows' `finetune` section (bertdata/options.py)."""
 
-    warmup_proportion: float = 0.1  # share of steps over which the learning rate rises from 0
-    weight_decay: float = 0.01  # AdamW decoupled decay; never on biases and LayerNorm weights
-    adam_epsilon: float = 1e-6  # google-research/bert's value (PyTorch's default is 1e-8)
-    max_grad_norm: float = 1.0  # clip the global gradient norm, as google-research/bert does
-    eval_batch_size: int = 64  # examples per forward pass when predicting
-    log_every: int = 50  # optimizer steps between log lines
-    # Hidden and attention dropout while fine-tuning; None: the checkpoint's config.json. A model
-    # pretrained without dropout (the small recipe) is fine-tuned with BERT's 0.1.
-    dropout: float | None = None
+    warmup_proportion: float = option(
+        0.1, "share of the steps of linear warm-up of the learning rate", ge=0.0, le=1.0
+    )
+    weight_decay: float = option(
+        0.01, "AdamW decoupled weight decay, never on biases and LayerNorm weights", ge=0.0
+    )
+    adam_epsilon: float = option(
+        1e-6, "AdamW epsilon (google-research/bert's; PyTorch's default is 1e-8)", gt=0.0
+    )
+    max_grad_norm: float = option(
+        1.0, "clip the global gradient norm to this, as google-research/bert does", gt=0.0
+    )
+    eval_batch_size: int = option(64, "examples per forward pass when predicting", ge=1)
+    log_every: int = option(50, "optimizer steps between log lines", ge=1)
+    # A model pretrained without dropout (the small recipe) is fine-tuned with BERT's 0.1.
+    dropout: float | None = option(
+        None,
+        "hidden and attention dropout while fine-tuning; none: the checkpoint's config.json "
+        "(BERT's is 0.1)",
+        ge=0.0,
+        lt=1.0,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -807,31 +822,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="task option, e.g. doc_stride=128 or text_a=premise (repeat; default: none)",
     )
     parser.add_argument("--select-metric", help='metric to maximise, e.g. "dev/accuracy"')
-    parser.add_argument(
-        "--eval-batch-size",
-        type=int,
-        default=TrainSettings.eval_batch_size,
-        help="examples per evaluation forward (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--warmup-proportion",
-        type=float,
-        default=TrainSettings.warmup_proportion,
-        help="share of the steps of linear warm-up (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--weight-decay",
-        type=float,
-        default=TrainSettings.weight_decay,
-        help="AdamW weight decay, never on biases and LayerNorm (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--dropout",
-        type=float,
-        default=None,
-        help="hidden and attention dropout while fine-tuning (default: the checkpoint's "
-        "config.json; BERT's is 0.1)",
-    )
+    add_arguments(parser, TrainSettings)
     parser.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"
     )
@@ -893,12 +884,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         if not sep:
             parser.error(f"--task-option {item!r}: use KEY=VALUE")
         options[key] = value
-    settings = TrainSettings(
-        eval_batch_size=args.eval_batch_size,
-        warmup_proportion=args.warmup_proportion,
-        weight_decay=args.weight_decay,
-        dropout=args.dropout,
-    )
+    settings = TrainSettings(**chosen(TrainSettings, args))
+    try:
+        check(settings)
+    except ValueError as err:
+        parser.error(str(err))
     if args.threads < 0:
         parser.error(f"--threads must be >= 0, got {args.threads}")
     if args.threads:

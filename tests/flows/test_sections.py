@@ -10,9 +10,23 @@ import pytest
 from pydantic import ValidationError
 
 from bertdata.options import add_arguments, chosen, described, option
-from flows.params import BeamParams, ExtractParams, PretrainingDataParams, VocabParams
+from flows.params import (
+    BeamParams,
+    ExtractParams,
+    FinetuneParams,
+    PretrainingDataParams,
+    TaskSpec,
+    VocabParams,
+)
 from flows.sections import section_base, stage_argv
-from flows.stages import StageResult, extract_call, pretraining_data_call, vocab_call
+from flows.stages import (
+    StageResult,
+    extract_call,
+    finetune_call,
+    pretraining_data_call,
+    vocab_call,
+)
+from model.finetune import TrainSettings
 from pipelines.options import ExtractConfig, PretrainingDataConfig, VocabConfig
 
 
@@ -65,6 +79,10 @@ NOT_DEFAULT = {
         "max_input_chars_per_word": 50, "min_frequency": 3, "limit_alphabet": 70,
         "num_unused": 10, "max_distinct_words": 1000, "heldout_fraction": 0.1,
     },
+    "finetune": {
+        "warmup_proportion": 0.2, "weight_decay": 0.0, "adam_epsilon": 1e-8,
+        "max_grad_norm": 5.0, "eval_batch_size": 8, "log_every": 7, "dropout": 0.0,
+    },
     "pretraining_data": {
         "max_seq_lengths": [64, 256], "max_predictions_per_seq": [9, 40], "masked_lm_prob": 0.2,
         "short_seq_prob": 0.3, "dupe_factor": 7, "whole_word_mask": True,
@@ -87,6 +105,15 @@ def job_config(stage: str, values: dict):
 
         call = vocab_call(VocabParams(**values), BeamParams(), workdir="/w", documents=DOCUMENTS)
         return VocabConfig, parse_args(call.args)[1]
+    if stage == "finetune":
+        from model.finetune import build_parser
+
+        task = TaskSpec(name="mrpc", task="mrpc")
+        call = finetune_call(FinetuneParams(**values), task=task, checkpoint="/w/model",
+                             checkpoint_inputs=[], output="/w/ft", data_dir="/w/tasks")  # fmt: skip
+        return TrainSettings, TrainSettings(
+            **chosen(TrainSettings, build_parser().parse_args(call.args))
+        )
     from pipelines.pretraining_data import parse_args
 
     params = PretrainingDataParams(**values)
@@ -111,14 +138,14 @@ def test_every_option_of_a_job_reaches_it_from_the_flow(stage):
 @pytest.mark.parametrize(
     ("section", "config_class"),
     [(ExtractParams, ExtractConfig), (VocabParams, VocabConfig),
-     (PretrainingDataParams, PretrainingDataConfig)],
+     (PretrainingDataParams, PretrainingDataConfig), (FinetuneParams, TrainSettings)],
 )  # fmt: skip
 def test_each_section_holds_every_option_with_its_help_and_bounds(section, config_class):
     schema = section.model_json_schema()["properties"]
     for d in described(config_class):
         field = schema[d.name]
         assert field["description"] == d.spec.help
-        bounds = field.get("items", field)
+        bounds = field.get("items") or field.get("anyOf", [field])[0]
         for key, bound in (("minimum", d.spec.ge), ("maximum", d.spec.le),
                            ("exclusiveMinimum", d.spec.gt), ("exclusiveMaximum", d.spec.lt)):  # fmt: skip
             assert bounds.get(key) == bound, (d.name, key)
