@@ -18,7 +18,12 @@ from flows.sample_tasks import TASKS as CORPUS_TASKS
 from flows.sections import ExtraArgs, Section, section_base
 from model.finetune import TrainSettings
 from model.inits import Init
-from pipelines.options import ExtractConfig, PretrainingDataConfig, VocabConfig
+from pipelines.options import (
+    ExtractConfig,
+    PretrainingDataConfig,
+    ValidationConfig,
+    VocabConfig,
+)
 
 PresetName = Literal["sample", "small", "base", "base-dataflow"]
 StageName = Literal[
@@ -175,16 +180,9 @@ class PretrainingDataParams(section_base("PretrainingDataSection", PretrainingDa
         )
 
 
-class ValidationParams(Section):
-    """Checks of the pretraining data; a broken invariant fails the run (pipelines.validate)."""
-
-    mask_rate_tolerance: float | None = Field(
-        None, ge=0.0, description="Allowed distance of the mask rate from masked_lm_prob."
-    )
-    max_unknown_rate: float | None = Field(
-        None, ge=0.0, le=1.0, description="Largest share of [UNK] tokens allowed."
-    )
-    extra_args: ExtraArgs = []
+class ValidationParams(section_base("ValidationSection", ValidationConfig)):
+    """Checks of the pretraining data; a broken invariant fails the run (pipelines.validate).
+    Its fields are the job's tolerances (pipelines/options.py)."""
 
 
 class PretrainParams(Section):

@@ -42,7 +42,12 @@ from flows.params import (
 )
 from flows.sections import stage_argv
 from model.finetune import TrainSettings
-from pipelines.options import ExtractConfig, PretrainingDataConfig, VocabConfig
+from pipelines.options import (
+    ExtractConfig,
+    PretrainingDataConfig,
+    ValidationConfig,
+    VocabConfig,
+)
 from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, canonical_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -637,10 +642,7 @@ def validate_call(
 ) -> StageCall:
     directory = storage.join(data.output, f"seq{length}")
     args = ["--data", directory, "--vocab", vocab.output]
-    if params.mask_rate_tolerance is not None:
-        args += _flag("mask-rate-tolerance", params.mask_rate_tolerance)
-    if params.max_unknown_rate is not None:
-        args += _flag("max-unknown-rate", params.max_unknown_rate)
+    args += stage_argv(ValidationConfig, params)
     runtime = [a for a in beam.args() if not a.startswith("--direct_")]  # small job: one worker
     return make_call(
         "validate",

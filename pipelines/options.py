@@ -265,3 +265,27 @@ class PretrainingDataConfig:
 def default_max_predictions(max_seq_length: int) -> int:
     """The paper's caps, 20 at 128 and 80 at 512: 5/32 of the length, rounded up."""
     return -(-max_seq_length * 5 // 32)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidationConfig:
+    """Tolerances of the pretraining data's statistical checks (python -m pipelines.validate)."""
+
+    mask_rate_tolerance: float = option(
+        0.005, "largest |observed - expected| masked share of the maskable tokens", ge=0.0
+    )
+    share_slack: float = option(
+        0.01, "allowed on top of z standard errors for the 80/10/10 shares", ge=0.0
+    )
+    not_next_slack: float = option(
+        0.01, "allowed on top of z standard errors for the 50% NotNext share", ge=0.0
+    )
+    z: float = option(5.0, "standard errors a share may stray by chance", gt=0.0)
+    max_unknown_rate: float = option(
+        0.01,
+        "largest [UNK] share of the text tokens (more: a vocabulary mismatch)",
+        ge=0.0,
+        le=1.0,
+    )
+    max_errors_listed: int = 20  # examples of broken records kept in stats.json
+    histogram_bins: int = 16  # bins of the length histogram, from 0 to max_seq_length

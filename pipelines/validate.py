@@ -22,16 +22,18 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from bertdata.options import add_arguments, check, chosen
 from bertdata.output_lock import OutputNotWritableError
 from pipelines.arrow_shards import join, read_bytes, read_manifest, read_shard, write_atomic
 from pipelines.beam_runner import make_pipeline, run_pipeline
+from pipelines.options import ValidationConfig
 from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo
 from schemas.pretraining import NOT_NEXT, PRETRAINING_NAME, PRETRAINING_VERSION, pretraining_spec
 
@@ -52,19 +54,6 @@ ERROR_KINDS = (
 
 class ValidationError(Exception):
     """The data broke an invariant; the message lists every failed check."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class ValidationConfig:
-    """Tolerances of the statistical checks."""
-
-    mask_rate_tolerance: float = 0.005  # |observed - expected| masked share of maskable tokens
-    share_slack: float = 0.01  # allowed on top of z standard errors for the 80/10/10 shares
-    not_next_slack: float = 0.01  # allowed on top of z standard errors for the 50% NotNext
-    z: float = 5.0  # standard errors a share may stray by chance
-    max_unknown_rate: float = 0.01  # [UNK] share of the text tokens; more means a vocab mismatch
-    max_errors_listed: int = 20  # examples of broken records kept in stats.json
-    histogram_bins: int = 16  # bins of the length histogram, from 0 to max_seq_length
 
 
 def shard_stats(
@@ -432,8 +421,7 @@ def validate(
     return body
 
 
-def main(argv: list[str] | None = None) -> int:
-    defaults = ValidationConfig()
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.validate",
         description=__doc__.split("\n")[0],
@@ -446,38 +434,19 @@ def main(argv: list[str] | None = None) -> int:
         "--vocab", default=None, help="check the data was built from this vocabulary"
     )
     parser.add_argument("--output", default=None, help=f"default: <data>/{STATS_NAME}")
-    parser.add_argument(
-        "--mask-rate-tolerance",
-        type=float,
-        default=defaults.mask_rate_tolerance,
-        help="largest |observed - expected| masked share of the maskable tokens",
-    )
-    parser.add_argument(
-        "--share-slack",
-        type=float,
-        default=defaults.share_slack,
-        help="allowed on top of 5 standard errors for the 80/10/10 shares",
-    )
-    parser.add_argument(
-        "--not-next-slack",
-        type=float,
-        default=defaults.not_next_slack,
-        help="allowed on top of 5 standard errors for the 50%% NotNext share",
-    )
-    parser.add_argument(
-        "--max-unknown-rate",
-        type=float,
-        default=defaults.max_unknown_rate,
-        help="largest [UNK] share of the text tokens (more: a vocabulary mismatch)",
-    )
+    add_arguments(parser, ValidationConfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    config = ValidationConfig(
-        mask_rate_tolerance=args.mask_rate_tolerance,
-        share_slack=args.share_slack,
-        not_next_slack=args.not_next_slack,
-        max_unknown_rate=args.max_unknown_rate,
-    )
+    config = ValidationConfig(**chosen(ValidationConfig, args))
+    try:
+        check(config)
+    except ValueError as err:
+        parser.error(str(err))
     try:
         body = validate(
             args.data, vocab_dir=args.vocab, output=args.output, config=config, beam_args=beam_args

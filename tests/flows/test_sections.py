@@ -16,6 +16,7 @@ from flows.params import (
     FinetuneParams,
     PretrainingDataParams,
     TaskSpec,
+    ValidationParams,
     VocabParams,
 )
 from flows.sections import section_base, stage_argv
@@ -24,10 +25,11 @@ from flows.stages import (
     extract_call,
     finetune_call,
     pretraining_data_call,
+    validate_call,
     vocab_call,
 )
 from model.finetune import TrainSettings
-from pipelines.options import ExtractConfig, PretrainingDataConfig, VocabConfig
+from pipelines.options import ExtractConfig, PretrainingDataConfig, ValidationConfig, VocabConfig
 
 
 def test_an_option_added_to_a_stage_config_appears_in_its_cli_and_its_flow_section():
@@ -83,6 +85,10 @@ NOT_DEFAULT = {
         "warmup_proportion": 0.2, "weight_decay": 0.0, "adam_epsilon": 1e-8,
         "max_grad_norm": 5.0, "eval_batch_size": 8, "log_every": 7, "dropout": 0.0,
     },
+    "validation": {
+        "mask_rate_tolerance": 0.02, "share_slack": 0.05, "not_next_slack": 0.03, "z": 3.0,
+        "max_unknown_rate": 0.2,
+    },
     "pretraining_data": {
         "max_seq_lengths": [64, 256], "max_predictions_per_seq": [9, 40], "masked_lm_prob": 0.2,
         "short_seq_prob": 0.3, "dupe_factor": 7, "whole_word_mask": True,
@@ -105,6 +111,17 @@ def job_config(stage: str, values: dict):
 
         call = vocab_call(VocabParams(**values), BeamParams(), workdir="/w", documents=DOCUMENTS)
         return VocabConfig, parse_args(call.args)[1]
+    if stage == "validation":
+        from pipelines.validate import build_parser
+
+        data = StageResult(
+            name="data", kind="data", output="/w/pretraining",
+            markers={"seq128/manifest.json": "h"},
+        )  # fmt: skip
+        call = validate_call(ValidationParams(**values), BeamParams(), data=data, length=128,
+                             vocab=VOCAB)  # fmt: skip
+        args = build_parser().parse_args(call.args)
+        return ValidationConfig, ValidationConfig(**chosen(ValidationConfig, args))
     if stage == "finetune":
         from model.finetune import build_parser
 
@@ -138,7 +155,8 @@ def test_every_option_of_a_job_reaches_it_from_the_flow(stage):
 @pytest.mark.parametrize(
     ("section", "config_class"),
     [(ExtractParams, ExtractConfig), (VocabParams, VocabConfig),
-     (PretrainingDataParams, PretrainingDataConfig), (FinetuneParams, TrainSettings)],
+     (PretrainingDataParams, PretrainingDataConfig), (FinetuneParams, TrainSettings),
+     (ValidationParams, ValidationConfig)],
 )  # fmt: skip
 def test_each_section_holds_every_option_with_its_help_and_bounds(section, config_class):
     schema = section.model_json_schema()["properties"]
