@@ -106,6 +106,18 @@ def described(cls: type) -> list[Described]:
     return found
 
 
+def described_at(root: type, dotted: str) -> Described:
+    """The option at a dotted path through nested config dataclasses, e.g. 'optim.lr'."""
+    cls = root
+    *path, last = dotted.split(".")
+    for part in path:
+        cls = typing.get_type_hints(cls)[part]
+    for d in described(cls):
+        if d.name == last:
+            return d
+    raise KeyError(f"{root.__name__}.{dotted} is not an option")
+
+
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
 
@@ -150,15 +162,15 @@ def problem(d: Described, value: Any) -> str | None:
     return None
 
 
-def check(config: Any, *, skip: tuple[str, ...] = ()) -> None:
+def check(config: Any, *, skip: tuple[str, ...] = (), prefix: str = "") -> None:
     """Raise ValueError naming the first option of `config` (but those in `skip`) that is out
-    of its bounds."""
+    of its bounds; `prefix` goes before its name (a section's, e.g. 'optim.')."""
     for d in described(type(config)):
         if d.name in skip:
             continue
         message = problem(d, getattr(config, d.name))
         if message:
-            raise ValueError(message)
+            raise ValueError(prefix + message)
 
 
 def _comma_list(item: type):

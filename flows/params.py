@@ -15,9 +15,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows.sample_tasks import TASKS as CORPUS_TASKS
-from flows.sections import ExtraArgs, Section, section_base
+from flows.sections import ExtraArgs, Section, recipe_base, section_base
 from model.finetune import TrainSettings
 from model.inits import Init
+from model.train_config import PretrainConfig
 from pipelines.options import (
     ExtractConfig,
     PretrainingDataConfig,
@@ -185,42 +186,45 @@ class ValidationParams(section_base("ValidationSection", ValidationConfig)):
     Its fields are the job's tolerances (pipelines/options.py)."""
 
 
-class PretrainParams(Section):
-    """Pretraining, phase 1 at the shortest length, phase 2 at the longest (python -m model.pretrain)."""
+# The flows' pretraining recipe: each field sets the trainer's settings at these dotted paths
+# (model/train_config.py, `--set path=value`), and takes its help and bounds from the first.
+PRETRAIN_RECIPE: dict[str, tuple[str, ...]] = {
+    "total_steps": ("schedule.total_steps",),
+    "phase1_fraction": ("schedule.phase1_fraction",),
+    "phase1_batch_size": ("phase1.global_batch_size",),
+    "phase2_batch_size": ("phase2.global_batch_size",),
+    "micro_batch_size": ("phase1.micro_batch_size", "phase2.micro_batch_size"),
+    "learning_rate": ("optim.lr",),
+    "warmup_fraction": ("optim.warmup_fraction",),
+    "weight_decay": ("optim.weight_decay",),
+    "checkpoint_every": ("checkpoint.every", "eval.every"),
+    "keep_checkpoints": ("checkpoint.keep_last",),
+    "log_every": ("log.every",),
+    "precision": ("runtime.precision",),
+    "seed": ("runtime.seed",),
+    "stop_on_collapse": ("health.stop_on_collapse",),
+    "loader_workers": ("data.num_workers",),  # how, not what: not part of the stage's key
+}
+
+
+class PretrainModel(Section):
+    """Which model to pretrain: the flow's own field of the `pretrain` section."""
 
     model: ModelPreset = Field("bert_base", description="Model size (model/config.py presets).")
-    total_steps: int = Field(
-        1_000_000, ge=1, description="Optimizer steps of both phases together (paper: 1M)."
+
+
+class PretrainParams(
+    recipe_base(
+        "PretrainSection",
+        PretrainConfig,
+        PRETRAIN_RECIPE,
+        defaults={"loader_workers": 4},
+        base=PretrainModel,
     )
-    phase1_fraction: float = Field(
-        0.9,
-        gt=0.0,
-        le=1.0,
-        description="Share of the steps in phase 1 (paper: 0.9); 1 = no phase 2.",
-    )
-    phase1_batch_size: int = Field(256, ge=1, description="Sequences per step in phase 1.")
-    phase2_batch_size: int = Field(256, ge=1, description="Sequences per step in phase 2.")
-    micro_batch_size: int = Field(
-        0, ge=0, description="Sequences per device per forward pass; 0 = the whole batch."
-    )
-    learning_rate: float = Field(1e-4, gt=0.0, le=1.0, description="Adam peak learning rate.")
-    warmup_fraction: float = Field(
-        0.01, ge=0.0, le=1.0, description="Share of the steps of linear warm-up (paper: 10k of 1M)."
-    )
-    weight_decay: float = Field(0.01, ge=0.0, description="Decoupled weight decay.")
-    checkpoint_every: int = Field(
-        10_000, ge=1, description="Steps between checkpoints (and evaluations)."
-    )
-    keep_checkpoints: int = Field(3, ge=1, description="Newest checkpoints kept.")
-    log_every: int = Field(100, ge=1, description="Steps between logged metrics.")
-    precision: Precision = Field("auto", description=PRECISION_HELP)
-    seed: int = Field(12345, ge=0, description="Seed of initialisation, data order and dropout.")
-    stop_on_collapse: bool = Field(
-        False,
-        description="End pretraining when, after twice the warm-up, two health checks in a row "
-        "find collapsed representations or MLM accuracy no better than the unigram baseline.",
-    )
-    loader_workers: int = Field(4, ge=0, description="Data loader processes per device.")
+):
+    """Pretraining, phase 1 at the shortest length, phase 2 at the longest
+    (python -m model.pretrain); the recipe's fields are the trainer's settings."""
+
     nproc_per_node: int = Field(
         1, ge=1, le=64, description="Processes (GPUs) per machine; >1 launches with torchrun."
     )

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from bertdata.options import Described, described, to_argv
+from bertdata.options import Described, described, described_at, to_argv
 
 ExtraArgs = Annotated[
     list[str],
@@ -71,6 +71,28 @@ def section_base(
     of `config`, then `extra_args`; subclass it to add checks and a docstring."""
     fields = section_fields(config, defaults=defaults)
     fields["extra_args"] = (ExtraArgs, [])
+    return create_model(name, __base__=base, **fields)
+
+
+def recipe_base(
+    name: str,
+    root: type,
+    recipe: dict[str, tuple[str, ...]],
+    *,
+    defaults: dict[str, Any] | None = None,
+    base: type[Section] = Section,
+) -> type:
+    """Like `section_base` for a recipe: each field, named by the flow, sets the job's options
+    at the dotted paths given (the first one describes it: help and bounds)."""
+    fields: dict[str, Any] = {}
+    for field_name, paths in recipe.items():
+        d = described_at(root, paths[0])
+        default = (defaults or {}).get(field_name, d.default)
+        constraints = {} if d.kind is tuple else _constraints(d)
+        fields[field_name] = (
+            _annotation(d),
+            Field(default, description=d.spec.help, **constraints),
+        )
     return create_model(name, __base__=base, **fields)
 
 

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from flows import storage
 from flows.params import (
+    PRETRAIN_RECIPE,
     PROSE_CORPUS,
     SAMPLE_CORPUS,
     BeamParams,
@@ -689,26 +690,17 @@ def pretrain_call(
     evaluated on `validation` (pretraining data of held-out documents) when given."""
     output = pretrain_run_dir(params, workdir=workdir, data=data)
     args = ["--preset", params.model, "--data", data.output, "--vocab", vocab.output]
-    args += ["--output", output, "--phase", str(phase), "--steps", str(params.total_steps)]
-    args += _set("schedule.phase1_fraction", params.phase1_fraction)
+    args += ["--output", output, "--phase", str(phase)]
     args += _set("phase1.seq_length", lengths[0]) + _set("phase2.seq_length", lengths[-1])
-    args += _set("phase1.global_batch_size", params.phase1_batch_size)
-    args += _set("phase2.global_batch_size", params.phase2_batch_size)
-    if params.micro_batch_size:
-        args += _set("phase1.micro_batch_size", params.micro_batch_size)
-        args += _set("phase2.micro_batch_size", params.micro_batch_size)
-    args += _set("optim.lr", params.learning_rate)
-    args += _set("optim.warmup_fraction", params.warmup_fraction)
-    args += _set("optim.weight_decay", params.weight_decay)
-    args += _set("checkpoint.every", params.checkpoint_every)
-    args += _set("checkpoint.keep_last", params.keep_checkpoints)
-    args += _set("eval.every", params.checkpoint_every)
-    args += _set("log.every", params.log_every)
-    args += _set("runtime.precision", params.precision)
-    args += _set("runtime.seed", params.seed)
-    if params.stop_on_collapse:
-        args.append("--stop-on-collapse")
-    runtime = _set("data.num_workers", params.loader_workers) + _set("log.progress", "false")
+    runtime = _set("log.progress", "false")
+    for name, paths in PRETRAIN_RECIPE.items():
+        value = getattr(params, name)
+        for path in paths:
+            setting = _set(path, value)
+            if path == "data.num_workers":
+                runtime += setting
+            else:
+                args += setting
     inputs = [data.as_input(storage.join(data.output, f"seq{n}")) for n in sorted(set(lengths))]
     if validation is not None:
         args += _set("data.validation_dir", validation.output)

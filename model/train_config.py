@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from bertdata.options import check, option
 from model.config import PRESETS, BertConfig
 
 
@@ -48,7 +49,12 @@ class DataConfig:
     # Background loader processes per rank; 0 loads in the training process; -1: from the
     # machine (min(4, cores / 2 per rank): on a 2-core CPU one, so that the loader does not
     # take the cores that the model computes on).
-    num_workers: int = -1
+    num_workers: int = option(
+        -1,
+        "background data loader processes per rank; 0: in the training process; -1: from the "
+        "machine (half the cores per rank, at most 4)",
+        ge=-1,
+    )
     prefetch_factor: int = 4  # batches each worker prepares ahead
     pin_memory: bool = True  # page-locked batches for asynchronous copies (CUDA only)
     cache_dir: str = ""  # local copies of gs:// shards; "": <output>/shard_cache
@@ -60,16 +66,27 @@ class PhaseConfig:
     """One sequence-length phase: which shards and how many sequences per step."""
 
     seq_length: int  # reads <data.dir>/seq<seq_length>
-    global_batch_size: int = 256  # sequences per optimizer step, over all ranks and micro-steps
-    micro_batch_size: int = 0  # sequences per rank per forward/backward; 0: global / world
+    global_batch_size: int = option(
+        256, "sequences per optimizer step, over all ranks and micro-steps", ge=1
+    )
+    micro_batch_size: int = option(
+        0, "sequences per rank per forward/backward pass; 0: the whole batch per rank", ge=0
+    )
 
 
 @dataclass(kw_only=True)
 class ScheduleConfig:
     """How long to train and where the phases change."""
 
-    total_steps: int = 1_000_000  # optimizer steps of both phases together
-    phase1_fraction: float = 0.9  # share of the steps at phase1.seq_length; the rest at phase 2
+    total_steps: int = option(
+        1_000_000, "optimizer steps of both phases together (paper: 1M)", ge=1
+    )
+    phase1_fraction: float = option(
+        0.9,
+        "share of the steps in phase 1, at the shortest length (paper: 0.9); 1: no phase 2",
+        gt=0.0,
+        le=1.0,
+    )
 
 
 @dataclass(kw_only=True)
@@ -77,11 +94,15 @@ class OptimConfig:
     """Optimiser and learning-rate schedule."""
 
     name: str = "adamw"  # "adamw" (the paper's Adam with decoupled decay) or "lamb" (big batches)
-    lr: float = 1e-4  # peak learning rate, reached at the end of warm-up
+    lr: float = option(1e-4, "peak learning rate, reached at the end of warm-up", gt=0.0)
     betas: tuple[float, float] = (0.9, 0.999)  # Adam's beta1, beta2
     eps: float = 1e-6  # Adam's epsilon, as in the original BERT code
-    weight_decay: float = 0.01  # decoupled; never on biases or LayerNorm weights
-    warmup_fraction: float = 0.01  # share of total_steps of linear warm-up (10,000 of 1M)
+    weight_decay: float = option(
+        0.01, "decoupled weight decay; never on biases or LayerNorm weights", ge=0.0
+    )
+    warmup_fraction: float = option(
+        0.01, "share of the steps of linear warm-up (paper: 10k of 1M)", ge=0.0, lt=1.0
+    )
     grad_clip: float = 1.0  # largest global gradient norm; 0 turns clipping off
     fused: bool = True  # fused AdamW kernel on CUDA (ignored on CPU and for LAMB)
 
@@ -90,8 +111,8 @@ class OptimConfig:
 class CheckpointConfig:
     """When to save and what to keep."""
 
-    every: int = 10_000  # steps between checkpoints; phase ends are always saved
-    keep_last: int = 3  # newest checkpoints kept
+    every: int = option(10_000, "steps between checkpoints; phase ends are always saved", ge=0)
+    keep_last: int = option(3, "newest checkpoints kept", ge=1)
     keep_best: bool = True  # also keep the lowest validation loss of each phase
 
 
@@ -108,7 +129,7 @@ class EvalConfig:
 class LogConfig:
     """What people read while it runs."""
 
-    every: int = 100  # steps between log lines (JSONL, TensorBoard, progress bar)
+    every: int = option(100, "steps between log lines (JSONL, TensorBoard, progress bar)", ge=1)
     tensorboard: bool = True  # write TensorBoard scalars if the tensorboard package is installed
     progress: bool = True  # a progress bar on rank 0's terminal (log lines when not a tty)
 
@@ -121,10 +142,15 @@ class RuntimeConfig:
     # "bf16" autocast or "fp32"; auto: bf16 on CUDA, fp32 on CPU; fast: bf16 on CUDA and on
     # CPUs that compute it natively (AVX512-BF16 or AMX: 1.4x the tokens/s of fp32 on 2 cores
     # here, docs/recipes.md), fp32 on other CPUs, where bf16 is emulated and slower.
-    precision: str = "auto"
+    precision: str = option(
+        "auto",
+        "'auto': bf16 on GPU, fp32 on CPU; 'fast': bf16 also on a CPU that computes it "
+        "natively (AVX512-BF16 or AMX), fp32 on other CPUs",
+        choices=("auto", "fast", "bf16", "fp32"),
+    )
     compile: bool | None = None  # torch.compile the model; None: on CUDA only
     unpad: bool = True  # run every layer but attention on real tokens only
-    seed: int = 12345  # model init, data order and dropout all derive from it
+    seed: int = option(12345, "seed of initialisation, data order and dropout", ge=0)
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     # Estimate the memory each phase needs before training and refuse a run that cannot fit
     # (model/memory_estimate.py); false tries anyway.
@@ -162,7 +188,11 @@ class HealthConfig:
     # metrics.jsonl; the flows' report shows them): the quickest look at whether predictions
     # depend on the context. English by default; give your corpus's language, [] for none.
     fill_mask_probes: list[str] = field(default_factory=lambda: list(FILL_MASK_PROBES))
-    stop_on_collapse: bool = False  # end the run when it collapses or does not learn
+    stop_on_collapse: bool = option(
+        False,
+        "end pretraining when, after the health checks' warm-up, `patience` checks in a row "
+        "find collapsed representations or MLM accuracy no better than the unigram baseline",
+    )
 
 
 @dataclass(kw_only=True)
@@ -212,33 +242,18 @@ class PretrainConfig:
             raise ValueError("data.dir: the pretraining data directory is required")
         if self.phase not in ("all", "1", "2"):
             raise ValueError(f"phase must be 'all', '1' or '2', got {self.phase!r}")
-        _positive(self, "schedule.total_steps", "phase1.seq_length", "phase2.seq_length")
-        _positive(self, "phase1.global_batch_size", "phase2.global_batch_size")
-        _positive(self, "checkpoint.keep_last", "log.every", "data.shuffle_buffer")
-        _at_least_zero(self, "phase1.micro_batch_size", "phase2.micro_batch_size")
-        _at_least_zero(self, "checkpoint.every", "eval.every", "eval.examples")
+        for section in SECTIONS:
+            check(getattr(self, section), prefix=f"{section}.")
+        _positive(self, "phase1.seq_length", "phase2.seq_length", "data.shuffle_buffer")
+        _at_least_zero(self, "eval.every", "eval.examples")
         _at_least_zero(self, "eval.micro_batch_size", "runtime.threads")
-        if not isinstance(self.data.num_workers, int) or self.data.num_workers < -1:
-            raise ValueError(
-                f"data.num_workers must be -1 (from the machine) or >= 0, got {self.data.num_workers!r}"
-            )
         _positive(self, "data.prefetch_factor")
-        if not 0.0 < self.schedule.phase1_fraction <= 1.0:
-            raise ValueError(
-                f"schedule.phase1_fraction must be in (0, 1], got {self.schedule.phase1_fraction}"
-            )
         if self.optim.name not in ("adamw", "lamb"):
             raise ValueError(f"optim.name must be 'adamw' or 'lamb', got {self.optim.name!r}")
-        if not self.optim.lr > 0:
-            raise ValueError(f"optim.lr must be positive, got {self.optim.lr}")
         if not all(0.0 <= b < 1.0 for b in self.optim.betas) or len(self.optim.betas) != 2:
             raise ValueError(f"optim.betas must be two values in [0, 1), got {self.optim.betas}")
-        if not 0.0 <= self.optim.warmup_fraction < 1.0:
-            raise ValueError(
-                f"optim.warmup_fraction must be in [0, 1), got {self.optim.warmup_fraction}"
-            )
-        if self.optim.weight_decay < 0 or self.optim.grad_clip < 0 or self.optim.eps <= 0:
-            raise ValueError("optim.weight_decay and optim.grad_clip must be >= 0, optim.eps > 0")
+        if self.optim.grad_clip < 0 or self.optim.eps <= 0:
+            raise ValueError("optim.grad_clip must be >= 0, optim.eps > 0")
         _positive(self, "health.probe_tokens", "health.patience")
         if self.health.after_steps < -1:
             raise ValueError(
@@ -260,10 +275,6 @@ class PretrainConfig:
             parse_mask_mix(self.objective.mask_mix)
         if self.runtime.device not in ("auto", "cuda", "cpu"):
             raise ValueError(f"runtime.device must be auto, cuda or cpu: {self.runtime.device!r}")
-        if self.runtime.precision not in ("auto", "fast", "bf16", "fp32"):
-            raise ValueError(
-                f"runtime.precision must be auto, fast, bf16 or fp32: {self.runtime.precision!r}"
-            )
 
     def model_config(self, *, vocab_size: int, pad_token_id: int) -> BertConfig:
         """The preset with the data's vocabulary, the `model` overrides and what the objective
@@ -288,6 +299,13 @@ class PretrainConfig:
         values = dataclasses.asdict(self)
         values["data"]["storage_options"] = {k: "<hidden>" for k in self.data.storage_options}
         return values
+
+
+# The sections of a PretrainConfig, each a dataclass of settings.
+SECTIONS = (
+    "data", "phase1", "phase2", "schedule", "optim", "checkpoint", "eval", "log", "runtime",
+    "health", "objective",
+)  # fmt: skip
 
 
 def _get(config: Any, dotted: str) -> Any:

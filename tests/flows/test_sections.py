@@ -9,12 +9,14 @@ from dataclasses import dataclass
 import pytest
 from pydantic import ValidationError
 
-from bertdata.options import add_arguments, chosen, described, option
+from bertdata.options import add_arguments, chosen, described, described_at, option
 from flows.params import (
+    PRETRAIN_RECIPE,
     BeamParams,
     ExtractParams,
     FinetuneParams,
     PretrainingDataParams,
+    PretrainParams,
     TaskSpec,
     ValidationParams,
     VocabParams,
@@ -24,11 +26,13 @@ from flows.stages import (
     StageResult,
     extract_call,
     finetune_call,
+    pretrain_call,
     pretraining_data_call,
     validate_call,
     vocab_call,
 )
 from model.finetune import TrainSettings
+from model.train_config import PretrainConfig
 from pipelines.options import ExtractConfig, PretrainingDataConfig, ValidationConfig, VocabConfig
 
 
@@ -169,3 +173,32 @@ def test_each_section_holds_every_option_with_its_help_and_bounds(section, confi
             assert bounds.get(key) == bound, (d.name, key)
         if d.spec.choices:
             assert field["enum"] == list(d.spec.choices)
+
+
+def test_every_field_of_the_pretraining_recipe_reaches_the_trainer():
+    from model.pretrain import parse_args
+
+    given = {
+        "total_steps": 500, "phase1_fraction": 0.8, "phase1_batch_size": 64,
+        "phase2_batch_size": 16, "micro_batch_size": 8, "learning_rate": 3e-4,
+        "warmup_fraction": 0.06, "weight_decay": 0.02, "checkpoint_every": 50,
+        "keep_checkpoints": 2, "log_every": 5, "precision": "bf16", "seed": 9,
+        "stop_on_collapse": True, "loader_workers": 2,
+    }  # fmt: skip
+    assert sorted(given) == sorted(PRETRAIN_RECIPE), "the test misses a recipe field"
+    params = PretrainParams(model="bert_mini", **given)
+    data = StageResult(name="data", kind="data", output="/w/pretraining",
+                       markers={"seq64/manifest.json": "a", "seq256/manifest.json": "b"})  # fmt: skip
+    call = pretrain_call(params, workdir="/w", phase=1, data=data, lengths=[64, 256], vocab=VOCAB)
+    config = parse_args(call.args + call.runtime_args)
+    for name, paths in PRETRAIN_RECIPE.items():
+        for path in paths:
+            section, field = path.split(".")
+            assert getattr(getattr(config, section), field) == given[name], path
+    schema = PretrainParams.model_json_schema()["properties"]
+    for name, paths in PRETRAIN_RECIPE.items():
+        d = described_at(PretrainConfig, paths[0])
+        assert schema[name]["description"] == d.spec.help
+        assert schema[name].get("minimum") == d.spec.ge and schema[name].get("maximum") == d.spec.le
+    with pytest.raises(ValidationError, match="warmup_fraction"):
+        PretrainParams(warmup_fraction=1.0)  # the trainer's bound: [0, 1)

@@ -178,7 +178,7 @@ def test_overrides_reach_any_field_and_name_bad_ones(capsys):
         ("model.hidden=1", "BertConfig has no field 'hidden'"),
         ("phase1.micro_batch_size=1.5", "expected an integer"),
         ("log.progress=maybe", "expected true or false"),
-        ("phase2.micro_batch_size=-1", "phase2.micro_batch_size must be an integer >= 0"),
+        ("phase2.micro_batch_size=-1", "phase2.micro_batch_size must be >= 0, got -1"),
         ("optim.name=sgd", "optim.name must be 'adamw' or 'lamb'"),
     ]:
         with pytest.raises(SystemExit):
