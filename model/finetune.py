@@ -492,45 +492,38 @@ def checkpoint_tokenizer(
     return tokenizer
 
 
-def run_finetune(job: FineTuneJob) -> dict[str, Any]:
-    """Run the grid, save the selected model and its predictions, write scores and the table."""
-    task = job.task
-    grid = job.grid or task.default_grid
-    max_seq_length = job.max_seq_length or task.max_seq_length
-    placement = job.placement
-    start = encoder_start(job.checkpoint, job.init, job.settings.dropout)
-    tokenizer = checkpoint_tokenizer(job.checkpoint, max_seq_length, start.config)
-    splits = read_splits(
-        task,
-        job.data_dir,
-        tokenizer,
-        max_seq_length,
-        with_train=True,
-        with_test=job.predict_test,
-        max_train_examples=job.max_train_examples,
-    )
-    select = job.select_metric or task.primary_metric
+def starting_task(job: FineTuneJob, start: EncoderStart) -> str | None:
+    """The task a checkpoint fine-tuned here was trained on (to start RTE from MNLI), or None."""
+    if start.init == "random":
+        logger.info(
+            "%s: random init: %s's config and vocabulary only", job.task.name, job.checkpoint
+        )
+        return None
+    try:
+        start_task = read_task_info(job.checkpoint)["task"]
+    except ValueError:  # a pretrained checkpoint
+        return None
+    logger.info("%s: starting from a model fine-tuned on %s", job.task.name, start_task)
+    return start_task
+
+
+def search_grid(
+    job: FineTuneJob, grid: Grid, start: EncoderStart, splits: SplitSet, select: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Train every configuration of the grid once per seed; returns every run's record and
+    the configuration with the best mean `select` score on dev, with its best seed's weights."""
+    task, placement = job.task, job.placement
     num_labels = max(len(task.labels), 1)
     _, train_data = splits.train
     if placement.device.type == "cuda":
         train_data = train_data.to(placement.device)
-    start_task = None
-    if start.init == "random":
-        logger.info("%s: random init: %s's config and vocabulary only", task.name, job.checkpoint)
-    else:
-        try:  # a model fine-tuned here (e.g. on MNLI, to start RTE, MRPC or STS-B from it)
-            start_task = read_task_info(job.checkpoint)["task"]
-            logger.info("%s: starting from a model fine-tuned on %s", task.name, start_task)
-        except ValueError:
-            pass
-
     runs: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None  # the winning configuration so far
     total_runs = len(list(grid.configurations())) * len(job.seeds)
     grid_started = time.perf_counter()
     for learning_rate, batch_size, epochs in grid.configurations():
         config_runs = []
-        best_seed = None  # (score, state_dict, predictions, scores) of this configuration
+        best_seed = None  # (score, state_dict, predictions, scores, seed) of this configuration
         for seed in job.seeds:
             run = RunConfig(
                 learning_rate=learning_rate, batch_size=batch_size, epochs=epochs, seed=seed
@@ -577,9 +570,33 @@ def run_finetune(job: FineTuneJob) -> dict[str, Any]:
                 "runs": config_runs,
                 "seed_state": best_seed,
             }
+    assert best is not None  # a grid has at least one configuration and one seed
+    return runs, best
+
+
+def run_finetune(job: FineTuneJob) -> dict[str, Any]:
+    """Run the grid, save the selected model and its predictions, write scores and the table."""
+    task = job.task
+    grid = job.grid or task.default_grid
+    max_seq_length = job.max_seq_length or task.max_seq_length
+    placement = job.placement
+    start = encoder_start(job.checkpoint, job.init, job.settings.dropout)
+    tokenizer = checkpoint_tokenizer(job.checkpoint, max_seq_length, start.config)
+    splits = read_splits(
+        task,
+        job.data_dir,
+        tokenizer,
+        max_seq_length,
+        with_train=True,
+        with_test=job.predict_test,
+        max_train_examples=job.max_train_examples,
+    )
+    select = job.select_metric or task.primary_metric
+    start_task = starting_task(job, start)
+    runs, best = search_grid(job, grid, start, splits, select)
 
     _, state, dev_predictions, saved_scores, saved_seed = best["seed_state"]
-    model = build_task_model(task.head, start.encoder(), num_labels)
+    model = build_task_model(task.head, start.encoder(), max(len(task.labels), 1))
     model.load_state_dict(state)
     model.to(placement.device)
     output = job.output_dir
