@@ -1030,8 +1030,7 @@ class Trainer:
         self.last_checkpoint = str(self.checkpoints_dir / checkpoint_name(self.step))
 
 
-def parse_args(argv: list[str] | None = None) -> PretrainConfig:
-    """The run's config from the command line."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m model.pretrain",
         description=(
@@ -1101,6 +1100,12 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config as JSON and exit"
     )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> PretrainConfig:
+    """The run's config from the command line."""
+    parser = build_parser()
     args = parser.parse_args(command_line(argv, "BERT_PRETRAIN_ARGS"))
     config = PretrainConfig(preset=args.preset, output=args.output, phase=args.phase)
     config.data.dir = args.data
@@ -1112,7 +1117,8 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     if args.threads is not None:
         steps.append(f"runtime.threads={args.threads}")
     try:
-        apply_overrides(config, steps + args.overrides)
+        # The named flags win over --set (BERT_PRETRAIN_ARGS' --steps over a flow's recipe).
+        apply_overrides(config, args.overrides + steps)
         config.validate()
     except ValueError as err:
         parser.error(str(err))

@@ -202,3 +202,16 @@ def test_every_field_of_the_pretraining_recipe_reaches_the_trainer():
         assert schema[name].get("minimum") == d.spec.ge and schema[name].get("maximum") == d.spec.le
     with pytest.raises(ValidationError, match="warmup_fraction"):
         PretrainParams(warmup_fraction=1.0)  # the trainer's bound: [0, 1)
+
+
+def test_the_environment_scales_a_flows_pretraining_down(monkeypatch):
+    """BERT_PRETRAIN_ARGS is appended and wins, also over the recipe's --set lines."""
+    from model.pretrain import parse_args
+
+    params = PretrainParams(model="bert_mini", total_steps=4000, checkpoint_every=500)
+    data = StageResult(name="data", kind="data", output="/w/pretraining",
+                       markers={"seq128/manifest.json": "a"})  # fmt: skip
+    call = pretrain_call(params, workdir="/w", phase=1, data=data, lengths=[128], vocab=VOCAB)
+    monkeypatch.setenv("BERT_PRETRAIN_ARGS", "--steps 12 --set eval.every=6")
+    config = parse_args(call.args + call.runtime_args)
+    assert (config.schedule.total_steps, config.eval.every, config.checkpoint.every) == (12, 6, 500)
