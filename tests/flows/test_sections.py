@@ -4,7 +4,12 @@ a bound or a default lives in one place (bertdata/options.py, flows/sections.py)
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -34,6 +39,8 @@ from flows.stages import (
 from model.finetune import TrainSettings
 from model.train_config import PretrainConfig
 from pipelines.options import ExtractConfig, PretrainingDataConfig, ValidationConfig, VocabConfig
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_an_option_added_to_a_stage_config_appears_in_its_cli_and_its_flow_section():
@@ -204,14 +211,17 @@ def test_every_field_of_the_pretraining_recipe_reaches_the_trainer():
         PretrainParams(warmup_fraction=1.0)  # the trainer's bound: [0, 1)
 
 
-def test_the_environment_scales_a_flows_pretraining_down(monkeypatch):
+def test_the_environment_scales_a_flows_pretraining_down(tmp_path):
     """BERT_PRETRAIN_ARGS is appended and wins, also over the recipe's --set lines."""
-    from model.pretrain import parse_args
-
     params = PretrainParams(model="bert_mini", total_steps=4000, checkpoint_every=500)
-    data = StageResult(name="data", kind="data", output="/w/pretraining",
+    data = StageResult(name="data", kind="data", output=str(tmp_path),
                        markers={"seq128/manifest.json": "a"})  # fmt: skip
     call = pretrain_call(params, workdir="/w", phase=1, data=data, lengths=[128], vocab=VOCAB)
-    monkeypatch.setenv("BERT_PRETRAIN_ARGS", "--steps 12 --set eval.every=6")
-    config = parse_args(call.args + call.runtime_args)
-    assert (config.schedule.total_steps, config.eval.every, config.checkpoint.every) == (12, 6, 500)
+    env = os.environ | {"BERT_PRETRAIN_ARGS": "--steps 12 --set eval.every=6"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "model.pretrain", *call.args, *call.runtime_args, "--print-config"],
+        capture_output=True, text=True, env=env, cwd=ROOT, check=True,
+    )  # fmt: skip
+    config = json.loads(shown.stdout)
+    assert config["schedule"]["total_steps"] == 12 and config["eval"]["every"] == 6
+    assert config["checkpoint"]["every"] == 500 and config["optim"]["lr"] == params.learning_rate
