@@ -107,7 +107,7 @@ BUGS: tuple[SeededBug, ...] = (
     SeededBug(
         name="masked_lm_prob_ignored",
         fear="--masked-lm-prob is recorded in the manifest, but masking always uses 0.15",
-        file="pipelines/pretraining_config.py",
+        file="pipelines/options.py",
         old="            masked_lm_prob=self.masked_lm_prob,\n            max_predictions_per_seq",
         new="            max_predictions_per_seq",
         tests=GAPS,
@@ -116,7 +116,7 @@ BUGS: tuple[SeededBug, ...] = (
     SeededBug(
         name="stage_checksum_is_size_only",
         fear="a shard changed in place (same size) is read by the next stage as if intact",
-        file="pipelines/arrow_shards.py",
+        file="bertdata/shards.py",
         old="    if digest.hexdigest() != info.sha256:",
         new="    if len(view) != info.bytes:",
         tests=("tests/pipelines/test_validate.py",),
@@ -125,7 +125,7 @@ BUGS: tuple[SeededBug, ...] = (
     SeededBug(
         name="loader_checksum_is_size_only",
         fear="the trainer trains on a shard changed in place (same size) without a word",
-        file="model/pretraining_batch.py",
+        file="model/shard_loader.py",
         old="        if hashlib.sha256(data).hexdigest() != info.sha256:",
         new="        if len(data) != info.bytes:",
         tests=("tests/model/test_pretraining_batch.py",),
@@ -207,14 +207,14 @@ BUGS: tuple[SeededBug, ...] = (
         fear="gradients are clipped after the optimizer step: clipping does nothing",
         file="model/pretrain.py",
         old=(
-            "                grad_norm = clip_gradients(parameters, config.optim.grad_clip)\n"
-            "                stats.add_grad_norm(grad_norm)\n"
-            "                optimizer.step()\n"
+            "        grad_norm = clip_gradients(self.parameters, self.config.optim.grad_clip)\n"
+            "        stats.add_grad_norm(grad_norm)\n"
+            "        self.optimizer.step()\n"
         ),
         new=(
-            "                optimizer.step()\n"
-            "                grad_norm = clip_gradients(parameters, config.optim.grad_clip)\n"
-            "                stats.add_grad_norm(grad_norm)\n"
+            "        self.optimizer.step()\n"
+            "        grad_norm = clip_gradients(self.parameters, self.config.optim.grad_clip)\n"
+            "        stats.add_grad_norm(grad_norm)\n"
         ),
         tests=GUARDS,
     ),
@@ -257,8 +257,8 @@ BUGS: tuple[SeededBug, ...] = (
         name="no_nsp_arm_still_trains_nsp",
         fear="the 'No NSP' ablation still trains on the NSP loss (only its evaluation drops it)",
         file="model/pretrain.py",
-        old="trained = parallelize(model, dist, compile=use_compile, nsp=objective.nsp)",
-        new="trained = parallelize(model, dist, compile=use_compile)",
+        old="self.model, dist, compile=self.use_compile, nsp=self.objective.nsp",
+        new="self.model, dist, compile=self.use_compile",
         tests=GAPS,
         k="no_nsp",
     ),
