@@ -121,6 +121,8 @@ def run_steps(
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    # Long on purpose: the benchmark as one script, top to bottom: options, the batches,
+    # the timed runs of each contestant, the table.
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--size",

@@ -570,6 +570,8 @@ def working_set_run(documents: Path, vocab: Path, output: Path) -> dict:
 
 
 def main() -> int:
+    # Long on purpose: the benchmark as one script, top to bottom: options, inputs, the
+    # timed runs of each contestant, the table and the record in bench/results/.
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--documents", type=Path, help="a documents stage output (default: extract the sample)"

@@ -510,6 +510,8 @@ def print_list(bugs: list[SeededBug]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Long on purpose: the audit as one script, top to bottom: options, the clean run, one
+    # run per seeded bug in parallel, the table.
     parser = argparse.ArgumentParser(
         prog="bench/seeded_bugs.py",
         description=__doc__,

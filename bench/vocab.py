@@ -72,6 +72,8 @@ def extract_sample(workdir: str) -> str:
 
 
 def main() -> None:
+    # Long on purpose: the benchmark as one script, top to bottom: options, inputs, the
+    # timed runs of each contestant, the table.
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--documents", default=None, help="document shards (default: sample)")
     parser.add_argument("--repeats", type=int, default=3)

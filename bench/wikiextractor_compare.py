@@ -405,6 +405,8 @@ def their_breakdown(wx_python: str, pages: list, repeats: int, tmp: Path) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Long on purpose: the comparison as one script, top to bottom: options, the dump, both
+    # extractors' runs, the counts and the table.
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

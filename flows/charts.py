@@ -59,6 +59,8 @@ def line_chart_svg(
     """An SVG line chart of named (x, y) series; points are drawn when a series is short.
     `markers` are labelled vertical lines at an x (e.g. where a training phase ends). The
     plot area is `width` less the margins; the chart grows to the right to fit the legend."""
+    # Long on purpose: the chart's SVG elements in drawing order (frame, ticks, lines,
+    # legend), each a few lines that depend on the same scales.
     points = [(x, y) for pts in series.values() for x, y in pts if math.isfinite(y)]
     left, top, bottom = 64, 34, 46
     plot_w, plot_h = width - left - 150, height - top - bottom

@@ -179,6 +179,9 @@ def load_hf_state_dict(
     Raises ValueError naming `source` and the tensor on a shape mismatch, on encoder weights
     missing from the checkpoint, or on encoder weights the model has no place for.
     """
+    # Long on purpose: the name mapping, the tied decoder, HF's three q/k/v tensors fused
+    # into our one, then the checks; they share `hf` (what is left unclaimed) and `take`, and
+    # read as one page in that order.
     pretraining = isinstance(model, BertForPreTraining)
     config = model.config
     prefix = "bert." if pretraining else ""

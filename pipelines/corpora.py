@@ -413,6 +413,8 @@ def read_rst(text: str, resolve: Resolve = _no_titles) -> RstPage:
     Code (literal blocks, code directives, doctests), tables, comments, link targets and
     section titles are dropped; list items and definition terms become their own paragraphs.
     """
+    # Long on purpose: a line-by-line state machine over reStructuredText; its states share
+    # the current paragraph and block indentation, so it stays one loop.
     lines = text.expandtabs().splitlines()
     title = ""
     paragraphs: list[str] = []
