@@ -35,7 +35,7 @@ from pipelines.sentences import (
     split_sentences,
     text_paragraphs,
 )
-from pipelines.stage import StageRun, file_inputs
+from pipelines.stage import StageRun, counter_lines, file_inputs, job_main, job_parser
 from pipelines.wikidump import DumpReadError, MalformedPage, iter_pages, open_dump
 from pipelines.wikitext import clean_wikitext, is_disambiguation
 from schemas.documents import DOCUMENTS, document_id
@@ -458,19 +458,13 @@ def build_pipeline(
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ExtractConfig, list[str]]:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.extract",
-        description=(
-            "Extract documents from Wikipedia XML dumps (.xml, .xml.bz2, multistream too), "
-            "plain text (one sentence per line, blank line between documents), JSONL or Parquet "
-            "into Arrow shards of sentence-split documents. Paths may be local or gs://. "
-            "Any other flag is passed to Beam, e.g. --runner DataflowRunner --project P "
-            "--region R --temp_location gs://B/tmp --sdk_container_image IMAGE (see dataflow/Dockerfile), or "
-            "--direct_num_workers 2 --direct_running_mode multi_processing."
-        ),
-        epilog="example: python -m pipelines.extract --input 'dumps/enwiki-*.xml.bz2' "
-        "--input 'books/*.txt' --output out/documents --num-shards 64",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = job_parser(
+        "extract",
+        "Extract documents from Wikipedia XML dumps (.xml, .xml.bz2, multistream too), plain "
+        "text (one sentence per line, blank line between documents), JSONL or Parquet into "
+        "Arrow shards of sentence-split documents.",
+        "--input 'dumps/enwiki-*.xml.bz2' --input 'books/*.txt' --output out/documents "
+        "--num-shards 64",
     )
     parser.add_argument(
         "--input",
@@ -509,16 +503,15 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        manifest = run(argv)
-    except (BadInputError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"{manifest['total_rows']} documents in {len(manifest['shards'])} shards")
-    for name, value in manifest["counters"].items():
-        print(f"  {name}: {value}")
-    return 0
+    return job_main(
+        run,
+        argv,
+        (BadInputError, FileNotFoundError, ValueError),
+        lambda manifest: [
+            f"{manifest['total_rows']} documents in {len(manifest['shards'])} shards",
+            *counter_lines(manifest),
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from pipelines.pretraining_config import (
 )
 from pipelines.pretraining_local import run_local, work_dir_for
 from pipelines.progress import Heartbeat
-from pipelines.stage import StageRun
+from pipelines.stage import StageRun, counter_lines, job_main, job_parser
 from schemas.documents import DOCUMENTS
 from schemas.manifest import MANIFEST_NAME, InputRef, Manifest, ManifestError
 from schemas.pretraining import pretraining_spec, token_id_type
@@ -122,19 +122,13 @@ def check_documents(documents_dir: str) -> tuple[Manifest, str]:
 
 
 def parse_args(argv: list[str] | None):
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.pretraining_data",
-        description=(
-            "Build BERT pretraining examples (masked sentence pairs with next-sentence labels) "
-            "from document shards and a vocabulary directory, as equal-size Arrow shards, one "
-            "output directory per sequence length. Paths may be local or gs://. Any other flag "
-            "goes to Beam, e.g. --runner DataflowRunner --project P --region R "
-            "--temp_location gs://B/tmp --sdk_container_image IMAGE (dataflow/Dockerfile), or --direct_num_workers 2 "
-            "--direct_running_mode multi_processing."
-        ),
-        epilog="example: python -m pipelines.pretraining_data --documents runs/sample/documents "
-        "--vocab runs/sample/vocab --output runs/sample/pretraining --num-shards 4",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = job_parser(
+        "pretraining_data",
+        "Build BERT pretraining examples (masked sentence pairs with next-sentence labels) from "
+        "document shards and a vocabulary directory, as equal-size Arrow shards, one output "
+        "directory per sequence length.",
+        "--documents runs/sample/documents --vocab runs/sample/vocab "
+        "--output runs/sample/pretraining --num-shards 4",
     )
     parser.add_argument("--documents", required=True, help="documents stage output directory")
     parser.add_argument(
@@ -270,23 +264,25 @@ def build_pipeline(
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        manifests = run(argv)
-    except (BadInputError, ManifestError, FileNotFoundError, ValueError, OutputError) as err:
-        # Input errors, wrong options and a busy or unwritable output; a bug in a step comes
-        # out of run_pipeline as StepFailedError and exits 1 with its traceback.
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return job_main(
+        run,
+        argv,
+        (BadInputError, ManifestError, FileNotFoundError, ValueError, OutputError),
+        report,
+    )
+
+
+def report(manifests: dict[int, dict]) -> list[str]:
+    """What a finished run prints: per length, its examples, shards and counters."""
+    lines = []
     for length, manifest in manifests.items():
         rows = [s["rows"] for s in manifest["shards"]]
-        print(
+        lines.append(
             f"seq{length}: {manifest['total_rows']} examples in {len(rows)} shards "
             f"({min(rows)}-{max(rows)} per shard)"
         )
-        for name, value in manifest["counters"].items():
-            print(f"  {name}: {value}")
-    return 0
+        lines += counter_lines(manifest)
+    return lines
 
 
 if __name__ == "__main__":

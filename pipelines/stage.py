@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -195,3 +197,45 @@ def file_inputs(patterns: list[str]) -> list[InputRef]:
         refs.extend(InputRef(path=m.path, bytes=m.size_in_bytes) for m in files)
     # One file named by two patterns is read once.
     return sorted({r.path: r for r in refs}.values(), key=lambda r: r.path)
+
+
+BEAM_FLAGS_HELP = (
+    "Paths may be local or gs://. Any other flag goes to Beam, e.g. --runner DataflowRunner "
+    "--project P --region R --temp_location gs://B/tmp --sdk_container_image IMAGE "
+    "(dataflow/Dockerfile), or --direct_num_workers 2 --direct_running_mode multi_processing."
+)
+
+
+def job_parser(job: str, what: str, example: str) -> argparse.ArgumentParser:
+    """The command line of `python -m pipelines.<job>`: what it does, Beam's flags, an example
+    (its arguments), every default shown."""
+    return argparse.ArgumentParser(
+        prog=f"python -m pipelines.{job}",
+        description=f"{what} {BEAM_FLAGS_HELP}",
+        epilog=f"example: python -m pipelines.{job} {example}",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+
+
+def job_main(
+    run: Callable[[list[str] | None], Any],
+    argv: list[str] | None,
+    input_errors: tuple[type[BaseException], ...],
+    report: Callable[[Any], list[str]],
+) -> int:
+    """A Beam job's `main`: run it and print `report`'s lines (exit 0); an input error, a wrong
+    option or a busy output prints an `error:` line (exit 2). A bug in a step comes out of
+    run_pipeline as StepFailedError and exits 1 with its traceback."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = run(argv)
+    except input_errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(report(result)))
+    return 0
+
+
+def counter_lines(manifest: dict[str, Any]) -> list[str]:
+    """A manifest's counters, one indented line each."""
+    return [f"  {name}: {value}" for name, value in manifest["counters"].items()]

@@ -34,6 +34,7 @@ from bertdata.output_lock import OutputNotWritableError
 from pipelines.arrow_shards import join, read_bytes, read_manifest, read_shard, write_atomic
 from pipelines.beam_runner import make_pipeline, run_pipeline
 from pipelines.options import ValidationConfig
+from pipelines.stage import job_parser
 from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo
 from schemas.pretraining import NOT_NEXT, PRETRAINING_NAME, PRETRAINING_VERSION, pretraining_spec
 
@@ -425,12 +426,10 @@ def validate(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.validate",
-        description=__doc__.split("\n")[0],
-        epilog="example: python -m pipelines.validate --data runs/sample/pretraining/seq128 "
-        "--vocab runs/sample/vocab",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = job_parser(
+        "validate",
+        __doc__.split("\n")[0],
+        "--data runs/sample/pretraining/seq128 --vocab runs/sample/vocab",
     )
     parser.add_argument("--data", required=True, help="a pretraining output directory (seq128/...)")
     parser.add_argument(

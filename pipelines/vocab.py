@@ -43,7 +43,7 @@ from pipelines.arrow_shards import (
 from pipelines.options import VocabConfig
 from pipelines.progress import Counter as ProgressCounter
 from pipelines.progress import progress_dir
-from pipelines.stage import StageRun
+from pipelines.stage import StageRun, counter_lines, job_main, job_parser
 from schemas.documents import DOCUMENTS
 from schemas.manifest import MANIFEST_NAME, InputRef, ManifestError
 from schemas.spec import SchemaSpec
@@ -515,19 +515,12 @@ def read_vocab_dir(vocab_dir: str) -> tuple[Tokenizer, str]:
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, VocabConfig, list[str]]:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.vocab",
-        description=(
-            "Learn a WordPiece vocabulary from the extraction job's document shards (or adopt "
-            "an existing vocab.txt) and write vocab.txt, tokenizer.json, vocab_config.json, "
-            "tokenizer_config.json, quality.json and manifest.json. Paths may be local or "
-            "gs://. Any other flag goes to Beam, e.g. --runner DataflowRunner --project P "
-            "--region R --temp_location gs://B/tmp, or --direct_num_workers 2 "
-            "--direct_running_mode multi_processing."
-        ),
-        epilog="example: python -m pipelines.vocab --documents runs/sample/documents "
-        "--output runs/sample/vocab --vocab-size 30522",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = job_parser(
+        "vocab",
+        "Learn a WordPiece vocabulary from the extraction job's document shards (or adopt an "
+        "existing vocab.txt) and write vocab.txt, tokenizer.json, vocab_config.json, "
+        "tokenizer_config.json, quality.json and manifest.json.",
+        "--documents runs/sample/documents --output runs/sample/vocab --vocab-size 30522",
     )
     parser.add_argument("--documents", required=True, help="document shards (extraction output)")
     parser.add_argument("--output", required=True, help="output directory (local or gs://)")
@@ -639,10 +632,7 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        manifest = run(argv)
-    except (
+    input_errors = (
         VocabFileError,
         TokenizerMismatchError,
         VocabSizeError,
@@ -651,13 +641,16 @@ def main(argv: list[str] | None = None) -> int:
         CorruptShardError,
         FileNotFoundError,
         ValueError,
-    ) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote a vocabulary of {manifest['total_rows']} tokens")
-    for name, value in manifest["counters"].items():
-        print(f"  {name}: {value}")
-    return 0
+    )
+    return job_main(
+        run,
+        argv,
+        input_errors,
+        lambda manifest: [
+            f"wrote a vocabulary of {manifest['total_rows']} tokens",
+            *counter_lines(manifest),
+        ],
+    )
 
 
 if __name__ == "__main__":
