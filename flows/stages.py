@@ -383,19 +383,28 @@ class StageSpec:
     module: str  # the stage's entry point, `python -m <module>`
     summarize: Callable[[StageCall], dict[str, Any]]  # figures of a finished output
     gpu: bool = False  # trains on an accelerator: gets the GPU tag
+    options: type | None = None  # the config dataclass declaring the stage's options
 
 
 STAGES: dict[str, StageSpec] = {
     "corpora": StageSpec(module="pipelines.corpora", summarize=summarize_corpora),
-    "extract": StageSpec(module="pipelines.extract", summarize=summarize_manifests),
-    "vocab": StageSpec(module="pipelines.vocab", summarize=summarize_vocab),
-    "pretraining_data": StageSpec(
-        module="pipelines.pretraining_data", summarize=summarize_manifests
+    "extract": StageSpec(
+        module="pipelines.extract", summarize=summarize_manifests, options=ExtractConfig
     ),
-    "validate": StageSpec(module="pipelines.validate", summarize=summarize_stats),
+    "vocab": StageSpec(module="pipelines.vocab", summarize=summarize_vocab, options=VocabConfig),
+    "pretraining_data": StageSpec(
+        module="pipelines.pretraining_data",
+        summarize=summarize_manifests,
+        options=PretrainingDataConfig,
+    ),
+    "validate": StageSpec(
+        module="pipelines.validate", summarize=summarize_stats, options=ValidationConfig
+    ),
     "sample_tasks": StageSpec(module="flows.sample_tasks", summarize=summarize_sample_tasks),
     "pretrain": StageSpec(module="model.pretrain", summarize=summarize_training, gpu=True),
-    "finetune": StageSpec(module="model.finetune", summarize=summarize_scores, gpu=True),
+    "finetune": StageSpec(
+        module="model.finetune", summarize=summarize_scores, gpu=True, options=TrainSettings
+    ),
     "features_extract": StageSpec(module="model.features", summarize=summarize_manifests, gpu=True),
     "features_train": StageSpec(module="model.features", summarize=summarize_scores),
 }
@@ -515,6 +524,30 @@ def summarize(call: StageCall) -> dict[str, Any]:
 # Building each stage's command line from the flow parameters.
 
 
+def beam_call(
+    kind: str,
+    params: BaseModel,
+    beam: BeamParams,
+    *,
+    args: list[str],
+    output: str,
+    inputs: list[InputRef],
+    markers: list[str] | None = None,
+    name: str | None = None,
+) -> StageCall:
+    """A Beam job's call: its arguments, the section's own options and extra_args, Beam's
+    runner flags (not part of the cache key)."""
+    return make_call(
+        kind,
+        name=name,
+        args=args + stage_argv(STAGES[kind].options, params) + list(params.extra_args),
+        runtime_args=beam.args(),
+        output=output,
+        markers=markers or [MANIFEST_NAME],
+        inputs=inputs,
+    )
+
+
 def _flag(name: str, value: Any) -> list[str]:
     return [f"--{name}", str(value)]
 
@@ -575,16 +608,8 @@ def extract_call(
     args = ["--output", output]
     for ref in corpus:
         args += ["--input", ref.path]
-    args += stage_argv(ExtractConfig, params)
-    return make_call(
-        "extract",
-        name="extract-heldout" if heldout else None,
-        args=args + list(params.extra_args),
-        runtime_args=beam.args(),
-        output=output,
-        markers=[MANIFEST_NAME],
-        inputs=corpus,
-    )
+    name = "extract-heldout" if heldout else None
+    return beam_call("extract", params, beam, args=args, output=output, inputs=corpus, name=name)
 
 
 def vocab_call(
@@ -592,19 +617,11 @@ def vocab_call(
 ) -> StageCall:
     output = storage.join(workdir, "vocab")
     args = ["--documents", documents.output, "--output", output]
-    args += stage_argv(VocabConfig, params)
     inputs = [documents.as_input()]
     if params.vocab_file:
         args += _flag("vocab-file", params.vocab_file)
         inputs.append(InputRef(path=params.vocab_file, bytes=storage.size(params.vocab_file)))
-    return make_call(
-        "vocab",
-        args=args + list(params.extra_args),
-        runtime_args=beam.args(),
-        output=output,
-        markers=[MANIFEST_NAME],
-        inputs=inputs,
-    )
+    return beam_call("vocab", params, beam, args=args, output=output, inputs=inputs)
 
 
 def pretraining_data_call(
@@ -621,15 +638,15 @@ def pretraining_data_call(
         params = params.model_copy(update={"dupe_factor": 1, "num_shards": 1})
     output = storage.join(workdir, "heldout-pretraining" if heldout else "pretraining")
     args = ["--documents", documents.output, "--vocab", vocab.output, "--output", output]
-    args += stage_argv(PretrainingDataConfig, params)
-    return make_call(
+    return beam_call(
         "pretraining_data",
-        name="pretraining-data-heldout" if heldout else None,
-        args=args + list(params.extra_args),
-        runtime_args=beam.args(),
+        params,
+        beam,
+        args=args,
         output=output,
-        markers=[f"seq{n}/{MANIFEST_NAME}" for n in params.max_seq_lengths],
         inputs=[documents.as_input(), vocab.as_input()],
+        markers=[f"seq{n}/{MANIFEST_NAME}" for n in params.max_seq_lengths],
+        name="pretraining-data-heldout" if heldout else None,
     )
 
 
@@ -643,7 +660,7 @@ def validate_call(
 ) -> StageCall:
     directory = storage.join(data.output, f"seq{length}")
     args = ["--data", directory, "--vocab", vocab.output]
-    args += stage_argv(ValidationConfig, params)
+    args += stage_argv(STAGES["validate"].options, params)
     runtime = [a for a in beam.args() if not a.startswith("--direct_")]  # small job: one worker
     return make_call(
         "validate",
@@ -776,7 +793,7 @@ def finetune_call(
         args += _flag("max-seq-length", params.max_seq_length)
     if params.max_train_examples:
         args += _flag("max-train-examples", params.max_train_examples)
-    args += stage_argv(TrainSettings, params)
+    args += stage_argv(STAGES["finetune"].options, params)
     if params.precision != "auto":
         args += _flag("precision", params.precision)
     args += _task_options(task)
