@@ -66,7 +66,7 @@ from model.pretrain import (  # noqa: E402
 )
 from model.pretraining_batch import PretrainingBatch  # noqa: E402
 from model.shard_loader import LoadedBatch, PretrainingStream, StreamSpec  # noqa: E402
-from model.train_config import PretrainConfig, apply_overrides  # noqa: E402
+from model.train_config import PretrainConfig, add_set_argument, apply_overrides  # noqa: E402
 
 GOAL = 0.5  # ours / theirs time to target, at most (the goal on this CPU machine)
 CPU = torch.device("cpu")
@@ -531,14 +531,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target-ratio", type=float, default=2.0, help="x unigram accuracy")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=12345, help="initial weights, data, dropout")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="any other field of the trainer's config, e.g. --set optim.weight_decay=0",
-    )
+    add_set_argument(parser, "--set optim.weight_decay=0")
     parser.add_argument("--contestants", default="ours,hf", help="ours, hf or both")
     parser.add_argument("--json", help="also write the run here")
     args = parser.parse_args(argv)

@@ -11,6 +11,18 @@ from typing import Any
 HIDDEN_ACTIVATIONS = ("gelu", "gelu_new", "relu")
 
 
+# The integer fields that set the weights' shapes.
+SHAPE_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+)
+
+
 @dataclass(kw_only=True)
 class BertConfig:
     """Shape and regularisation of a BERT encoder with its pretraining heads."""
@@ -38,16 +50,7 @@ class BertConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first field that is out of range."""
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "type_vocab_size",
-            "pad_token_id",
-        ):
+        for name in (*SHAPE_FIELDS, "pad_token_id"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(f"BertConfig.{name} must be an int, got {value!r}")

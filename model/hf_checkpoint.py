@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from model.bert import BertForPreTraining, BertModel
-from model.config import BertConfig
+from model.config import SHAPE_FIELDS, BertConfig
 from model.file_modes import apply_umask
 
 logger = logging.getLogger(__name__)
@@ -34,17 +34,7 @@ PYTORCH_NAME = "pytorch_model.bin"
 
 # Fields that change the weights' shapes or the function computed. Dropout, init range and the
 # pad id may differ between a checkpoint and the model it is loaded into.
-ARCHITECTURE_FIELDS = (
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "max_position_embeddings",
-    "type_vocab_size",
-    "layer_norm_eps",
-    "hidden_act",
-)
+ARCHITECTURE_FIELDS = (*SHAPE_FIELDS, "layer_norm_eps", "hidden_act")
 
 # Buffers HF checkpoints may carry that hold no learned state.
 _IGNORED_HF_KEYS = {"embeddings.position_ids", "embeddings.token_type_ids"}

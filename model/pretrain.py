@@ -85,7 +85,7 @@ from model.shard_loader import (
     validation_batches,
 )
 from model.tasks.tokenize import TokenizerError
-from model.train_config import PretrainConfig, apply_overrides
+from model.train_config import PretrainConfig, add_set_argument, apply_overrides
 from schemas.manifest import ManifestError, ShardInfo
 
 log = logging.getLogger("model.pretrain")
@@ -1089,14 +1089,7 @@ def build_parser() -> argparse.ArgumentParser:
         "in a row from twice the warm-up on: collapsed representations, or MLM accuracy no "
         "better than the unigram baseline",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override any config field, e.g. --set optim.lr=5e-5 --set phase1.micro_batch_size=64",
-    )
+    add_set_argument(parser, "--set optim.lr=5e-5 --set phase1.micro_batch_size=64")
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config as JSON and exit"
     )

@@ -8,6 +8,7 @@ Defaults are the paper's (Devlin et al., 2018): AdamW lr 1e-4, betas 0.9/0.999, 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import types
@@ -410,6 +411,18 @@ def apply_override(config: PretrainConfig, assignment: str) -> None:
             target = getattr(target, part)
             if not dataclasses.is_dataclass(target):
                 raise ValueError(f"--set {name}: {'.'.join(parts[: depth + 1])} has no fields")
+
+
+def add_set_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    """`--set NAME=VALUE`, repeatable, into `overrides`: any field of the config."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"override any field of the trainer's config, e.g. {example}",
+    )
 
 
 def apply_overrides(config: PretrainConfig, assignments: list[str]) -> PretrainConfig:

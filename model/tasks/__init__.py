@@ -13,30 +13,12 @@ from collections.abc import Mapping
 from model.tasks.base import DataError, TaskOptions, TaskProcessor
 from model.tasks.conll import Conll2003Processor
 from model.tasks.custom import CustomProcessor
-from model.tasks.glue import (
-    ColaProcessor,
-    MnliProcessor,
-    MrpcProcessor,
-    QnliProcessor,
-    QqpProcessor,
-    RteProcessor,
-    Sst2Processor,
-    StsbProcessor,
-    WnliProcessor,
-)
+from model.tasks.glue import GLUE_TASKS
 from model.tasks.squad import SquadV1Processor, SquadV2Processor
 from model.tasks.swag import SwagProcessor
 
 TASKS: dict[str, type[TaskProcessor]] = {
-    "cola": ColaProcessor,
-    "sst2": Sst2Processor,
-    "mrpc": MrpcProcessor,
-    "stsb": StsbProcessor,
-    "qqp": QqpProcessor,
-    "mnli": MnliProcessor,
-    "qnli": QnliProcessor,
-    "rte": RteProcessor,
-    "wnli": WnliProcessor,
+    **GLUE_TASKS,
     "squad_v1": SquadV1Processor,
     "squad_v2": SquadV2Processor,
     "conll2003": Conll2003Processor,
