@@ -64,6 +64,7 @@ from pipelines.pretraining_records import (
     DocumentPlanner,
     DocumentTokenizer,
     ExampleAssembler,
+    ExampleColumns,
     PlannedDocument,
     TokenizedDocument,
     example_offsets,
@@ -429,12 +430,13 @@ class AssembleBucket(beam.DoFn):
         for li, length in enumerate(cfg.max_seq_lengths):
             first = layout.offsets[li][bucket]
             parts = list(self.assembler.parts(planned, answers, li, first))
-            last = int(parts[-1]["_rank"][-1]) + 1 if parts else first
+            last = int(parts[-1].rank[-1]) + 1 if parts else first
             if last != layout.offsets[li][bucket + 1]:
                 raise RuntimeError(f"bucket {bucket}: example count differs from the plan")
             if parts:
                 # rows by shard, in rank order
-                table, shard = examples_by_shard(_merged(parts), layout.num_shards[li])
+                merged = ExampleColumns.concatenate(parts)
+                table, shard = examples_by_shard(merged, layout.num_shards[li])
                 table = table.append_column("_shard", pa.array(shard.astype(np.uint32)))
                 _write_table(_spill_path(self.work, length, bucket), table)
         yield bucket
@@ -464,18 +466,6 @@ class AssembleBucket(beam.DoFn):
                     t, s, e = next(spans)
                     answers[index, li, dupe, pair] = (doc_ids[t], tokens[t][s:e])
         return answers
-
-
-def _merged(parts: list[dict]) -> dict:
-    """Chunks of examples' columns as one."""
-    if len(parts) == 1:
-        return parts[0]
-    return {
-        name: sum((p[name] for p in parts), [])
-        if isinstance(parts[0][name], list)
-        else np.concatenate([p[name] for p in parts])
-        for name in parts[0]
-    }
 
 
 class _SpillFile:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -179,6 +180,39 @@ def example_offsets(counts: Iterable[tuple[int, int, int]], length_index: int, n
     return offsets
 
 
+@dataclass
+class ExampleColumns:
+    """A chunk of masked examples as columns, rows in rank order: what the assembler hands the
+    shard writers. List columns are flat, with each row's size beside them."""
+
+    input_ids: np.ndarray  # every row's tokens, one after another
+    length: np.ndarray  # tokens per row
+    segment_a_length: np.ndarray  # tokens of segment A, after [CLS]
+    masked_lm_positions: np.ndarray  # every row's masked positions, one after another
+    masked_lm_ids: np.ndarray  # the original tokens there
+    num_masked: np.ndarray  # masked positions per row
+    next_sentence_label: np.ndarray  # IS_NEXT or NOT_NEXT
+    doc_id: list[str]  # the document of segment A
+    b_doc_id: list[str]  # the document of segment B (another one for NotNext)
+    dupe_index: np.ndarray  # which copy of the corpus (dupe_factor) the row comes from
+    pair_index: np.ndarray  # the row's place among its document copy's pairs
+    key: np.ndarray  # a random sort key: the order of the rows inside their shard
+    rank: np.ndarray  # the row's place in the whole output at this length
+
+    @classmethod
+    def concatenate(cls, parts: list[ExampleColumns]) -> ExampleColumns:
+        """Chunks as one, in the order given."""
+        if len(parts) == 1:
+            return parts[0]
+        values = {}
+        for f in fields(cls):
+            chunks = [getattr(p, f.name) for p in parts]
+            values[f.name] = (
+                sum(chunks, []) if isinstance(chunks[0], list) else np.concatenate(chunks)
+            )
+        return cls(**values)
+
+
 def _list_array(offsets: np.ndarray, values: np.ndarray) -> pa.ListArray:
     if offsets[-1] > np.iinfo(np.int32).max:
         raise ValueError(
@@ -188,44 +222,42 @@ def _list_array(offsets: np.ndarray, values: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
 
 
-def examples_by_shard(part: dict[str, Any], num_shards: int) -> tuple[pa.Table, np.ndarray]:
-    """A group of examples' columns as one table, rows grouped by shard (rank mod num_shards)
-    in rank order, and the shard of each row."""
-    rank = part["_rank"]
-    shard = rank % num_shards
+def examples_by_shard(part: ExampleColumns, num_shards: int) -> tuple[pa.Table, np.ndarray]:
+    """A chunk of examples as one table, rows grouped by shard (rank mod num_shards) in rank
+    order, and the shard of each row. `_rank` and `_key` order the rows of a shard."""
+    shard = part.rank % num_shards
     order = np.argsort(shard, kind="stable")
 
-    def lists(values, lengths):
-        lens = part[lengths]
+    def lists(values: np.ndarray, lens: np.ndarray) -> pa.ListArray:
         offsets = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
-        flat = part[values][gather_runs(offsets[:-1][order], lens[order])]
+        flat = values[gather_runs(offsets[:-1][order], lens[order])]
         new_offsets = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens[order], out=new_offsets[1:])
         return _list_array(new_offsets, flat)
 
-    def strings(name):
-        return pa.array(np.array(part[name], dtype=object)[order], pa.string())
+    def strings(values: list[str]) -> pa.Array:
+        return pa.array(np.array(values, dtype=object)[order], pa.string())
 
     table = pa.table(
         {
-            "input_ids": lists("input_ids", "length"),
-            "segment_a_length": pa.array(part["segment_a_length"][order].astype(np.uint16)),
-            "masked_lm_positions": lists("masked_lm_positions", "num_masked"),
-            "masked_lm_ids": lists("masked_lm_ids", "num_masked"),
-            "next_sentence_label": pa.array(part["next_sentence_label"][order]),
-            "doc_id": strings("doc_id"),
-            "b_doc_id": strings("b_doc_id"),
-            "dupe_index": pa.array(part["dupe_index"][order].astype(np.uint16)),
-            "pair_index": pa.array(part["pair_index"][order].astype(np.uint32)),
-            "_rank": pa.array(rank[order].astype(np.uint64)),
-            "_key": pa.array(part["_key"][order].astype(np.uint64)),
+            "input_ids": lists(part.input_ids, part.length),
+            "segment_a_length": pa.array(part.segment_a_length[order].astype(np.uint16)),
+            "masked_lm_positions": lists(part.masked_lm_positions, part.num_masked),
+            "masked_lm_ids": lists(part.masked_lm_ids, part.num_masked),
+            "next_sentence_label": pa.array(part.next_sentence_label[order]),
+            "doc_id": strings(part.doc_id),
+            "b_doc_id": strings(part.b_doc_id),
+            "dupe_index": pa.array(part.dupe_index[order].astype(np.uint16)),
+            "pair_index": pa.array(part.pair_index[order].astype(np.uint32)),
+            "_rank": pa.array(part.rank[order].astype(np.uint64)),
+            "_key": pa.array(part.key[order].astype(np.uint64)),
         }
     )
     return table, shard[order]
 
 
-def shard_tables(part: dict[str, Any], num_shards: int) -> Iterator[tuple[int, pa.Table]]:
+def shard_tables(part: ExampleColumns, num_shards: int) -> Iterator[tuple[int, pa.Table]]:
     """A group of examples' columns as one table per shard (rank mod num_shards)."""
     table, sorted_shard = examples_by_shard(part, num_shards)
     for s in np.unique(sorted_shard):
@@ -286,18 +318,18 @@ class ExampleAssembler:
 
     def parts(
         self, planned: list[PlannedDocument], answers: Answers, li: int, first_rank: int
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[ExampleColumns]:
         """The bucket's examples at length index `li`, in chunks; ranks start at first_rank."""
         length = self.config.max_seq_lengths[li]
         masking = self.config.masking(li)
         next_rank = first_rank
         for pending, rows in groups_of_examples(planned, li):
-            part = self._examples(planned, pending, li, length, answers, masking)
-            part["_rank"] = np.arange(next_rank, next_rank + rows)
+            yield self._examples(planned, pending, li, length, answers, masking, next_rank)
             next_rank += rows
-            yield part
 
-    def _examples(self, planned, pending, li, length, answers, masking) -> dict[str, Any]:
+    def _examples(
+        self, planned, pending, li, length, answers, masking, first_rank
+    ) -> ExampleColumns:
         """The examples of (document, duplicate, plans) groups, in that order; each group's
         random choices come from its own rng, seeded by the document and duplicate."""
         cfg = self.config
@@ -354,17 +386,18 @@ class ExampleAssembler:
         keys = np.concatenate(
             [r.integers(0, max_key, n, dtype=np.int64) for r, n in zip(rngs, sizes, strict=True)]
         )
-        return {
-            "input_ids": input_ids,
-            "length": np.diff(pairs.offsets),
-            "segment_a_length": pairs.segment_a_lengths,
-            "masked_lm_positions": positions.astype(np.uint16),
-            "masked_lm_ids": originals,
-            "num_masked": num_masked,
-            "next_sentence_label": pairs.next_sentence_labels,
-            "doc_id": doc_ids,
-            "b_doc_id": b_doc_ids,
-            "dupe_index": np.repeat(np.asarray(dupes, dtype=np.int64), sizes_array),
-            "pair_index": np.arange(num) - np.repeat(group_offsets[:-1], sizes_array),
-            "_key": keys,
-        }
+        return ExampleColumns(
+            input_ids=input_ids,
+            length=np.diff(pairs.offsets),
+            segment_a_length=pairs.segment_a_lengths,
+            masked_lm_positions=positions.astype(np.uint16),
+            masked_lm_ids=originals,
+            num_masked=num_masked,
+            next_sentence_label=pairs.next_sentence_labels,
+            doc_id=doc_ids,
+            b_doc_id=b_doc_ids,
+            dupe_index=np.repeat(np.asarray(dupes, dtype=np.int64), sizes_array),
+            pair_index=np.arange(num) - np.repeat(group_offsets[:-1], sizes_array),
+            key=keys,
+            rank=np.arange(first_rank, first_rank + num),
+        )

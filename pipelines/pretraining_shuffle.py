@@ -241,7 +241,7 @@ class AssembleExamples(beam.DoFn):
             num_shards = self.config.num_shards_for(int(offsets[-1]))
             last = int(offsets[bucket])
             for part in self.assembler.parts(planned, answers, li, int(offsets[bucket])):
-                last = int(part["_rank"][-1]) + 1
+                last = int(part.rank[-1]) + 1
                 for shard, table in shard_tables(part, num_shards):
                     yield beam.pvalue.TaggedOutput(
                         f"seq{length}", (shard, table_to_stream_bytes(table))
