@@ -470,7 +470,7 @@ def core_run(documents: Path, vocab: Path) -> dict:
     import numpy as np
 
     from bertdata.masking import MaskingConfig, MaskingVocab, mask_sequences
-    from pipelines.pairs import (
+    from pipelines.pretraining.pairs import (
         create_pair_plans,
         pack_pairs,
         plans_to_array,
@@ -539,7 +539,7 @@ def working_set_run(documents: Path, vocab: Path, output: Path) -> dict:
     import tracemalloc
 
     from pipelines import pretraining_data as job
-    from pipelines import pretraining_local as local
+    from pipelines.pretraining import local_exchange as local
 
     peaks: dict[str, int] = {}
 

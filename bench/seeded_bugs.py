@@ -91,7 +91,7 @@ BUGS: tuple[SeededBug, ...] = (
     SeededBug(
         name="notnext_from_own_document",
         fear="a NotNext pair takes its B from its own document (an off-by-one in the skip)",
-        file="pipelines/pairs.py",
+        file="pipelines/pretraining/pairs.py",
         old="rank += rank >= doc_rank  # skip this document",
         new="rank += rank > doc_rank  # skip this document",
         tests=("tests/pipelines/test_pairs.py",),

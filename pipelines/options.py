@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from bertdata.masking import MaskingConfig
 from bertdata.options import check, option
-from pipelines.pairs import SPECIAL_TOKENS_PER_PAIR
+from pipelines.pretraining.pairs import SPECIAL_TOKENS_PER_PAIR
 from pipelines.sentences import LINE_BREAKS
 from wordpiece.learner import LearnerConfig
 from wordpiece.tokenizer import MAX_INPUT_CHARS_PER_WORD, TokenizerOptions

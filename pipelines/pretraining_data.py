@@ -19,9 +19,10 @@ How it stays deterministic and bounded in memory:
   ordered by a random key from their rng, i.e. shuffled.
 
 Two exchanges move the data between the steps, with byte-identical results (--exchange):
-`local` (pipelines/pretraining_local.py) through files on this machine's disk, the default for
-local paths on the DirectRunner; `shuffle` (pipelines/pretraining_shuffle.py) through Beam's
-shuffle, the default for gs:// paths and other runners.
+`local` (pipelines/pretraining/local_exchange.py) through files on this machine's disk, the
+default for local paths on the DirectRunner; `shuffle` (pipelines/pretraining/
+shuffle_exchange.py) through Beam's shuffle, the default for gs:// paths and other runners.
+pipelines/pretraining/__init__.py walks one document from its shard to its examples.
 """
 
 from __future__ import annotations
@@ -38,18 +39,18 @@ import apache_beam as beam
 
 from bertdata.options import add_arguments, chosen
 from bertdata.output_lock import OutputError, output_lock
-from pipelines import pretraining_shuffle
 from pipelines.arrow_shards import join, read_manifest, write_atomic
 from pipelines.beam_runner import is_local_runner, make_pipeline, run_pipeline
 from pipelines.options import PretrainingDataConfig
-from pipelines.pretraining_config import (
+from pipelines.pretraining import shuffle_exchange
+from pipelines.pretraining.common import (
     STAGE,
     BadInputError,
     Vocabulary,
     load_vocabulary,
     read_vocabulary_files,
 )
-from pipelines.pretraining_local import run_local, work_dir_for
+from pipelines.pretraining.local_exchange import run_local, work_dir_for
 from pipelines.progress import Heartbeat
 from pipelines.stage import StageRun, counter_lines, job_main, job_parser
 from schemas.documents import DOCUMENTS
@@ -209,7 +210,7 @@ def _run(args: argparse.Namespace, config: PretrainingDataConfig, beam_args: lis
     for stage in stages.values():
         stage.begin()
     output_dirs = {length: output_dir_for(args.output, length) for length in todo}
-    k = pretraining_shuffle.num_buckets_for(
+    k = shuffle_exchange.num_buckets_for(
         documents.total_rows, args.docs_per_bucket, args.min_buckets
     )
     # A line at once and one every half minute; the steps count nothing (yet): elapsed only.
@@ -227,7 +228,7 @@ def _run(args: argparse.Namespace, config: PretrainingDataConfig, beam_args: lis
             )
         else:
             pipeline = make_pipeline(beam_args)
-            pretraining_shuffle.build_pipeline(pipeline, sub, vocab, args.documents, output_dirs, k)
+            shuffle_exchange.build_pipeline(pipeline, sub, vocab, args.documents, output_dirs, k)
             result = run_pipeline(pipeline)
     for li, stage in stages.items():
         done[config.max_seq_lengths[li]] = json.loads(stage.finish(result).to_json())
@@ -258,7 +259,7 @@ def build_pipeline(
 ) -> None:
     """Adds the job with the shuffle exchange to `pipeline` (as on Dataflow)."""
     output_dirs = {length: output_dir_for(output, length) for length in config.max_seq_lengths}
-    pretraining_shuffle.build_pipeline(
+    shuffle_exchange.build_pipeline(
         pipeline, config, vocab, documents_dir, output_dirs, num_buckets
     )
 

@@ -90,7 +90,7 @@ import os
 import sys
 import apache_beam as beam
 from pipelines.beam_runner import make_pipeline, run_pipeline
-from pipelines.pretraining_config import BadInputError
+from pipelines.pretraining.common import BadInputError
 def bug(x):
     raise ValueError(f"planted bug at {x}")
 def bad_input(x):

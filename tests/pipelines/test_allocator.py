@@ -6,7 +6,7 @@ import resource
 
 import numpy as np
 
-from pipelines.allocator import keep_freed_memory
+from pipelines.pretraining.allocator import keep_freed_memory
 
 
 def _minor_faults_of_reallocating(size: int, times: int) -> int:

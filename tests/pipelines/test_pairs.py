@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from pipelines.pairs import (
+from pipelines.pretraining.pairs import (
     PairGroup,
     PairPlan,
     create_pair_plans,

@@ -326,7 +326,7 @@ def test_a_killed_local_run_never_looks_done_and_the_next_run_starts_afresh(
 def test_a_documents_shard_tokenized_into_many_small_files_gives_the_same_bytes(
     job, documents_dir, vocab_dir, tmp_path, monkeypatch
 ):
-    from pipelines import pretraining_local
+    from pipelines.pretraining import local_exchange as pretraining_local
 
     output, _ = job
     # A token file per few documents, as a shard of gigabytes gets one per 2^25 tokens.

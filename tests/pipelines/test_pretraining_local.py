@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.pretraining_local import _has_rows, bucket_ranks, corpus_order
+from pipelines.pretraining.local_exchange import _has_rows, bucket_ranks, corpus_order
 
 
 def test_documents_are_ordered_by_hash_then_by_id_where_hashes_collide():

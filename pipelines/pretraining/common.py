@@ -1,7 +1,8 @@
-"""The pretraining data job's options, its vocabulary input and the seeds of its random choices.
+"""What every step of the pretraining data job shares: its vocabulary input, the seeds of its
+random choices, its errors and its counters' namespace.
 
-Shared by both ways the job moves data between its steps (pipelines/pretraining_shuffle.py and
-pipelines/pretraining_local.py), which must give the same bytes.
+Both ways the job moves data between its steps (shuffle_exchange.py and local_exchange.py) use
+these, and must give the same bytes.
 """
 
 from __future__ import annotations

@@ -19,17 +19,21 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from pipelines.allocator import freeze_setup_objects, keep_freed_memory, thaw_setup_objects
 from pipelines.arrow_shards import ReadArrowShards, write_shard_index
 from pipelines.options import PretrainingDataConfig
-from pipelines.pairs import random_next_span
-from pipelines.pretraining_config import (
+from pipelines.pretraining.allocator import (
+    freeze_setup_objects,
+    keep_freed_memory,
+    thaw_setup_objects,
+)
+from pipelines.pretraining.common import (
     BadInputError,
     Vocabulary,
     checked_num_shards,
     doc_hash,
 )
-from pipelines.pretraining_records import (
+from pipelines.pretraining.pairs import random_next_span
+from pipelines.pretraining.records import (
     Answers,
     DocumentPlanner,
     DocumentTokenizer,

@@ -1,8 +1,8 @@
 """The pretraining data job's work on records: tokenize a document, plan its pairs, assemble and
 mask a group of examples, lay examples out by shard and write a shard.
 
-Beam-free except for counters, so that both exchanges (pipelines/pretraining_shuffle.py through
-Beam's shuffle, pipelines/pretraining_local.py through local files) run the same code and give
+Beam-free except for counters, so that both exchanges (pipelines/pretraining/shuffle_exchange.py through
+Beam's shuffle, pipelines/pretraining/local_exchange.py through local files) run the same code and give
 the same bytes.
 """
 
@@ -23,7 +23,8 @@ from bertdata.masking import MaskingVocab, gather_runs, mask_sequence_groups
 from bertdata.tokens import TOKENIZER_NAME
 from pipelines.arrow_shards import join, read_bytes, shard_name, write_shard
 from pipelines.options import PretrainingDataConfig
-from pipelines.pairs import (
+from pipelines.pretraining.common import STAGE, record_seed, vocab_lines
+from pipelines.pretraining.pairs import (
     SPECIAL_TOKENS_PER_PAIR,
     PairGroup,
     pack_pair_groups,
@@ -31,7 +32,6 @@ from pipelines.pairs import (
     sentence_bounds,
     split_long_sentences,
 )
-from pipelines.pretraining_config import STAGE, record_seed, vocab_lines
 from schemas.pretraining import NOT_NEXT, pretraining_spec
 from wordpiece.cached_encoder import CachedEncoder
 from wordpiece.tokenizer import CONFIG_NAME, read_vocab_config
@@ -53,7 +53,9 @@ class TokenizedDocument(NamedTuple):
     doc_id: str
     hash64: int
     tokens: np.ndarray  # (num_tokens,) uint16 or int32
-    bounds: np.ndarray  # (num_sentences + 1,) int64, see pipelines.pairs.sentence_bounds
+    bounds: (
+        np.ndarray
+    )  # (num_sentences + 1,) int64, see pipelines.pretraining.pairs.sentence_bounds
 
 
 class PlannedDocument(NamedTuple):

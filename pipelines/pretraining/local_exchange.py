@@ -17,8 +17,8 @@ through a side input:
 4. write: each shard reads its rows from every bucket's file and writes them in the order of
    their random keys.
 
-The records are built by the same functions as the shuffle exchange (pipelines/
-pretraining_records.py), so the shards are byte-identical to it. The work directory is removed
+The records are built by the same functions as the shuffle exchange (pipelines/pretraining/
+records.py), so the shards are byte-identical to it. The work directory is removed
 after the run; a killed run leaves it behind, and the next run starts it afresh.
 """
 
@@ -38,7 +38,6 @@ import numpy as np
 import pyarrow as pa
 
 from bertdata.masking import gather_runs
-from pipelines.allocator import freeze_setup_objects, keep_freed_memory, thaw_setup_objects
 from pipelines.arrow_shards import (
     CorruptShardError,
     iter_shard_batches,
@@ -47,19 +46,24 @@ from pipelines.arrow_shards import (
 )
 from pipelines.beam_runner import Spread, make_pipeline, run_pipeline, runs_in_one_worker
 from pipelines.options import PretrainingDataConfig
-from pipelines.pairs import (
-    PLAN_DTYPE,
-    SPECIAL_TOKENS_PER_PAIR,
-    random_next_spans,
-    split_long_sentences,
+from pipelines.pretraining.allocator import (
+    freeze_setup_objects,
+    keep_freed_memory,
+    thaw_setup_objects,
 )
-from pipelines.pretraining_config import (
+from pipelines.pretraining.common import (
     BadInputError,
     Vocabulary,
     checked_num_shards,
     doc_hash,
 )
-from pipelines.pretraining_records import (
+from pipelines.pretraining.pairs import (
+    PLAN_DTYPE,
+    SPECIAL_TOKENS_PER_PAIR,
+    random_next_spans,
+    split_long_sentences,
+)
+from pipelines.pretraining.records import (
     Answers,
     DocumentPlanner,
     DocumentTokenizer,
