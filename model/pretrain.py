@@ -1073,18 +1073,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--init-from", default="", help="HF-format weights to start from (default: fresh weights)"
     )
     parser.add_argument(
-        "--steps", default=None, help="schedule.total_steps, e.g. 1e6 (default: 1,000,000)"
+        "--steps",
+        dest="overrides",
+        action="append",
+        default=[],
+        type=lambda text: f"schedule.total_steps={text}",
+        metavar="N",
+        help="schedule.total_steps, e.g. 1e6 (default: 1,000,000)",
     )
     parser.add_argument(
         "--threads",
-        type=int,
-        default=None,
+        dest="overrides",
+        action="append",
+        default=[],
+        type=lambda text: f"runtime.threads={text}",
+        metavar="N",
         help="runtime.threads: torch CPU threads (0: torch's default, one per core); give each "
         "of N runs side by side cores/N",
     )
     parser.add_argument(
         "--stop-on-collapse",
-        action="store_true",
+        dest="overrides",
+        action="append_const",
+        const="health.stop_on_collapse=true",
         help="health.stop_on_collapse: end the run (exit 1) after two failing health checks "
         "in a row from twice the warm-up on: collapsed representations, or MLM accuracy no "
         "better than the unigram baseline",
@@ -1104,14 +1115,10 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     config.data.dir = args.data
     config.data.vocab = args.vocab
     config.init_from = args.init_from
-    steps = [] if args.steps is None else [f"schedule.total_steps={args.steps}"]
-    if args.stop_on_collapse:
-        steps.append("health.stop_on_collapse=true")
-    if args.threads is not None:
-        steps.append(f"runtime.threads={args.threads}")
     try:
-        # The named flags win over --set (BERT_PRETRAIN_ARGS' --steps over a flow's recipe).
-        apply_overrides(config, args.overrides + steps)
+        # --steps, --threads, --stop-on-collapse and --set, in command-line order: the last
+        # word wins (BERT_PRETRAIN_ARGS, appended, over a flow's recipe).
+        apply_overrides(config, args.overrides)
         config.validate()
     except ValueError as err:
         parser.error(str(err))

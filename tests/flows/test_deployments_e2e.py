@@ -327,7 +327,7 @@ def test_invalid_parameters_are_refused_when_the_run_is_created(local, workdir):
         local, "pretrain-bert/sample", {"vocab": {"vocab_size": 5}}, watch=False
     )
     assert rc != 0 and run_id is None
-    assert "vocab.vocab_size" in output and "minimum of 200" in output
+    assert "vocab.vocab_size" in output and "minimum of 6" in output
     rc, output, _ = create_run(
         local, "pretrain-bert/sample", {"beam": {"runner": "dataflow"}}, watch=False
     )

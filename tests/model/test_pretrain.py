@@ -2,6 +2,7 @@
 its phases apart or together, and stops on bad input with a clear message and nothing lost."""
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -777,3 +778,20 @@ def test_fast_precision_is_bf16_exactly_on_cpus_with_native_bf16():
     assert resolve_placement("cpu", "auto").autocast_dtype is None
     with pytest.raises(ValueError, match="auto, fast, bf16 or fp32"):
         resolve_placement("cpu", "fp16")
+
+
+def test_the_last_word_on_the_command_line_wins_the_environment_comes_last(tmp_path):
+    """--steps, --threads, --stop-on-collapse and --set apply in command-line order, and
+    BERT_PRETRAIN_ARGS is appended: it can turn off what the command turned on."""
+    command = [
+        sys.executable, "-m", "model.pretrain", "--data", str(tmp_path), "--output", str(tmp_path),
+        "--stop-on-collapse", "--steps", "100", "--set", "runtime.threads=2", "--print-config",
+    ]  # fmt: skip
+    env = os.environ | {
+        "BERT_PRETRAIN_ARGS": "--set health.stop_on_collapse=false --steps 12 --threads 1"
+    }
+    root = Path(__file__).resolve().parents[2]
+    shown = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, check=True)
+    config = json.loads(shown.stdout)
+    assert config["health"]["stop_on_collapse"] is False
+    assert (config["schedule"]["total_steps"], config["runtime"]["threads"]) == (12, 1)
