@@ -410,7 +410,7 @@ STAGES: dict[str, StageSpec] = {
 }
 
 
-PROJECT_PACKAGES = ("schemas", "pipelines", "wordpiece", "model", "flows")
+PROJECT_PACKAGES = ("schemas", "bertdata", "pipelines", "wordpiece", "model", "flows")
 # ast.parse from concurrent threads (stages run side by side as task-runner threads) can fail
 # with "SystemError: AST constructor recursion depth mismatch" on CPython 3.11.7.
 _AST_LOCK = threading.Lock()

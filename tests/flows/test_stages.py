@@ -204,6 +204,10 @@ def test_the_code_version_covers_the_modules_a_stage_imports_and_no_others(tmp_p
     )
     assert "model.finetune" not in sources and "pipelines.extract" not in sources
     assert "pipelines.stage" in module_sources("pipelines.extract")
+    # the shared core counts too: a change of the masking rule rebuilds the data and retrains
+    data_sources = module_sources("pipelines.pretraining_data")
+    assert {"bertdata.masking", "pipelines.pretraining.records"} <= set(data_sources)
+    assert "bertdata.masking" in sources
 
     package = tmp_path / "toypkg"
     package.mkdir()
