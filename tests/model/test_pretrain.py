@@ -768,7 +768,10 @@ def test_fast_precision_is_bf16_exactly_on_cpus_with_native_bf16():
     config = apply_overrides(
         PretrainConfig(), ["runtime.precision=fp16", "output=/tmp/r", "data.dir=d"]
     )
-    with pytest.raises(ValueError, match="auto, fast, bf16 or fp32"):
+    with pytest.raises(
+        ValueError,
+        match=r"runtime.precision must be one of \[.auto., .fast., .bf16., .fp32.\], got .fp16.",
+    ):
         config.validate()
     # Fine-tuning takes the same choice.
     from model.finetune import resolve_placement
