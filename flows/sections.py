@@ -44,6 +44,13 @@ def _annotation(d: Described) -> Any:
     return item | None if d.nullable else item
 
 
+def _pydantic_field(d: Described, default: Any) -> tuple[Any, Any]:
+    """(annotation, Field) for one option: its help, its bounds (on a list's items)."""
+    if d.kind is tuple:
+        return _annotation(d), Field(list(default), description=d.spec.help)
+    return _annotation(d), Field(default, description=d.spec.help, **_constraints(d))
+
+
 def section_fields(config: type, *, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """Pydantic fields for the flow options of a config dataclass; `defaults` replaces some of
     the dataclass's defaults (a flow's choice, for example more shards)."""
@@ -52,11 +59,7 @@ def section_fields(config: type, *, defaults: dict[str, Any] | None = None) -> d
     for d in described(config):
         if not d.spec.flow:
             continue
-        default = defaults.get(d.name, d.default)
-        if d.kind is tuple:
-            default = list(default)
-        bounds = {} if d.kind is tuple else _constraints(d)
-        found[d.name] = (_annotation(d), Field(default, description=d.spec.help, **bounds))
+        found[d.name] = _pydantic_field(d, defaults.get(d.name, d.default))
     return found
 
 
@@ -87,12 +90,7 @@ def recipe_base(
     fields: dict[str, Any] = {}
     for field_name, paths in recipe.items():
         d = described_at(root, paths[0])
-        default = (defaults or {}).get(field_name, d.default)
-        constraints = {} if d.kind is tuple else _constraints(d)
-        fields[field_name] = (
-            _annotation(d),
-            Field(default, description=d.spec.help, **constraints),
-        )
+        fields[field_name] = _pydantic_field(d, (defaults or {}).get(field_name, d.default))
     return create_model(name, __base__=base, **fields)
 
 
