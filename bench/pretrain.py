@@ -112,13 +112,12 @@ def model_flops(config: BertConfig, batch: LoadedBatch) -> float:
     return 3 * (dense + attention + heads)
 
 
-def load_batches(directory: str, batch_size: int, count: int) -> list[LoadedBatch]:
-    """`count` distinct micro-batches of our loader, from the start of the stream."""
-    data = PretrainingShards(directory)
-    spec = StreamSpec(
+def stream_spec(directory: str, batch_size: int) -> StreamSpec:
+    """One stream over every shard of `directory`, as the trainer builds it, seed 0."""
+    return StreamSpec(
         directory=directory,
         vocab_dir=None,
-        shards=list(data.manifest.shards),
+        shards=list(PretrainingShards(directory).manifest.shards),
         num_streams=1,
         streams=[0],
         micro_batch_size=batch_size,
@@ -126,24 +125,18 @@ def load_batches(directory: str, batch_size: int, count: int) -> list[LoadedBatc
         seed=0,
         cache_dir=str(Path(tempfile.gettempdir()) / "bench-shard-cache"),
     )
+
+
+def load_batches(directory: str, batch_size: int, count: int) -> list[LoadedBatch]:
+    """`count` distinct micro-batches of our loader, from the start of the stream."""
+    spec = stream_spec(directory, batch_size)
     stream = PretrainingStream(spec)
     return [stream.batch(step, 0) for step in range(count)]
 
 
 def loader_rate(directory: str, batch_size: int, workers: int, count: int) -> float:
     """Sequences/s that our DataLoader (background workers) produces, excluding start-up."""
-    data = PretrainingShards(directory)
-    spec = StreamSpec(
-        directory=directory,
-        vocab_dir=None,
-        shards=list(data.manifest.shards),
-        num_streams=1,
-        streams=[0],
-        micro_batch_size=batch_size,
-        shuffle_buffer=10_000,
-        seed=0,
-        cache_dir=str(Path(tempfile.gettempdir()) / "bench-shard-cache"),
-    )
+    spec = stream_spec(directory, batch_size)
     loader = iter(
         train_loader(spec, start_step=0, num_workers=workers, prefetch_factor=4, pin_memory=False)
     )

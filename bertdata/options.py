@@ -250,3 +250,16 @@ def to_argv(cls: type, values: Mapping[str, Any]) -> list[str]:
         else:
             argv += [d.flag, str(value)]
     return argv
+
+
+def command_parser(
+    prog: str, description: str | None, epilog: str | None = None
+) -> argparse.ArgumentParser:
+    """The parser of a `python -m ...` command whose --help shows `description` (its module
+    docstring, usually) and `epilog` (examples) with the line breaks as written."""
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )

@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from bertdata.options import command_parser
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STATE_DIR = ROOT / ".prefect-local"
 DEFAULT_POOL = "bert-local"
@@ -255,11 +257,7 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.local_server",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("python -m flows.local_server", __doc__)
     parser.add_argument(
         "command",
         choices=("up", "down", "env"),

@@ -12,7 +12,6 @@ every unchanged stage from the cache.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import subprocess
@@ -24,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from bertdata.options import command_parser
 from flows.local_server import ROOT, LocalPrefect, LocalServerError, add_server_options
 
 SAMPLE_DEPLOYMENTS = ("pretrain-bert/sample", "finetune-bert/sample", "evaluate-bert/sample")
@@ -171,11 +171,7 @@ def print_summary(local: LocalPrefect, deployment: str, run_id: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.quickstart",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("python -m flows.quickstart", __doc__)
     parser.add_argument("--stop", action="store_true", help="stop the server and worker it started")
     parser.add_argument(
         "--deployment",

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from bertdata.options import command_parser
 from bertdata.paths import write_atomic
 from schemas.manifest import MANIFEST_NAME, InputRef, Manifest, ManifestError, ShardInfo
 from schemas.manifest import manifest_hash as hash_manifest
@@ -285,6 +286,19 @@ def source_classes(documents: list[Document], seed: int) -> tuple[list[str], lis
     return usable, [s for s in sources if s not in usable]
 
 
+def passage_example(
+    doc: Document, seed: int, task: str, start: int, text: str, label: str
+) -> Example:
+    """A single-passage example of `task` from `doc`'s sentences at `start`."""
+    return Example(
+        id=f"{doc.doc_id}-{start}",
+        text_a=text,
+        text_b=None,
+        label=label,
+        key=_unit(seed, task, "order", doc.doc_id, start),
+    )
+
+
 def source_examples(documents: list[Document], seed: int) -> Splits:
     """Passages labelled with their document's source."""
     usable, too_small = source_classes(documents, seed)
@@ -307,15 +321,8 @@ def source_examples(documents: list[Document], seed: int) -> Splits:
         passages = tile_passages(doc, seed, "source", 0, len(doc.sentences))
         passages.sort(key=lambda p: _unit(seed, "source", "pick", doc.doc_id, p[0]))
         for start, text in passages[:SOURCE_PASSAGES_PER_DOCUMENT]:
-            splits[document_split(seed, doc.doc_id)].append(
-                Example(
-                    id=f"{doc.doc_id}-{start}",
-                    text_a=text,
-                    text_b=None,
-                    label=doc.source,
-                    key=_unit(seed, "source", "order", doc.doc_id, start),
-                )
-            )
+            split = document_split(seed, doc.doc_id)
+            splits[split].append(passage_example(doc, seed, "source", start, text, doc.source))
     return splits
 
 
@@ -342,15 +349,7 @@ def article_examples(documents: list[Document], seed: int, num_articles: int) ->
         for block, split in article_blocks(doc, seed):
             stop = min(len(doc.sentences), block + ARTICLE_BLOCK_SENTENCES)
             for start, text in tile_passages(doc, seed, "article", block, stop):
-                splits[split].append(
-                    Example(
-                        id=f"{doc.doc_id}-{start}",
-                        text_a=text,
-                        text_b=None,
-                        label=doc.doc_id,
-                        key=_unit(seed, "article", "order", doc.doc_id, start),
-                    )
-                )
+                splits[split].append(passage_example(doc, seed, "article", start, text, doc.doc_id))
     return splits
 
 
@@ -492,11 +491,7 @@ def _task_names(value: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.sample_tasks",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("python -m flows.sample_tasks", __doc__)
     parser.add_argument("--documents", type=Path, required=True, help="extraction output")
     parser.add_argument("--output", type=Path, required=True, help="task folder root")
     parser.add_argument(

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bertdata.options import command_parser
 from bertdata.output_lock import output_lock
 from model.bert import BertModel
 from model.finetune import (
@@ -107,53 +108,50 @@ def _sentence_schema(dim: int, regression: bool) -> pa.Schema:
     )
 
 
-@torch.no_grad()
-def _encode_batches(
-    bert: BertModel,
-    encoded: Encoded,
-    layers: list[int],
-    combine: str,
-    batch_size: int,
-    placement: Placement,
-):
-    """Yield (feature indices, combined hidden states (B, T, D) as float32 on CPU)."""
-    bert.eval()
-    for first in range(0, len(encoded), batch_size):
-        index = torch.arange(first, min(first + batch_size, len(encoded)))
-        batch = encoded.batch(index, with_targets=False)
-        batch = to_device(batch, placement.device)
-        with placement.autocast():
-            output = bert(
-                batch["input_ids"],
-                batch["token_type_ids"],
-                batch["attention_mask"],
-                output_hidden_states=True,
-            )
-        yield index, combine_layers(output.hidden_states, layers, combine).float().cpu()
+@dataclass(frozen=True)
+class FrozenEncoder:
+    """The frozen encoder, the layers it gives and how they are combined into features."""
+
+    bert: BertModel
+    layers: list[int]
+    combine: str
+    batch_size: int
+    placement: Placement
+
+    @property
+    def dim(self) -> int:
+        return self.bert.config.hidden_size * (len(self.layers) if self.combine == "concat" else 1)
+
+    @torch.no_grad()
+    def batches(self, encoded: Encoded) -> Iterator[tuple[Tensor, Tensor]]:
+        """(feature indices, combined hidden states (B, T, D) as float32 on CPU)."""
+        self.bert.eval()
+        for first in range(0, len(encoded), self.batch_size):
+            index = torch.arange(first, min(first + self.batch_size, len(encoded)))
+            batch = to_device(encoded.batch(index, with_targets=False), self.placement.device)
+            with self.placement.autocast():
+                output = self.bert(
+                    batch["input_ids"],
+                    batch["token_type_ids"],
+                    batch["attention_mask"],
+                    output_hidden_states=True,
+                )
+            states = combine_layers(output.hidden_states, self.layers, self.combine)
+            yield index, states.float().cpu()
 
 
 def extract_split(
-    task: TaskProcessor,
-    split: SplitData,
-    encoded: Encoded,
-    bert: BertModel,
-    layers: list[int],
-    combine: str,
-    path: Path,
-    *,
-    batch_size: int = 64,
-    placement: Placement | None = None,
+    task: TaskProcessor, split: SplitData, encoded: Encoded, encoder: FrozenEncoder, path: Path
 ) -> int:
     """Write the features of one split to an Arrow IPC file (atomically); returns the rows."""
-    placement = placement or resolve_placement()
-    dim = bert.config.hidden_size * (len(layers) if combine == "concat" else 1)
+    dim = encoder.dim
     token_level = task.head == "token"
     if task.head not in ("token", "classification", "regression"):
         raise ValueError(
             f"{task.name}: feature extraction supports sentence and token tasks, not {task.head!r}"
         )
     schema = _token_schema(dim) if token_level else _sentence_schema(dim, task.head == "regression")
-    rows = _example_vectors(task, split, encoded, bert, layers, combine, batch_size, placement)
+    rows = _example_vectors(task, split, encoded, encoder)
     pending: list[tuple[Any, Tensor]] = []
     temporary = path.with_name(f".{path.name}.tmp")
     try:
@@ -173,19 +171,12 @@ def extract_split(
 
 
 def _example_vectors(
-    task: TaskProcessor,
-    split: SplitData,
-    encoded: Encoded,
-    bert: BertModel,
-    layers: list[int],
-    combine: str,
-    batch_size: int,
-    placement: Placement,
+    task: TaskProcessor, split: SplitData, encoded: Encoded, encoder: FrozenEncoder
 ) -> Iterator[tuple[Any, Tensor]]:
     """(example, vectors) in example order: (words, D) for token tasks, the [CLS] (D,) else."""
     windows: dict[int, list[Tensor]] = {}  # token tasks: the windows seen so far per example
     complete = 0  # token tasks: examples before this one have been yielded
-    for index, states in _encode_batches(bert, encoded, layers, combine, batch_size, placement):
+    for index, states in encoder.batches(encoded):
         if task.head != "token":
             for row, f in enumerate(index.tolist()):
                 yield split.examples[int(encoded.example_index[f])], states[row, 0]
@@ -248,6 +239,7 @@ def extract(
     bert.to(placement.device)
     tokenizer = load_tokenizer(checkpoint, vocab_size=bert.config.vocab_size)
     chosen = parse_layers(layers, bert.config.num_hidden_layers)
+    encoder = FrozenEncoder(bert, chosen, combine, batch_size, placement)
     max_seq_length = max_seq_length or task.max_seq_length
     output_dir.mkdir(parents=True, exist_ok=True)
     # An earlier run's manifest goes first: killed half-way, this run must not look finished.
@@ -260,17 +252,7 @@ def extract(
         split = task.read(data_dir, name)
         encoded = task.encode(split, tokenizer, max_seq_length)
         path = output_dir / f"{name}.arrow"
-        rows = extract_split(
-            task,
-            split,
-            encoded,
-            bert,
-            chosen,
-            combine,
-            path,
-            batch_size=batch_size,
-            placement=placement,
-        )
+        rows = extract_split(task, split, encoded, encoder, path)
         logger.info("%s: %d examples -> %s", name, rows, path)
         shards.append(
             ShardInfo(path=path.name, rows=rows, bytes=path.stat().st_size, sha256=_sha256(path))
@@ -578,12 +560,13 @@ def _summary(values: list[float]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> Any:
     """Command line entry point: `extract` or `train`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m model.features",
-        description=__doc__.splitlines()[0],
-        epilog="example: python -m model.features extract --task conll2003 --data conll "
-        "--checkpoint runs/bert-base/model --output feats --layers=-4,-3,-2,-1; then python -m "
-        "model.features train --features feats --output out/conll_features --seeds 0,1,2",
+    parser = command_parser(
+        "python -m model.features",
+        __doc__.splitlines()[0],
+        "example:\n  python -m model.features extract --task conll2003 --data conll "
+        "--checkpoint runs/bert-base/model --output feats --layers=-4,-3,-2,-1\n"
+        "  python -m model.features train --features feats --output out/conll_features "
+        "--seeds 0,1,2",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     ex = commands.add_parser(

@@ -11,13 +11,13 @@ predicts pieces that fit each context. Prints the top-k pieces with their probab
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from bertdata.options import command_parser
 from model.bert import BertForPreTraining
 from model.hf_checkpoint import load_hf_checkpoint
 from model.tasks.tokenize import MASK, CheckpointTokenizer, TokenizerError, load_tokenizer
@@ -105,11 +105,7 @@ def probe_records(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m model.fill_mask",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("python -m model.fill_mask", __doc__)
     parser.add_argument("texts", nargs="+", help='sentences with one or more "[MASK]"')
     parser.add_argument(
         "--checkpoint",

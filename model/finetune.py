@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bertdata.options import add_arguments, check, chosen, option
+from bertdata.options import add_arguments, check, chosen, command_parser, option
 from bertdata.output_lock import output_lock
 from bertdata.paths import write_atomic
 from model.bert import BertModel
@@ -808,12 +808,12 @@ def summarize(output_dirs: Sequence[Path]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m model.finetune",
-        description=__doc__.splitlines()[0],
-        epilog="example: python -m model.finetune --task mrpc --data glue_data/MRPC "
-        "--checkpoint runs/bert-base/model --output runs/bert-base/finetuned/mrpc --seeds 0,1,2 "
-        "(docs/finetune.md has more)",
+    parser = command_parser(
+        "python -m model.finetune",
+        __doc__.splitlines()[0],
+        "example:\n  python -m model.finetune --task mrpc --data glue_data/MRPC "
+        "--checkpoint runs/bert-base/model --output runs/bert-base/finetuned/mrpc --seeds 0,1,2\n"
+        "docs/finetune.md has more.",
     )
     parser.add_argument("--task", help=f"one of {', '.join(TASKS)}")
     parser.add_argument("--data", type=Path, help="directory of the task's files")

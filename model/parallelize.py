@@ -119,29 +119,14 @@ class PretrainingLossModule(nn.Module):
         self.model = model
         self.nsp = nsp  # the NSP loss counts (False: the paper's "No NSP" ablation)
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        token_type_ids: Tensor,
-        attention_mask: Tensor,
-        masked_lm_positions: Tensor,
-        masked_lm_labels: Tensor,
-        next_sentence_label: Tensor,
-        token_index: Tensor | None = None,
-    ) -> PreTrainingLoss:
+    def forward(self, token_index: Tensor | None = None, **batch: Tensor) -> PreTrainingLoss:
+        """`batch`: the arguments of BertForPreTraining.pretraining_loss, by name; with
+        `token_index`, the encoder runs on the real tokens only (unpadded)."""
         unpadding = None
         if token_index is not None:
-            unpadding = Unpadding(token_index, input_ids.size(0), input_ids.size(1))
-        return self.model.pretraining_loss(
-            input_ids,
-            token_type_ids,
-            attention_mask,
-            masked_lm_positions,
-            masked_lm_labels,
-            next_sentence_label,
-            unpadding=unpadding,
-            nsp=self.nsp,
-        )
+            B, T = batch["input_ids"].shape
+            unpadding = Unpadding(token_index, B, T)
+        return self.model.pretraining_loss(**batch, unpadding=unpadding, nsp=self.nsp)
 
 
 @dataclass

@@ -85,7 +85,7 @@ from model.shard_loader import (
     validation_batches,
 )
 from model.tasks.tokenize import TokenizerError
-from model.train_config import PretrainConfig, add_set_argument, apply_overrides
+from model.train_config import PretrainConfig, add_set_argument, add_shortcut, apply_overrides
 from schemas.manifest import ManifestError, ShardInfo
 
 log = logging.getLogger("model.pretrain")
@@ -1072,24 +1072,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--init-from", default="", help="HF-format weights to start from (default: fresh weights)"
     )
-    parser.add_argument(
-        "--steps",
-        dest="overrides",
-        action="append",
-        default=[],
-        type=lambda text: f"schedule.total_steps={text}",
-        metavar="N",
-        help="schedule.total_steps, e.g. 1e6 (default: 1,000,000)",
-    )
-    parser.add_argument(
+    add_shortcut(parser, "--steps", "schedule.total_steps", "e.g. 1e6 (default: 1,000,000)")
+    add_shortcut(
+        parser,
         "--threads",
-        dest="overrides",
-        action="append",
-        default=[],
-        type=lambda text: f"runtime.threads={text}",
-        metavar="N",
-        help="runtime.threads: torch CPU threads (0: torch's default, one per core); give each "
-        "of N runs side by side cores/N",
+        "runtime.threads",
+        "torch CPU threads (0: torch's default, one per core); give each of N runs side by "
+        "side cores/N",
     )
     parser.add_argument(
         "--stop-on-collapse",

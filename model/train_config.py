@@ -425,6 +425,19 @@ def add_set_argument(parser: argparse.ArgumentParser, example: str) -> None:
     )
 
 
+def add_shortcut(parser: argparse.ArgumentParser, flag: str, name: str, help: str) -> None:
+    """`flag N`: the same as `--set name=N`, in command-line order with the --set overrides."""
+    parser.add_argument(
+        flag,
+        dest="overrides",
+        action="append",
+        default=[],
+        type=lambda text: f"{name}={text}",
+        metavar="N",
+        help=f"{name}: {help}",
+    )
+
+
 def apply_overrides(config: PretrainConfig, assignments: list[str]) -> PretrainConfig:
     """Apply `dotted.name=value` overrides in order; returns the same config."""
     for assignment in assignments:

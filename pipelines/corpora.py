@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bertdata.options import command_parser
+
 CACHE_ENV = "BERT_CORPORA_DIR"
 DEFAULT_CACHE = Path(__file__).parents[1] / "data/corpora"
 MIN_DOCUMENT_CHARS = 200  # shorter documents (after cleaning) are dropped, as extract does
@@ -707,11 +709,7 @@ def summary_table(corpus: dict) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line's options (also used by the flows' contract test)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.corpora",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("python -m pipelines.corpora", __doc__)
     parser.add_argument("--output", required=True, help="directory for train/, heldout/")
     parser.add_argument(
         "--sources",

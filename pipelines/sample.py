@@ -8,12 +8,12 @@ carries it as test data; nothing is committed), then runs the data stages on it.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 from pathlib import Path
 
+from bertdata.options import command_parser
 from pipelines.corpora import CACHE_ENV as CORPORA_CACHE_ENV
 from pipelines.corpora import DEFAULT_CACHE as CORPORA_CACHE
 from pipelines.corpora import WIKI_MEMBER, WIKI_PACKAGE, fetch_package, read_member
@@ -38,11 +38,7 @@ def fetch_sample(cache_dir: Path = DEFAULT_CACHE) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.sample",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("python -m pipelines.sample", __doc__)
     parser.add_argument(
         "--workdir", default="runs/sample", help="where the stage outputs go (default: %(default)s)"
     )

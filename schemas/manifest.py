@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from schemas.versioned_json import read_versioned_json
+
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "bert-pipeline-manifest"
 MANIFEST_VERSION = 1
@@ -76,17 +78,14 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str | bytes, *, source: str = MANIFEST_NAME) -> Manifest:
         """Parse and check a manifest; errors name `source` and the field."""
-        try:
-            body = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ManifestError(f"{source}: not valid JSON ({err})") from err
-        if not isinstance(body, dict) or body.get("format") != MANIFEST_FORMAT:
-            raise ManifestError(f"{source}: not a {MANIFEST_FORMAT} file")
-        if body.get("manifest_version") != MANIFEST_VERSION:
-            raise ManifestError(
-                f"{source}: manifest_version {body.get('manifest_version')}, "
-                f"expected {MANIFEST_VERSION}"
-            )
+        body = read_versioned_json(
+            text,
+            source=source,
+            format_name=MANIFEST_FORMAT,
+            version_key="manifest_version",
+            version=MANIFEST_VERSION,
+            error=ManifestError,
+        )
         try:
             manifest = cls(
                 stage=body["stage"],

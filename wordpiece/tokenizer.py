@@ -18,6 +18,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, processors
 from tokenizers.models import WordPiece
 
 from bertdata.tokens import TOKENIZER_NAME, VOCAB_NAME
+from schemas.versioned_json import read_versioned_json
 from wordpiece.normalization import (
     UNICODE_VERSION,
     bert_normalizer,
@@ -146,16 +147,14 @@ def vocab_config_json(vocab: Sequence[str], options: TokenizerOptions, **extra: 
 
 def read_vocab_config(text: str | bytes, *, source: str) -> tuple[TokenizerOptions, dict]:
     """The options of a vocab_config.json, and the whole file as a dict."""
-    try:
-        body = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise TokenizerMismatchError(f"{source}: not valid JSON ({err})") from err
-    if not isinstance(body, dict) or body.get("format") != CONFIG_FORMAT:
-        raise TokenizerMismatchError(f"{source}: not a {CONFIG_FORMAT} file")
-    if body.get("version") != CONFIG_VERSION:
-        raise TokenizerMismatchError(
-            f"{source}: version {body.get('version')}, this code reads version {CONFIG_VERSION}"
-        )
+    body = read_versioned_json(
+        text,
+        source=source,
+        format_name=CONFIG_FORMAT,
+        version_key="version",
+        version=CONFIG_VERSION,
+        error=TokenizerMismatchError,
+    )
     try:
         options = TokenizerOptions(
             lowercase=bool(body["lowercase"]),

@@ -141,6 +141,7 @@ class TaskProcessor(ABC):
     dev_splits: ClassVar[tuple[str, ...]] = ("dev",)
     test_splits: ClassVar[tuple[str, ...]] = ("test",)
     options_type: ClassVar[type[TaskOptions]] = TaskOptions
+    files: ClassVar[dict[str, tuple[str, ...]]] = {}  # split -> file names, by preference
 
     def __init__(self, options: TaskOptions | None = None) -> None:
         self.options = options if options is not None else self.options_type()
@@ -160,9 +161,11 @@ class TaskProcessor(ABC):
                 return path
         return None
 
-    @abstractmethod
     def split_files(self, split: str) -> tuple[str, ...]:
-        """File names that may hold `split`, in order of preference."""
+        """File names that may hold `split`, in order of preference (default: `files`)."""
+        if split not in self.files:
+            raise DataError(f"{self.name} has no split {split!r}; it has {sorted(self.files)}")
+        return self.files[split]
 
     def require_path(self, data_dir: Path, split: str) -> Path:
         path = self.split_path(data_dir, split)

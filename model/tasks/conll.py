@@ -84,11 +84,6 @@ class Conll2003Processor(TaskProcessor):
     def labels(self) -> list[str]:
         return [OUTSIDE] + [f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I")]
 
-    def split_files(self, split: str) -> tuple[str, ...]:
-        if split not in self.files:
-            raise DataError(f"{self.name} has no split {split!r}; it has {sorted(self.files)}")
-        return self.files[split]
-
     def read(self, data_dir: Path, split: str) -> SplitData[NerExample]:
         path = self.require_path(data_dir, split)
         examples: list[NerExample] = []

@@ -75,11 +75,6 @@ class GlueProcessor(TaskProcessor):
     def regression(self) -> bool:
         return not self.label_list
 
-    def split_files(self, split: str) -> tuple[str, ...]:
-        if split not in self.files:
-            raise DataError(f"{self.name} has no split {split!r}; it has {sorted(self.files)}")
-        return self.files[split]
-
     def read(self, data_dir: Path, split: str) -> SplitData[SentenceExample]:
         path = self.require_path(data_dir, split)
         is_test = split in self.test_splits

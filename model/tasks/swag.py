@@ -52,11 +52,6 @@ class SwagProcessor(TaskProcessor):
     def labels(self) -> list[str]:
         return [str(i) for i in range(NUM_ENDINGS)]
 
-    def split_files(self, split: str) -> tuple[str, ...]:
-        if split not in self.files:
-            raise DataError(f"{self.name} has no split {split!r}; it has {sorted(self.files)}")
-        return self.files[split]
-
     def read(self, data_dir: Path, split: str) -> SplitData[ChoiceExample]:
         path = self.require_path(data_dir, split)
         labelled = split != "test"

@@ -17,6 +17,8 @@ import ctypes.util
 import functools
 import gc
 
+import apache_beam as beam
+
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 64 << 20  # allocations above this still get their own mapping
@@ -48,3 +50,20 @@ def freeze_setup_objects() -> None:
 def thaw_setup_objects() -> None:
     """Give the frozen objects back to the garbage collector (a step's teardown)."""
     gc.unfreeze()
+
+
+class BulkDataStep(beam.DoFn):
+    """A step that handles bulk data: at setup, malloc tuned (`keep_freed_memory`), then the
+    subclass's `prepare` builds its long-lived objects, which are then frozen out of the
+    garbage collector's walks until teardown."""
+
+    def prepare(self) -> None:
+        """What the step builds once per worker before data arrives (vocabulary, caches)."""
+
+    def setup(self) -> None:
+        keep_freed_memory()
+        self.prepare()
+        freeze_setup_objects()
+
+    def teardown(self) -> None:
+        thaw_setup_objects()

@@ -46,11 +46,7 @@ from pipelines.arrow_shards import (
 )
 from pipelines.beam_runner import Spread, make_pipeline, run_pipeline, runs_in_one_worker
 from pipelines.options import PretrainingDataConfig
-from pipelines.pretraining.allocator import (
-    freeze_setup_objects,
-    keep_freed_memory,
-    thaw_setup_objects,
-)
+from pipelines.pretraining.allocator import BulkDataStep
 from pipelines.pretraining.common import (
     BadInputError,
     Vocabulary,
@@ -228,7 +224,7 @@ def bucket_ranks(num_documents: int, num_buckets: int, bucket: int) -> range:
     return range(num_documents * bucket // num_buckets, num_documents * (bucket + 1) // num_buckets)
 
 
-class TokenizeShard(beam.DoFn):
+class TokenizeShard(BulkDataStep):
     """(index, documents shard) -> token files `tokens-<index>-<part>.arrow`; yields their names.
 
     The shard is read a record batch at a time and a token file is written every
@@ -245,13 +241,8 @@ class TokenizeShard(beam.DoFn):
         self.token_dtype = token_dtype
         self.tokenizer = DocumentTokenizer(vocab_dir, token_dtype)
 
-    def setup(self) -> None:
-        keep_freed_memory()
+    def prepare(self) -> None:
         self.tokenizer.setup()
-        freeze_setup_objects()
-
-    def teardown(self) -> None:
-        thaw_setup_objects()
 
     def process(self, element: tuple[int, ShardInfo]) -> Iterator[str]:
         index, info = element
@@ -398,7 +389,7 @@ def _read_plans(path: str, num_lengths: int, num_docs: int, dupe_factor: int):
     return out
 
 
-class AssembleBucket(beam.DoFn):
+class AssembleBucket(BulkDataStep):
     """bucket -> per length its examples, grouped by shard, in `seq<L>/bucket-<bucket>.arrow`."""
 
     def __init__(self, config: PretrainingDataConfig, vocab_dir: str, work: str, num_buckets: int):
@@ -407,14 +398,9 @@ class AssembleBucket(beam.DoFn):
         self.work = work
         self.num_buckets = num_buckets
 
-    def setup(self) -> None:
-        keep_freed_memory()
+    def prepare(self) -> None:
         self.assembler.setup()
         self.corpus = None  # opened on first use: the index is written in this pipeline
-        freeze_setup_objects()
-
-    def teardown(self) -> None:
-        thaw_setup_objects()
 
     def process(self, bucket: int, layout: ExampleLayout) -> Iterator[int]:
         if self.corpus is None:
@@ -487,7 +473,7 @@ def _has_rows(first: int, end: int, shard: int, num_shards: int) -> bool:
     return end - first >= num_shards or (shard - first) % num_shards < end - first
 
 
-class GatherShard(beam.DoFn):
+class GatherShard(BulkDataStep):
     """shard index -> the shard, its rows read from every bucket's file of one length."""
 
     def __init__(self, work: str, length_index: int, length: int, num_buckets: int,
@@ -499,13 +485,8 @@ class GatherShard(beam.DoFn):
         self.output_dir = output_dir
         self.token_type = token_type
 
-    def setup(self) -> None:
-        keep_freed_memory()
+    def prepare(self) -> None:
         self.spills = _OpenFiles(_SpillFile)
-        freeze_setup_objects()
-
-    def teardown(self) -> None:
-        thaw_setup_objects()
 
     def process(self, shard: int, layout: ExampleLayout, assembled) -> Iterator[dict]:
         del assembled  # only orders this step after every bucket's

@@ -21,11 +21,7 @@ import pyarrow as pa
 
 from pipelines.arrow_shards import ReadArrowShards, write_shard_index
 from pipelines.options import PretrainingDataConfig
-from pipelines.pretraining.allocator import (
-    freeze_setup_objects,
-    keep_freed_memory,
-    thaw_setup_objects,
-)
+from pipelines.pretraining.allocator import BulkDataStep
 from pipelines.pretraining.common import (
     BadInputError,
     Vocabulary,
@@ -89,20 +85,15 @@ def document_offsets(bucket_counts: Iterable[tuple[int, int]], num_buckets: int)
     return offsets
 
 
-class TokenizeDocuments(beam.DoFn):
+class TokenizeDocuments(BulkDataStep):
     """Document rows -> (bucket, TokenizedDocument)."""
 
     def __init__(self, vocab_dir: str, num_buckets: int, token_dtype: str):
         self.tokenizer = DocumentTokenizer(vocab_dir, token_dtype)
         self.num_buckets = num_buckets
 
-    def setup(self) -> None:
-        keep_freed_memory()
+    def prepare(self) -> None:
         self.tokenizer.setup()
-        freeze_setup_objects()
-
-    def teardown(self) -> None:
-        thaw_setup_objects()
 
     def process(self, row: dict) -> Iterator[tuple[int, TokenizedDocument]]:
         h = doc_hash(row["doc_id"])
@@ -215,7 +206,7 @@ def table_from_stream_bytes(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
 
 
-class AssembleExamples(beam.DoFn):
+class AssembleExamples(BulkDataStep):
     """(bucket, {docs, answers}) -> per length: (shard, Arrow table of examples)."""
 
     def __init__(self, config: PretrainingDataConfig, vocab_dir: str, num_buckets: int):
@@ -223,13 +214,8 @@ class AssembleExamples(beam.DoFn):
         self.config = config
         self.num_buckets = num_buckets
 
-    def setup(self) -> None:
-        keep_freed_memory()
+    def prepare(self) -> None:
         self.assembler.setup()
-        freeze_setup_objects()
-
-    def teardown(self) -> None:
-        thaw_setup_objects()
 
     def process(self, element, example_counts):
         bucket, grouped = element
