@@ -27,6 +27,7 @@ One document, from a documents shard to the examples it gives, in the order the 
    manifest is written last (schemas/manifest.py).
 
 The job's options are declared in pipelines/options.py (`PretrainingDataConfig`).
-`allocator.py` keeps a long-running worker's memory flat; `common.py` reads the vocabulary
-input and holds the seeds and the errors every step shares.
+`allocator.py` keeps a long-running worker's memory flat (`BulkDataStep`, the base of the
+steps that handle bulk data); `common.py` reads the vocabulary input and holds the seeds and
+the errors every step shares.
 """
