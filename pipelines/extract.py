@@ -25,6 +25,7 @@ from apache_beam.metrics import Metrics
 
 from bertdata.options import add_arguments, chosen
 from pipelines.arrow_shards import WriteArrowShards
+from pipelines.beam_runner import Spread, runs_in_one_worker
 from pipelines.options import ExtractConfig
 from pipelines.progress import Counter as ProgressCounter
 from pipelines.progress import progress_dir
@@ -404,18 +405,21 @@ class _KeepFirst(beam.DoFn):
 class ExtractDocuments(beam.PTransform):
     """(path, format) pairs -> filtered, de-duplicated document rows."""
 
-    def __init__(self, config: ExtractConfig, progress: str | None = None):
+    def __init__(
+        self, config: ExtractConfig, progress: str | None = None, *, one_worker: bool = False
+    ):
         super().__init__()
         self.config = config
         self.progress = progress
+        self.one_worker = one_worker  # in_memory DirectRunner: nothing to spread
 
     def expand(self, files):
         docs = (
             files
-            | "SpreadFiles" >> beam.Reshuffle()
+            | "SpreadFiles" >> Spread(self.one_worker)
             | "ReadFiles" >> beam.ParDo(ReadSourceFile(self.config))
             # Reading is cheap and per file; cleaning is costly: spread the documents out.
-            | "SpreadDocuments" >> beam.Reshuffle()
+            | "SpreadDocuments" >> Spread(self.one_worker)
             | "BuildDocuments" >> beam.ParDo(BuildDocument(self.config, self.progress))
             | "KeyById" >> beam.Map(lambda d: (d["doc_id"], d))
             | "GroupById" >> beam.GroupByKey()
@@ -432,9 +436,15 @@ class ExtractDocuments(beam.PTransform):
 
 
 def build_pipeline(
-    pipeline: beam.Pipeline, config: ExtractConfig, inputs: list[InputRef], output_dir: str
+    pipeline: beam.Pipeline,
+    config: ExtractConfig,
+    inputs: list[InputRef],
+    output_dir: str,
+    *,
+    one_worker: bool = False,
 ) -> None:
-    """Adds the extraction job to `pipeline`."""
+    """Adds the extraction job to `pipeline` (`one_worker`: it runs on the in_memory
+    DirectRunner, whose one worker runs every bundle in turn, so no reshuffle spreads work)."""
     files = [
         (
             ref.path,
@@ -445,7 +455,7 @@ def build_pipeline(
     (
         pipeline
         | "ListFiles" >> beam.Create(files)
-        | "Extract" >> ExtractDocuments(config, progress_dir(output_dir))
+        | "Extract" >> ExtractDocuments(config, progress_dir(output_dir), one_worker=one_worker)
         | "Write"
         >> WriteArrowShards(
             output_dir,
@@ -495,7 +505,9 @@ def run(argv: list[str] | None = None) -> dict:
     )
     return stage.execute(
         beam_args,
-        lambda pipeline: build_pipeline(pipeline, config, inputs, args.output),
+        lambda pipeline: build_pipeline(
+            pipeline, config, inputs, args.output, one_worker=runs_in_one_worker(beam_args)
+        ),
         unit="documents",
         # Records cleaned so far (pages, lines, rows): their number is known only at the end.
         work=(None, "records cleaned"),
