@@ -31,8 +31,9 @@ def sample(pid: int) -> dict[str, int]:
     return total
 
 
-def main() -> int:
-    child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def watch(child: subprocess.Popen) -> dict[str, int]:
+    """The largest kB sums per field over `child`'s process tree, sampled every 50 ms until
+    it exits."""
     peak = dict.fromkeys(FIELDS, 0)
     while child.poll() is None:
         try:
@@ -42,6 +43,12 @@ def main() -> int:
         for key, value in now.items():
             peak[key] = max(peak[key], value)
         time.sleep(0.05)
+    return peak
+
+
+def main() -> int:
+    child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = watch(child)
     print(
         ", ".join(f"{k} {v / 1024:.0f} MB" for k, v in peak.items()), f"(exit {child.returncode})"
     )

@@ -19,7 +19,7 @@ same options at every scale (sequence length 128 only), on the DirectRunner's in
 with one worker (the flows' default). Measured per stage and scale:
 - wall s; CPU s: user + system of the process tree (getrusage of the waited-for children);
 - peak RSS: /proc/<pid>/status of the process and its descendants every 50 ms
-  (`bench.peak_memory.sample`), RssAnon and RssFile summed over the tree, the largest sums;
+  (`bench.peak_memory.watch`), RssAnon and RssFile summed over the tree, the largest sums;
   the total is VmRSS summed likewise;
 - input MB (uncompressed XML for extract, the input directory on disk for the others) and
   throughput per core: input MB / CPU s; disk used by the stage's output (on-disk blocks).
@@ -48,13 +48,12 @@ from pathlib import Path
 from xml.sax.saxutils import escape, unescape
 
 import mwparserfromhell
-import psutil
 from mwparserfromhell.nodes import Text, Wikilink
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.peak_memory import sample as tree_memory  # noqa: E402
+from bench.peak_memory import watch  # noqa: E402
 from bench.wikiextractor_compare import _PAGE, _PAGE_ID, _TITLE, COPY_ID_OFFSET  # noqa: E402
 from pipelines.sample import fetch_sample  # noqa: E402
 
@@ -173,18 +172,10 @@ def disk_mb(path: Path) -> float:
 def measure(argv: list[str], log: Path) -> tuple[float, float, dict[str, float]]:
     """Run `argv` to its end: wall s, CPU s of its process tree, peak memory sums in MB."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    peak = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
     start = time.perf_counter()
     with open(log, "w") as out:
         child = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        while child.poll() is None:
-            try:
-                now = tree_memory(child.pid)
-            except (psutil.Error, OSError):  # a process ended between listing and reading
-                now = {}
-            for key, kb in now.items():
-                peak[key] = max(peak[key], kb)
-            time.sleep(0.05)
+        peak = watch(child)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if child.returncode:
