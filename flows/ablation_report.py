@@ -20,7 +20,9 @@ from flows.stages import StageResult
 MLM_NOTE = (
     "MLM acc: masked-token accuracy on held-out documents at the end of pretraining (on the "
     "last training batches when the recipe holds none out); for the LTR arm it is next-token "
-    "accuracy, not comparable. MLM ppl: exp of that loss, as the paper's Table 6 reports. "
+    "accuracy, not comparable. A masking arm is scored with its own mix, so the tokens it "
+    "keeps as they are (and copies) count: MLM acc compares across mixes only with that in "
+    "mind. MLM ppl: exp of that loss, as the paper's Table 6 reports. "
     "pretrain s: the last phase's time."
 )
 
