@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.peak_memory import watch  # noqa: E402
-from bench.wikiextractor_compare import _PAGE, _PAGE_ID, _TITLE, COPY_ID_OFFSET  # noqa: E402
+from bench.wikiextractor_compare import _PAGE, renamed_page  # noqa: E402
 from pipelines.sample import fetch_sample  # noqa: E402
 
 STAGES = ("extract", "vocab", "pretraining_data", "validate")
@@ -118,8 +118,7 @@ def prose_parts(wikitext: str) -> list[tuple[bool, str]]:
 
 def copy_page(page: str, parts: list[tuple[bool, str]] | None, copy: int) -> str:
     """Copy `copy` of a page: new id and title; prose respelled unless it is a redirect."""
-    page = _PAGE_ID.sub(lambda m: f"{m[1]}{int(m[2]) + copy * COPY_ID_OFFSET}{m[3]}", page, count=1)
-    page = _TITLE.sub(lambda m: f"<title>{m[1]} (copy {copy})</title>", page, count=1)
+    page = renamed_page(page, copy)
     if parts is None:
         return page
     spelled: dict[str, str] = {}

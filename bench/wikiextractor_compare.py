@@ -106,6 +106,13 @@ _TITLE = re.compile(r"<title>(.*?)</title>")
 _TEXT_OPEN = re.compile(r"(<text\b[^>]*[^/]>)")
 
 
+def renamed_page(page: str, copy: int) -> str:
+    """Copy `copy` of a page's XML under a new id (+ copy * COPY_ID_OFFSET) and the title
+    "<title> (copy k)"; the text as it was."""
+    page = _PAGE_ID.sub(lambda m: f"{m[1]}{int(m[2]) + copy * COPY_ID_OFFSET}{m[3]}", page, count=1)
+    return _TITLE.sub(lambda m: f"<title>{m[1]} (copy {copy})</title>", page, count=1)
+
+
 def scaled_dump(source: Path, copies: int, target: Path) -> Path:
     """The dump's pages `copies` times over, as .xml.bz2. Copy 0 is the original; copy k > 0
     has new page ids, titles ending "(copy k)" and, for non-redirects, the paragraph
@@ -119,14 +126,7 @@ def scaled_dump(source: Path, copies: int, target: Path) -> Path:
         for match in pages:
             page = match.group(0)
             if k:
-                page = _PAGE_ID.sub(
-                    lambda m, k=k: (
-                        f"{m.group(1)}{int(m.group(2)) + k * COPY_ID_OFFSET}{m.group(3)}"
-                    ),
-                    page,
-                    count=1,
-                )
-                page = _TITLE.sub(lambda m, k=k: f"<title>{m.group(1)} (copy {k})</title>", page, 1)
+                page = renamed_page(page, k)
                 if "<redirect" not in page:
                     page = _TEXT_OPEN.sub(
                         lambda m, k=k: f"{m.group(1)}Copy {k} of this page.\n\n", page, 1
