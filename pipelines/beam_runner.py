@@ -34,6 +34,24 @@ def runs_in_one_worker(beam_args: list[str]) -> bool:
     return is_local_runner(beam_args) and mode == "in_memory"
 
 
+def use_local_exchange(exchange: str, paths: list[str], beam_args: list[str]) -> bool:
+    """Whether a job moves its data between steps through files on this machine (`exchange`
+    auto, local or shuffle); refuses `local` where it cannot work: gs:// paths, other runners."""
+    local = is_local_runner(beam_args) and not any("://" in p for p in paths)
+    if exchange == "local" and not local:
+        raise ValueError(
+            "--exchange local needs local input and output paths and the DirectRunner; "
+            "use --exchange shuffle (the default there)"
+        )
+    return local if exchange == "auto" else exchange == "local"
+
+
+EXCHANGE_HELP = (
+    "how data moves between the steps: local files (one machine, flat memory) or Beam's "
+    "shuffle; auto: local for local paths on the DirectRunner; does not change the output"
+)
+
+
 class Spread(beam.PTransform):
     """Reshuffle, so that workers share the elements; nothing where one worker runs them all."""
 

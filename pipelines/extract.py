@@ -25,7 +25,8 @@ from apache_beam.metrics import Metrics
 
 from bertdata.options import add_arguments, chosen
 from pipelines.arrow_shards import WriteArrowShards
-from pipelines.beam_runner import Spread, runs_in_one_worker
+from pipelines.beam_runner import EXCHANGE_HELP, Spread, runs_in_one_worker, use_local_exchange
+from pipelines.extract_local import SpillDocuments, add_local_steps, work_dir_for
 from pipelines.options import ExtractConfig
 from pipelines.progress import Counter as ProgressCounter
 from pipelines.progress import progress_dir
@@ -442,9 +443,12 @@ def build_pipeline(
     output_dir: str,
     *,
     one_worker: bool = False,
+    local_files: bool = False,
 ) -> None:
     """Adds the extraction job to `pipeline` (`one_worker`: it runs on the in_memory
-    DirectRunner, whose one worker runs every bundle in turn, so no reshuffle spreads work)."""
+    DirectRunner, whose one worker runs every bundle in turn, so no reshuffle spreads work;
+    `local_files`: data moves between steps through files on this machine, in flat memory,
+    pipelines/extract_local.py, else through Beam's shuffle)."""
     files = [
         (
             ref.path,
@@ -452,6 +456,18 @@ def build_pipeline(
         )
         for ref in inputs
     ]
+    if local_files:
+        spill = SpillDocuments(
+            ReadSourceFile(config),
+            BuildDocument(config, progress_dir(output_dir)),
+            normalized_text_hash,
+            work_dir_for(output_dir),
+            config.num_shards,
+        )
+        add_local_steps(
+            pipeline, files, output_dir, config.num_shards, config.dedup, spill, one_worker
+        )
+        return
     (
         pipeline
         | "ListFiles" >> beam.Create(files)
@@ -485,6 +501,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ExtractConfi
     )
     parser.add_argument("--output", required=True, help="output directory (local or gs://)")
     add_arguments(parser, ExtractConfig)
+    parser.add_argument(
+        "--exchange", choices=("auto", "local", "shuffle"), default="auto", help=EXCHANGE_HELP
+    )
     args, beam_args = parser.parse_known_args(argv)
     config = ExtractConfig(**chosen(ExtractConfig, args))
     config.validate()
@@ -495,6 +514,9 @@ def run(argv: list[str] | None = None) -> dict:
     """Runs the job; returns the manifest as a dict. Does nothing if the output is up to date."""
     args, config, beam_args = parse_args(argv)
     inputs = file_inputs(args.input)
+    local_files = use_local_exchange(
+        args.exchange, [ref.path for ref in inputs] + [args.output], beam_args
+    )
     stage = StageRun(
         stage=STAGE,
         spec=DOCUMENTS,
@@ -506,7 +528,12 @@ def run(argv: list[str] | None = None) -> dict:
     return stage.execute(
         beam_args,
         lambda pipeline: build_pipeline(
-            pipeline, config, inputs, args.output, one_worker=runs_in_one_worker(beam_args)
+            pipeline,
+            config,
+            inputs,
+            args.output,
+            one_worker=runs_in_one_worker(beam_args),
+            local_files=local_files,
         ),
         unit="documents",
         # Records cleaned so far (pages, lines, rows): their number is known only at the end.

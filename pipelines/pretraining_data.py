@@ -40,7 +40,12 @@ import apache_beam as beam
 from bertdata.options import add_arguments, chosen
 from bertdata.output_lock import OutputError, output_lock
 from pipelines.arrow_shards import join, read_manifest, write_atomic
-from pipelines.beam_runner import is_local_runner, make_pipeline, run_pipeline
+from pipelines.beam_runner import (
+    EXCHANGE_HELP,
+    make_pipeline,
+    run_pipeline,
+    use_local_exchange,
+)
 from pipelines.options import PretrainingDataConfig
 from pipelines.pretraining import shuffle_exchange
 from pipelines.pretraining.common import (
@@ -147,8 +152,7 @@ def parse_args(argv: list[str] | None):
         "--exchange",
         choices=("auto", "local", "shuffle"),
         default="auto",
-        help="how data moves between the steps: local files (one machine) or Beam's shuffle; "
-        "auto: local for local paths on the DirectRunner; does not change the output",
+        help=EXCHANGE_HELP,
     )
     parser.add_argument(
         "--min-buckets",
@@ -173,7 +177,7 @@ def run(argv: list[str] | None = None) -> dict[int, dict]:
 
 
 def _run(args: argparse.Namespace, config: PretrainingDataConfig, beam_args: list[str]):
-    local = use_local_exchange(args.exchange, args.documents, args.output, beam_args)
+    local = use_local_exchange(args.exchange, [args.documents, args.output], beam_args)
     documents, documents_hash = check_documents(args.documents)
     vocab = load_vocabulary(args.vocab)
     inputs = [
@@ -233,20 +237,6 @@ def _run(args: argparse.Namespace, config: PretrainingDataConfig, beam_args: lis
     for li, stage in stages.items():
         done[config.max_seq_lengths[li]] = json.loads(stage.finish(result).to_json())
     return dict(sorted(done.items()))
-
-
-def use_local_exchange(exchange: str, documents: str, output: str, beam_args: list[str]) -> bool:
-    """Whether to exchange data through local files; refuses `local` where it cannot work."""
-    local_runner = is_local_runner(beam_args)
-    local_paths = "://" not in documents and "://" not in output
-    if exchange == "local" and not (local_runner and local_paths):
-        raise ValueError(
-            "--exchange local needs local --documents and --output paths and the DirectRunner; "
-            "use --exchange shuffle (the default there)"
-        )
-    if exchange == "auto":
-        return local_runner and local_paths
-    return exchange == "local"
 
 
 def build_pipeline(

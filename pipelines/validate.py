@@ -39,6 +39,7 @@ from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo
 from schemas.pretraining import NOT_NEXT, PRETRAINING_NAME, PRETRAINING_VERSION, pretraining_spec
 
 STATS_NAME = "stats.json"
+ROWS_PER_PASS = 8192  # rows of a shard checked at a time: memory does not grow with the shard
 ERROR_KINDS = (
     "too_long",  # longer than max_seq_length
     "bad_segment_lengths",  # A or B empty, or A longer than the sequence allows
@@ -67,8 +68,10 @@ def shard_stats(
     masked_lm_prob: float,
     histogram_bins: int = 16,
     max_errors_listed: int = 20,
+    first_row: int = 0,
 ) -> dict[str, Any]:
-    """Counts and broken records of one shard; `merge_stats` adds shards together."""
+    """Counts and broken records of one shard, or of its rows from `first_row` on;
+    `merge_stats` adds shards together."""
     # Long on purpose: one vectorised pass over the shard's columns. The checks share the
     # decoded arrays (ids, offsets, masked positions, labels); split up, they would pass a dozen
     # arrays between functions and read less plainly than this one page does.
@@ -152,7 +155,9 @@ def shard_stats(
     errors = []
     for kind in ERROR_KINDS:
         for row in np.flatnonzero(bad[kind])[:max_errors_listed].tolist():
-            errors.append({"shard": shard, "row": row, "kind": kind, "doc_id": doc_id[row]})
+            errors.append(
+                {"shard": shard, "row": first_row + row, "kind": kind, "doc_id": doc_id[row]}
+            )
     return {
         "shards": 1,
         "examples": n,
@@ -318,7 +323,7 @@ class _ShardStats(beam.DoFn):
     def process(self, info: ShardInfo) -> Iterator[dict]:
         cfg = self.manifest.config
         table = read_shard(self.directory, info, pretraining_spec(cfg["token_id_type"]))
-        yield shard_stats(
+        yield checked_in_passes(
             table,
             shard=info.path,
             max_seq_length=cfg["max_seq_length"],
@@ -328,6 +333,27 @@ class _ShardStats(beam.DoFn):
             histogram_bins=self.config.histogram_bins,
             max_errors_listed=self.config.max_errors_listed,
         )
+
+
+def checked_in_passes(table: pa.Table, **options) -> dict[str, Any]:
+    """shard_stats of a whole shard, ROWS_PER_PASS rows at a time (its decoded int64 copies
+    would grow with the shard): the same counts and errors as one pass (the expected masked
+    count, a float, summed in another order)."""
+    listed = options["max_errors_listed"]
+    stats = None
+    for first in range(0, max(table.num_rows, 1), ROWS_PER_PASS):
+        part = shard_stats(table.slice(first, ROWS_PER_PASS), first_row=first, **options)
+        stats = part if stats is None else merge_stats(stats, part, max_errors_listed=1 << 62)
+    stats["shards"] = 1
+    # As one pass lists them: by kind, then row, the first `listed` of each kind.
+    order = {kind: i for i, kind in enumerate(ERROR_KINDS)}
+    errors = sorted(stats["errors"], key=lambda e: (order[e["kind"]], e["row"]))
+    stats["errors"], count = [], dict.fromkeys(ERROR_KINDS, 0)
+    for error in errors:
+        if count[error["kind"]] < listed:
+            count[error["kind"]] += 1
+            stats["errors"].append(error)
+    return stats
 
 
 class _MergeStats(beam.CombineFn):

@@ -129,6 +129,30 @@ def test_a_misplaced_sep_fails_the_layout_check_naming_the_row(data_dir, tmp_pat
     assert error["shard"] == "pretraining-00000-of-00002.arrow" and error["row"] == 0
 
 
+def test_checking_a_shard_in_passes_gives_one_passs_counts_and_errors(
+    data_dir, tmp_path, monkeypatch
+):
+    def break_every_seventh(_: int, rows: list[dict]) -> list[dict]:
+        for i, row in enumerate(rows):
+            if i % 7 == 3:
+                row["input_ids"][row["segment_a_length"] + 1] = 2023  # a lost [SEP]
+            if i % 11 == 5:
+                row["next_sentence_label"] = 1
+                row["b_doc_id"] = row["doc_id"]  # a self-negative
+        return rows
+
+    broken = broken_copy(data_dir, tmp_path / "d", break_every_seventh)
+    _, whole = failed_checks(broken)
+    monkeypatch.setattr(validate, "ROWS_PER_PASS", 37)
+    _, passes = failed_checks(broken)
+    assert passes["error_counts"] == whole["error_counts"]
+    assert whole["error_counts"]["bad_layout"] > 40  # more than one pass of errors to list
+    assert passes["errors"] == whole["errors"]
+    assert [e["row"] for e in whole["errors"] if e["kind"] == "bad_layout"][:3] == [3, 10, 17]
+    same = ("examples", "shards", "counts", "length_histogram", "mask_rate", "not_next_share")
+    assert {k: passes[k] for k in same} == {k: whole[k] for k in same}
+
+
 def test_a_self_negative_fails(data_dir, tmp_path):
     def same_document(row):
         row["b_doc_id"] = row["doc_id"]
