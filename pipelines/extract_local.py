@@ -27,6 +27,7 @@ afresh.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -37,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from pipelines.arrow_shards import shard_name, shard_of, write_shard, write_shard_index
+from pipelines.arrow_shards import ROWS_PER_BATCH, shard_name, shard_of, write_shard_index
 from pipelines.beam_runner import Spread
 from schemas.documents import DOCUMENTS
 from schemas.validation import validate_table
@@ -161,7 +162,9 @@ def _firsts(column: pa.ChunkedArray) -> np.ndarray:
 
 
 class DedupeIds(beam.DoFn):
-    """A shard's spilled documents -> one per doc_id (the smallest text hash), by doc_id."""
+    """A shard's spilled documents -> one per doc_id (the smallest text hash), by doc_id.
+    Only the keys are sorted; the documents are copied ROWS_PER_BATCH at a time from the
+    memory-mapped spill files."""
 
     def __init__(self, work: str, num_shards: int, dedup_text: bool):
         self.work = work
@@ -170,19 +173,21 @@ class DedupeIds(beam.DoFn):
         self.dropped = Metrics.counter("extract", "skipped_duplicate_ids")
 
     def process(self, shard: int) -> Iterator[int]:
-        docs = _spilled(self.work, shard).sort_by([("doc_id", "ascending"), (HASH, "ascending")])
-        first = _firsts(docs.column("doc_id"))
+        docs = _spilled(self.work, shard)
+        keys = docs.select(["doc_id", HASH])
+        order = pc.sort_indices(keys, sort_keys=[("doc_id", "ascending"), (HASH, "ascending")])
+        first = _firsts(keys.column("doc_id").take(order))
         if not first.all():
             self.dropped.inc(int((~first).sum()))
-            docs = docs.filter(pa.array(first))
-        _write_file(_path(self.work, "kept", shard), docs)
+        kept = order.to_numpy()[first]
+        _write_rows(_path(self.work, "kept", shard), docs, kept)
         if self.dedup_text:
-            hashes = docs.column(HASH).combine_chunks()
+            hashes = keys.column(HASH).take(pa.array(kept)).combine_chunks()
             parts = [hash_partition(h, self.num_shards) for h in hashes.to_pylist()]
             table = pa.table(
                 {
                     HASH: hashes,
-                    "doc_id": docs.column("doc_id"),
+                    "doc_id": keys.column("doc_id").take(pa.array(kept)),
                     "shard": pa.array(np.full(len(parts), shard, dtype=np.int64)),
                     "part": pa.array(parts, pa.int64()),
                 }
@@ -212,7 +217,8 @@ class DedupeText(beam.DoFn):
 
 
 class WriteDocumentShard(beam.DoFn):
-    """A shard's kept documents, less the text duplicates, -> the output shard."""
+    """A shard's kept documents, less the text duplicates, -> the output shard, written
+    ROWS_PER_BATCH rows at a time: the record batches of the shuffle path's one-table write."""
 
     def __init__(self, work: str, output_dir: str, num_shards: int, dedup_text: bool):
         self.work = work
@@ -222,6 +228,7 @@ class WriteDocumentShard(beam.DoFn):
 
     def process(self, shard: int) -> Iterator[dict]:
         docs = _read_file(_path(self.work, "kept", shard))
+        rows = np.arange(docs.num_rows)
         if self.dedup_text:
             losers = pa.concat_arrays(
                 [
@@ -232,12 +239,68 @@ class WriteDocumentShard(beam.DoFn):
                 ]
             )
             if len(losers):
-                docs = docs.filter(pc.invert(pc.is_in(docs.column("doc_id"), losers)))
+                dropped = pc.is_in(docs.column("doc_id"), losers).to_numpy(zero_copy_only=False)
+                rows = rows[~dropped]
         name = shard_name(DOCUMENTS, shard, self.num_shards)
-        table = docs.select(DOCUMENTS.arrow_schema.names).cast(DOCUMENTS.arrow_schema)
-        table = table.combine_chunks()  # batches of ROWS_PER_BATCH rows, as the shuffle path
-        validate_table(table, DOCUMENTS, source=name)
-        yield write_shard(self.output_dir, name, table, "zstd")
+        schema = DOCUMENTS.arrow_schema
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for start in range(0, len(rows), ROWS_PER_BATCH):
+                part = docs.take(pa.array(rows[start : start + ROWS_PER_BATCH]))
+                part = part.select(schema.names).cast(schema).combine_chunks()
+                validate_table(part, DOCUMENTS, source=name)
+                yield from part.to_batches()
+
+        yield _write_shard_file(os.path.join(self.output_dir, name), name, schema, batches())
+
+
+def _write_rows(path: str, table: pa.Table, rows: np.ndarray) -> None:
+    """table's rows in the order given, ROWS_PER_BATCH at a time, uncompressed."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        for start in range(0, len(rows), ROWS_PER_BATCH):
+            writer.write_table(table.take(pa.array(rows[start : start + ROWS_PER_BATCH])))
+    os.replace(tmp, path)
+
+
+class _Hashing:
+    """A file sink that also takes the SHA-256 and the size of what goes through it."""
+
+    def __init__(self, f):
+        self.f = f
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    @property
+    def closed(self) -> bool:
+        return self.f.closed
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _write_shard_file(path: str, name: str, schema: pa.Schema, batches) -> dict:
+    """An output shard from record batches, zstd as write_shard; renamed into place. Returns
+    its manifest entry."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    rows = 0
+    with open(tmp, "wb") as f:
+        sink = _Hashing(f)
+        with pa.ipc.new_file(pa.PythonFile(sink, mode="w"), schema, options=options) as writer:
+            for batch in batches:
+                rows += batch.num_rows
+                writer.write_batch(batch)
+    os.replace(tmp, path)
+    return {"path": name, "rows": rows, "bytes": sink.size, "sha256": sink.sha.hexdigest()}
 
 
 def _after(pipeline: beam.Pipeline, label: str, items, done) -> beam.PCollection:
