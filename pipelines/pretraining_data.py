@@ -10,7 +10,7 @@ shards (schemas/pretraining.py) and a manifest, from one pass over the tokenized
 How it stays deterministic and bounded in memory:
 - Documents are ordered by a hash of their id; a document's rank in that order does not depend
   on the number of workers. Consecutive ranks form buckets (about --docs-per-bucket
-  documents), the unit of work.
+  documents, at most about --bucket-mb of stored documents), the unit of work.
 - Every random choice comes from an rng seeded with a hash of (seed, sequence length, doc id,
   duplicate index).
 - B of a NotNext pair is a random other document's rank, read from wherever that document is.
@@ -149,6 +149,13 @@ def parse_args(argv: list[str] | None):
         help="documents per unit of work (memory per worker); does not change the output",
     )
     parser.add_argument(
+        "--bucket-mb",
+        type=float,
+        default=2.0,
+        help="most MB of the documents shards (as stored) per unit of work: long documents "
+        "make fewer per bucket; does not change the output",
+    )
+    parser.add_argument(
         "--exchange",
         choices=("auto", "local", "shuffle"),
         default="auto",
@@ -163,8 +170,8 @@ def parse_args(argv: list[str] | None):
     args, beam_args = parser.parse_known_args(argv)
     config = PretrainingDataConfig(**chosen(PretrainingDataConfig, args))
     config.validate()
-    if args.docs_per_bucket < 1 or args.min_buckets < 1:
-        raise ValueError("--docs-per-bucket and --min-buckets must be positive")
+    if args.docs_per_bucket < 1 or args.min_buckets < 1 or args.bucket_mb <= 0:
+        raise ValueError("--docs-per-bucket, --min-buckets and --bucket-mb must be positive")
     return args, config, beam_args
 
 
@@ -215,7 +222,11 @@ def _run(args: argparse.Namespace, config: PretrainingDataConfig, beam_args: lis
         stage.begin()
     output_dirs = {length: output_dir_for(args.output, length) for length in todo}
     k = shuffle_exchange.num_buckets_for(
-        documents.total_rows, args.docs_per_bucket, args.min_buckets
+        documents.total_rows,
+        args.docs_per_bucket,
+        args.min_buckets,
+        sum(shard.bytes for shard in documents.shards),
+        int(args.bucket_mb * 2**20),
     )
     # A line at once and one every half minute; the steps count nothing (yet): elapsed only.
     with Heartbeat(STAGE, None, total=None, unit="documents"):

@@ -71,8 +71,19 @@ def bucket_of(hash64: int, num_buckets: int) -> int:
     return (hash64 * num_buckets) >> 64
 
 
-def num_buckets_for(num_documents: int, docs_per_bucket: int, min_buckets: int) -> int:
-    return max(min_buckets, math.ceil(num_documents / docs_per_bucket), 1)
+def num_buckets_for(
+    num_documents: int,
+    docs_per_bucket: int,
+    min_buckets: int,
+    document_bytes: int = 0,
+    bucket_bytes: int = 0,
+) -> int:
+    """Units of work: about docs_per_bucket documents each, and at most about bucket_bytes of
+    the documents shards (as stored) each, so that long documents (books) make small buckets:
+    a bucket's memory follows its text: 40-80 MB per MB stored (dupe factor 5, one length;
+    bench/results/scale.md)."""
+    by_bytes = math.ceil(document_bytes / bucket_bytes) if bucket_bytes else 0
+    return max(min_buckets, math.ceil(num_documents / docs_per_bucket), by_bytes, 1)
 
 
 def document_offsets(bucket_counts: Iterable[tuple[int, int]], num_buckets: int) -> np.ndarray:

@@ -279,7 +279,8 @@ def test_command_line_with_two_worker_processes_gives_the_same_bytes(
             "--documents", str(documents_dir), "--vocab", str(vocab_dir), "--output", str(other),
             *JOB_ARGS,
             "--direct_running_mode", "multi_processing", "--direct_num_workers", "2",
-            "--docs-per-bucket", "2", "--min-buckets", "1",  # other units of work, same output
+            # Other units of work (buckets by stored size), the same output.
+            "--docs-per-bucket", "1000", "--bucket-mb", "0.02", "--min-buckets", "1",
         ],
         capture_output=True,
         text=True,

@@ -30,3 +30,14 @@ def test_a_bucket_has_rows_of_a_shard_exactly_when_one_of_its_ranks_goes_there()
                 for shard in range(num_shards):
                     expected = any(r % num_shards == shard for r in range(first, end))
                     assert _has_rows(first, end, shard, num_shards) == expected
+
+
+def test_buckets_follow_the_stored_size_of_long_documents():
+    from pipelines.pretraining.shuffle_exchange import num_buckets_for
+
+    mb = 2**20
+    # 10,000 wiki-sized documents (3 KB each): the document count decides.
+    assert num_buckets_for(10_000, 512, 16, 30 * mb, 2 * mb) == 20
+    # 10,000 books (400 KB each): about 2 MB per bucket, five books, not 512.
+    assert num_buckets_for(10_000, 512, 16, 4_000 * mb, 2 * mb) == 2_000
+    assert num_buckets_for(10, 512, 16, 4_000 * mb, 0) == 16  # no size limit
