@@ -101,6 +101,20 @@ def write_shard(output_dir: str, name: str, table: pa.Table, compression: str | 
     }
 
 
+def write_work_table(path: str, table: pa.Table) -> None:
+    """A local work file between the steps of a job: one uncompressed record batch (read
+    back memory-mapped), renamed into place."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks(), max_chunksize=max(table.num_rows, 1))
+    os.replace(tmp, path)
+
+
+def read_work_table(path: str) -> pa.Table:
+    """A table written by write_work_table, memory-mapped: nothing is read until used."""
+    return pa.ipc.open_file(pa.BufferReader(map_file(path))).read_all()
+
+
 def write_shard_index(infos: list[dict], output_dir: str) -> None:
     """The list of written shards that StageRun.finish folds into the manifest."""
     infos = sorted(infos, key=lambda i: i["path"])

@@ -38,7 +38,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from pipelines.arrow_shards import ROWS_PER_BATCH, shard_name, shard_of, write_shard_index
+from pipelines.arrow_shards import (
+    ROWS_PER_BATCH,
+    read_work_table,
+    shard_name,
+    shard_of,
+    write_shard_index,
+    write_work_table,
+)
 from pipelines.beam_runner import Spread
 from schemas.documents import DOCUMENTS
 from schemas.validation import validate_table
@@ -64,31 +71,19 @@ def _path(work: str, kind: str, *numbers: int) -> str:
     return os.path.join(work, f"{kind}-" + "-".join(f"{n:06d}" for n in numbers) + ".arrow")
 
 
-def _write_file(path: str, table: pa.Table) -> None:
-    """One uncompressed record batch (read back memory-mapped), renamed into place."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table.combine_chunks(), max_chunksize=max(table.num_rows, 1))
-    os.replace(tmp, path)
-
-
-def _read_file(path: str) -> pa.Table:
-    return pa.ipc.open_file(pa.memory_map(path)).read_all()
-
-
 def _write_sorted_by(path: str, table: pa.Table, key: str, num_parts: int) -> None:
     """table ordered by its int column `key`, with the row offsets of each part beside it."""
     table = table.sort_by(key)
     counts = np.bincount(table.column(key).to_numpy(), minlength=num_parts)
     np.save(f"{path}.offsets.npy", np.concatenate([[0], np.cumsum(counts)]))
-    _write_file(path, table)
+    write_work_table(path, table)
 
 
 def _read_part(path: str, part: int) -> pa.Table:
     """Rows of one part of a file written by _write_sorted_by."""
     offsets = np.load(f"{path}.offsets.npy")
     start, end = int(offsets[part]), int(offsets[part + 1])
-    return _read_file(path).slice(start, end - start)
+    return read_work_table(path).slice(start, end - start)
 
 
 def hash_partition(text_hash: str, num_partitions: int) -> int:
@@ -227,7 +222,7 @@ class WriteDocumentShard(beam.DoFn):
         self.dedup_text = dedup_text
 
     def process(self, shard: int) -> Iterator[dict]:
-        docs = _read_file(_path(self.work, "kept", shard))
+        docs = read_work_table(_path(self.work, "kept", shard))
         rows = np.arange(docs.num_rows)
         if self.dedup_text:
             losers = pa.concat_arrays(

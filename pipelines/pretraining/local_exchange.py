@@ -41,8 +41,9 @@ from bertdata.masking import gather_runs
 from pipelines.arrow_shards import (
     CorruptShardError,
     iter_shard_batches,
-    map_file,
+    read_work_table,
     write_shard_index,
+    write_work_table,
 )
 from pipelines.beam_runner import Spread, make_pipeline, run_pipeline, runs_in_one_worker
 from pipelines.options import PretrainingDataConfig
@@ -96,19 +97,6 @@ def _spill_path(work: str, length: int, bucket: int) -> str:
     return os.path.join(work, f"seq{length}", f"bucket-{bucket:06d}.arrow")
 
 
-def _write_table(path: str, table: pa.Table) -> None:
-    """One record batch, uncompressed (read back memory-mapped), renamed into place."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table.combine_chunks(), max_chunksize=max(table.num_rows, 1))
-    os.replace(tmp, path)
-
-
-def _read_table(path: str) -> pa.Table:
-    """A table written by _write_table, memory-mapped: nothing is read until used."""
-    return pa.ipc.open_file(pa.BufferReader(map_file(path))).read_all()
-
-
 class _OpenFiles:
     """Memory-mapped tables of a worker, opened on demand. When full it keeps what it holds and
     opens the others for the moment: files are read in the same order shard after shard, and
@@ -140,7 +128,7 @@ class _TokenFile:
 
     @classmethod
     def open(cls, path: str) -> _TokenFile:
-        table = _read_table(path)
+        table = read_work_table(path)
 
         def flat(name):
             column = table.column(name).chunk(0) if table.num_rows else None
@@ -286,7 +274,7 @@ class TokenizeShard(BulkDataStep):
                 **cuts,
             }
         )
-        _write_table(os.path.join(self.work, name), table)
+        write_work_table(os.path.join(self.work, name), table)
         return name
 
 
@@ -320,7 +308,7 @@ def write_corpus_index(work: str, names: list[str]) -> int:
     names = sorted(names)
     hashes, files, rows, tables = [], [], [], {}
     for index, name in enumerate(names):
-        table = _read_table(os.path.join(work, name))
+        table = read_work_table(os.path.join(work, name))
         tables[index] = table
         hashes.append(np.asarray(table.column("hash").to_numpy(), dtype=np.uint64))
         files.append(np.full(table.num_rows, index, dtype=np.uint32))
@@ -428,7 +416,7 @@ class AssembleBucket(BulkDataStep):
                 merged = ExampleColumns.concatenate(parts)
                 table, shard = examples_by_shard(merged, layout.num_shards[li])
                 table = table.append_column("_shard", pa.array(shard.astype(np.uint32)))
-                _write_table(_spill_path(self.work, length, bucket), table)
+                write_work_table(_spill_path(self.work, length, bucket), table)
         yield bucket
 
     def _answers(self, planned: list[PlannedDocument]) -> Answers:
@@ -460,7 +448,7 @@ class AssembleBucket(BulkDataStep):
 
 class _SpillFile:
     def __init__(self, path: str):
-        self.table = _read_table(path)
+        self.table = read_work_table(path)
         self.shard = self.table.column("_shard").chunk(0).to_numpy()
 
     def rows_of(self, shard: int) -> pa.Table:
