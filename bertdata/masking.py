@@ -17,6 +17,11 @@ Where this differs from google-research/bert, and why:
 - the random replacement is never [PAD], [CLS], [SEP], [MASK], [UNK] or [unusedN];
 - with whole-word masking, the 80/10/10 choice is made once per word, so a word is either all
   [MASK], all random, or left whole (the reference decides per piece).
+
+Span masking (SpanBERT, Joshi et al. 2019, section 3.1) is an option: spans of whole words,
+their lengths in words drawn from a geometric distribution (p 0.2) truncated at 10 words (mean
+3.8), each starting at a word drawn uniformly, until masked_lm_prob of the tokens is chosen;
+the 80/10/10 choice is made once per span. `mask_spans_one` is its rule.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ class MaskingConfig:
     whole_word_mask: bool = False  # choose whole words (a piece and its '##' continuations)
     mask_token_prob: float = 0.8  # share of chosen tokens (or words) replaced with [MASK]
     random_token_prob: float = 0.1  # share replaced with a random token; the rest stay
+    span_masking: bool = False  # SpanBERT: spans of whole words, one 80/10/10 choice per span
+    span_p: float = 0.2  # span lengths in words ~ Geometric(span_p), truncated at max_span_words
+    max_span_words: int = 10
 
     def validate(self) -> None:
         """Raise ValueError naming the first option out of range."""
@@ -46,6 +54,11 @@ class MaskingConfig:
         if self.max_predictions_per_seq < 1:
             raise ValueError(
                 f"max_predictions_per_seq must be at least 1, got {self.max_predictions_per_seq}"
+            )
+        if not 0.0 < self.span_p <= 1.0 or self.max_span_words < 1:
+            raise ValueError(
+                f"span_p must be in (0, 1] and max_span_words at least 1, got {self.span_p} "
+                f"and {self.max_span_words}"
             )
         if not (
             0.0 <= self.mask_token_prob
@@ -120,6 +133,8 @@ def mask_one(
        else the token stays.
     4. One integer per random replacement, in position order: an index into random_token_ids.
     """
+    if config.span_masking:
+        return mask_spans_one(input_ids, rng, vocab, config)
     maskable = vocab.maskable[input_ids]
     num_maskable = int(maskable.sum())
     u = rng.random(1)[0]
@@ -146,6 +161,82 @@ def mask_one(
         keys = rng.random(len(candidates))
         chosen = np.sort(candidates[np.argsort(keys, kind="stable")[:count]])
         decision = rng.random(len(chosen))
+    out = input_ids.copy()
+    to_mask = decision < config.mask_token_prob
+    random_below = config.mask_token_prob + config.random_token_prob
+    to_random = (decision >= config.mask_token_prob) & (decision < random_below)
+    out[chosen[to_mask]] = vocab.mask_id
+    picks = rng.integers(0, len(vocab.random_token_ids), int(to_random.sum()))
+    out[chosen[to_random]] = vocab.random_token_ids[picks]
+    return out, chosen, input_ids[chosen]
+
+
+def span_length_cdf(config: MaskingConfig) -> np.ndarray:
+    """P(length <= k words), k = 1..max_span_words, of the truncated geometric distribution."""
+    k = np.arange(1, config.max_span_words + 1)
+    weights = config.span_p * (1.0 - config.span_p) ** (k - 1)
+    return np.cumsum(weights) / weights.sum()
+
+
+def _words(input_ids: np.ndarray, vocab: MaskingVocab) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first token, length in tokens, run) of each word: a maskable piece and the '##' pieces
+    that continue it. A run is a stretch of maskable tokens: a span never crosses [SEP]."""
+    maskable = vocab.maskable[input_ids]
+    continues = vocab.is_continuation[input_ids] & np.concatenate(([False], maskable[:-1]))
+    word_start = maskable & ~continues
+    starts = np.flatnonzero(word_start)
+    lengths = np.bincount((np.cumsum(word_start) - 1)[maskable], minlength=len(starts))
+    run_start = maskable & ~np.concatenate(([False], maskable[:-1]))
+    runs = (np.cumsum(run_start) - 1)[starts]
+    return starts, lengths.astype(np.int64), runs
+
+
+def mask_spans_one(
+    input_ids: np.ndarray, rng: np.random.Generator, vocab: MaskingVocab, config: MaskingConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Span masking of one sequence, in the order of draws:
+
+    1. u ~ U[0, 1): the count of tokens to predict, as for token masking.
+    2. Until the count is reached, or after 4 draws per word (plus 10) without reaching it,
+       one attempt draws two numbers: r ~ U[0, 1) for the length in words (the truncated
+       geometric's quantile) and an integer for the first word, uniform over the words. From
+       a first word not taken yet, the span takes that many words, stopping early at a word
+       taken already, at the end of the run of maskable tokens, or at a word that no longer
+       fits in what is left of the count (as SpanBERT's own code cuts its last span).
+    3. One decision ~ U[0, 1) per taken span, in position order: [MASK], random or kept for
+       all of its tokens.
+    4. One integer per random replacement, in position order: an index into random_token_ids.
+    """
+    starts, lengths, runs = _words(input_ids, vocab)
+    u = rng.random(1)[0]
+    count = int(num_to_predict(np.array([int(lengths.sum())]), np.array([u]),
+                               config.masked_lm_prob, config.max_predictions_per_seq)[0])  # fmt: skip
+    cdf = span_length_cdf(config)
+    taken = np.zeros(len(starts), dtype=bool)
+    spans: list[tuple[int, int]] = []  # (first word, words)
+    need, attempts = count, 4 * len(starts) + 10
+    while need > 0 and attempts > 0:
+        attempts -= 1
+        words = int(np.searchsorted(cdf, rng.random(), side="right")) + 1
+        first = int(rng.integers(0, len(starts)))
+        last = first
+        while (
+            last < min(first + words, len(starts))
+            and not taken[last]
+            and runs[last] == runs[first]
+            and lengths[last] <= need
+        ):
+            need -= int(lengths[last])
+            last += 1
+        if last > first:
+            taken[first:last] = True
+            spans.append((first, last - first))
+    spans.sort()
+    span_words = np.array([w for _, w in spans], dtype=np.int64)
+    chosen_words = np.flatnonzero(taken)
+    chosen = gather_runs(starts[chosen_words], lengths[chosen_words])
+    span_tokens = np.array([int(lengths[f : f + w].sum()) for f, w in spans], dtype=np.int64)
+    decision = np.repeat(rng.random(len(span_words)), span_tokens)
     out = input_ids.copy()
     to_mask = decision < config.mask_token_prob
     random_below = config.mask_token_prob + config.random_token_prob
@@ -188,8 +279,11 @@ def mask_sequence_groups(
 
     Group g is sequences group_offsets[g] to group_offsets[g + 1]. The output, and what each
     rng draws, are those of one `mask_sequences` call per group; the work is done in one set
-    of array operations for all groups, with only the draws made group by group.
+    of array operations for all groups, with only the draws made group by group (span masking:
+    one sequence at a time, `mask_spans_one`).
     """
+    if config.span_masking:
+        return _mask_span_groups(input_ids, offsets, group_offsets, rngs, vocab, config)
     if config.whole_word_mask:
         return _concat_batches(
             input_ids,
@@ -398,3 +492,24 @@ def _mask_whole_words(input_ids, offsets, rng, vocab, config) -> MaskedBatch:
     per_seq = np.bincount(seq_of_token[chosen], minlength=num_seqs)
     positions = chosen - offsets[seq_of_token[chosen]]
     return MaskedBatch(masked_ids, positions, _offsets(per_seq), originals)
+
+
+def _mask_span_groups(input_ids, offsets, group_offsets, rngs, vocab, config) -> MaskedBatch:
+    """Span masking of each sequence in turn, with its group's rng."""
+    outs, positions, originals, counts = [], [], [], []
+    for lo, hi, rng in zip(group_offsets[:-1], group_offsets[1:], rngs, strict=True):
+        for s in range(lo, hi):
+            seq = input_ids[offsets[s] : offsets[s + 1]]
+            out, chosen, original = mask_spans_one(seq, rng, vocab, config)
+            outs.append(out)
+            positions.append(chosen)
+            originals.append(original)
+            counts.append(len(chosen))
+    if not outs:
+        return _concat_batches(input_ids, offsets, [])
+    return MaskedBatch(
+        np.concatenate(outs),
+        np.concatenate(positions).astype(np.int64),
+        _offsets(np.asarray(counts, dtype=np.int64)),
+        np.concatenate(originals),
+    )

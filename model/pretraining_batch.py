@@ -188,6 +188,7 @@ class DynamicMasking:
             "masked_lm_prob": cfg["masked_lm_prob"],
             "max_predictions_per_seq": cfg["max_predictions_per_seq"],
             "whole_word_mask": cfg["whole_word_mask"],
+            "span_masking": cfg.get("span_masking", False),  # absent from older data
             **overrides,
         }
         seed = settings.pop("seed", cfg["seed"])

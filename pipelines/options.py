@@ -209,6 +209,11 @@ class PretrainingDataConfig:
         5, "passes over the corpus, each with other pairs and masks", ge=1, le=65535
     )
     whole_word_mask: bool = option(False, "mask all pieces of a word together")
+    span_masking: bool = option(
+        False,
+        "SpanBERT's masking: spans of whole words, lengths geometric (p 0.2) truncated at 10 "
+        "words, one 80/10/10 choice per span",
+    )
     dynamic_masking: bool = option(
         False, "store unmasked pairs; the training loader masks them afresh each epoch"
     )
@@ -254,6 +259,7 @@ class PretrainingDataConfig:
             masked_lm_prob=self.masked_lm_prob,
             max_predictions_per_seq=self.max_predictions_per_seq[length_index],
             whole_word_mask=self.whole_word_mask,
+            span_masking=self.span_masking,
         )
 
     def num_shards_for(self, num_examples: int) -> int:

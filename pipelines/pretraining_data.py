@@ -101,6 +101,8 @@ def length_config(config: PretrainingDataConfig, vocab: Vocabulary, li: int) -> 
     """The manifest config of one output directory."""
     common = asdict(config)
     del common["max_seq_lengths"], common["max_predictions_per_seq"]
+    if not config.span_masking:  # added later: recorded only when set, so that outputs made
+        del common["span_masking"]  # before it stay up to date
     return {
         **common,
         "max_seq_length": config.max_seq_lengths[li],

@@ -39,6 +39,7 @@ from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo
 from schemas.pretraining import NOT_NEXT, PRETRAINING_NAME, PRETRAINING_VERSION, pretraining_spec
 
 STATS_NAME = "stats.json"
+RUN_BINS = 16  # masked runs of 1..15 tokens, and 16 or more
 ROWS_PER_PASS = 8192  # rows of a shard checked at a time: memory does not grow with the shard
 ERROR_KINDS = (
     "too_long",  # longer than max_seq_length
@@ -149,6 +150,11 @@ def shard_stats(
     text_tokens = int(maskable_tok.sum()) + int((original == unk).sum())
     lab_ok = len(labels) == len(pos)
     kept = int((masked_now == labels).sum()) if lab_ok else 0
+    # Runs of consecutive masked positions (a span, or a word's pieces, or neighbours).
+    run_start = np.ones(len(pos), bool)
+    if len(pos) > 1:
+        run_start[1:] = (row_of_pred[1:] != row_of_pred[:-1]) | (pos[1:] != pos[:-1] + 1)
+    run_lengths = np.diff(np.append(np.flatnonzero(run_start), len(pos)))
     as_mask = int((masked_now == mask).sum())
     edges = np.linspace(0, max_seq_length, histogram_bins + 1)
     hist, _ = np.histogram(length, bins=edges)
@@ -173,6 +179,10 @@ def shard_stats(
         "text_tokens": text_tokens,
         "unknown_tokens": int((original == unk).sum()),
         "length_histogram": hist.tolist(),
+        "masked_runs": len(run_lengths),
+        "masked_run_histogram": np.bincount(
+            np.minimum(run_lengths, RUN_BINS), minlength=RUN_BINS + 1
+        )[1:].tolist(),
         "error_counts": {kind: int(bad[kind].sum()) for kind in ERROR_KINDS},
         "errors": errors,
     }
@@ -182,7 +192,7 @@ def merge_stats(a: dict[str, Any], b: dict[str, Any], max_errors_listed: int = 2
     """Sum of two shards' (or partial sums') stats."""
     out: dict[str, Any] = {}
     for key, value in a.items():
-        if key == "length_histogram":
+        if key in ("length_histogram", "masked_run_histogram"):
             out[key] = [x + y for x, y in zip(value, b[key], strict=True)]
         elif key == "error_counts":
             out[key] = {k: value[k] + b[key][k] for k in value}
@@ -194,8 +204,11 @@ def merge_stats(a: dict[str, Any], b: dict[str, Any], max_errors_listed: int = 2
     return out
 
 
-def _share_check(name, observed, count, expected, slack, z) -> dict[str, Any]:
-    se = math.sqrt(expected * (1 - expected) / count) if count else 0.0
+def _share_check(name, observed, count, expected, slack, z, draws=None) -> dict[str, Any]:
+    """observed / count against expected, within slack plus z standard errors of `draws`
+    independent choices (count, unless choices are made for runs of tokens at once)."""
+    draws = count if draws is None else draws
+    se = math.sqrt(expected * (1 - expected) / draws) if draws else 0.0
     tolerance = slack + z * se
     value = observed / count if count else 0.0
     return {
@@ -255,12 +268,17 @@ def evaluate(
             }
         )
         masked = stats["masked"]
+        by_runs = bool(cfg.get("span_masking") or cfg.get("whole_word_mask"))
         for name, key, p in (
             ("mask_token_share", "masked_as_mask_token", 0.8),
             ("random_token_share", "masked_random", 0.1),
             ("kept_token_share", "masked_kept", 0.1),
         ):
-            checks.append(_share_check(name, stats[key], masked, p, config.share_slack, config.z))
+            # One choice per word or span: as few independent draws as runs of masked tokens.
+            draws = stats["masked_runs"] if by_runs else None
+            checks.append(
+                _share_check(name, stats[key], masked, p, config.share_slack, config.z, draws)
+            )
     checks.append(
         _share_check(
             "not_next_share",
@@ -302,10 +320,15 @@ def summary(stats: dict, manifest: Manifest, manifest_hash: str, config: Validat
         "masked_per_example": round(stats["masked"] / n, 3),
         "unknown_token_rate": round(stats["unknown_tokens"] / max(stats["text_tokens"], 1), 6),
         "length_histogram": {"edges": edges, "counts": stats["length_histogram"]},
+        "mean_masked_run": round(stats["masked"] / max(stats["masked_runs"], 1), 3),
+        "masked_run_histogram": {
+            "lengths": [*range(1, RUN_BINS), f"{RUN_BINS}+"],
+            "counts": stats["masked_run_histogram"],
+        },
         "counts": {
             k: v
             for k, v in stats.items()
-            if k not in ("length_histogram", "errors", "error_counts")
+            if k not in ("length_histogram", "masked_run_histogram", "errors", "error_counts")
         },
         "error_counts": stats["error_counts"],
         "checks": checks,

@@ -262,9 +262,11 @@ def test_dynamic_masking_matches_the_data_stage_masking(tmp_path, vocab):
     data = dynamic_data(tmp_path, vocab, n=200)
     table = next(data.iter_tables())
     stage_vocab = MaskingVocab.from_tokens(TOKENS)
-    for whole_word in (False, True):
-        masking = DynamicMasking.for_data(data, whole_word_mask=whole_word)
-        config = MaskingConfig(max_predictions_per_seq=12, whole_word_mask=whole_word)
+    for whole_word, span in ((False, False), (True, False), (False, True)):
+        masking = DynamicMasking.for_data(data, whole_word_mask=whole_word, span_masking=span)
+        config = MaskingConfig(
+            max_predictions_per_seq=12, whole_word_mask=whole_word, span_masking=span
+        )
         for row in table.slice(0, 50).to_pylist():
             ids = np.array(row["input_ids"], dtype=np.uint16)
             ours = masking.mask(ids, np.random.default_rng(row["pair_index"]))

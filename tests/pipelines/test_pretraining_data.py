@@ -387,6 +387,26 @@ def test_whole_word_masking_passes_validation(documents_dir, vocab_dir, tmp_path
                 assert p + 1 in chosen
 
 
+def test_span_masking_passes_validation_with_runs_of_spans(job, documents_dir, vocab_dir, tmp_path):
+    output = tmp_path / "pretraining"
+    run_job(documents_dir, vocab_dir, output, "--span-masking", "--max-seq-lengths", "128")
+    spans = validate(str(output / "seq128"), vocab_dir=str(vocab_dir))
+    assert spans["passed"]
+    manifest = json.loads((output / "seq128" / "manifest.json").read_text())
+    assert manifest["config"]["span_masking"] is True
+    token_output, _ = job
+    tokens = validate(str(token_output / "seq128"), vocab_dir=str(vocab_dir))
+    token_manifest = json.loads((token_output / "seq128" / "manifest.json").read_text())
+    assert "span_masking" not in token_manifest["config"]  # default: the config hash as before
+    # Masked tokens come in runs of spans (SpanBERT's mean is 3.8 words), not one by one.
+    assert spans["mean_masked_run"] > 3.0 > 1.5 > tokens["mean_masked_run"]
+    assert abs(spans["mask_rate"] - 0.15) < 0.01
+    runs = spans["masked_run_histogram"]["counts"]
+    assert sum(runs) == spans["counts"]["masked_runs"]
+    single = tokens["masked_run_histogram"]["counts"]
+    assert runs[0] / sum(runs) < 0.4 < 0.7 < single[0] / sum(single)  # runs of one token
+
+
 def test_gcs_input_and_output_against_emulator(
     gcs_emulator, documents_dir, vocab_dir, job, tmp_path
 ):
