@@ -161,14 +161,7 @@ def mask_one(
         keys = rng.random(len(candidates))
         chosen = np.sort(candidates[np.argsort(keys, kind="stable")[:count]])
         decision = rng.random(len(chosen))
-    out = input_ids.copy()
-    to_mask = decision < config.mask_token_prob
-    random_below = config.mask_token_prob + config.random_token_prob
-    to_random = (decision >= config.mask_token_prob) & (decision < random_below)
-    out[chosen[to_mask]] = vocab.mask_id
-    picks = rng.integers(0, len(vocab.random_token_ids), int(to_random.sum()))
-    out[chosen[to_random]] = vocab.random_token_ids[picks]
-    return out, chosen, input_ids[chosen]
+    return _corrupt_one(input_ids, chosen, decision, rng, vocab, config)
 
 
 def span_length_cdf(config: MaskingConfig) -> np.ndarray:
@@ -237,6 +230,13 @@ def mask_spans_one(
     chosen = gather_runs(starts[chosen_words], lengths[chosen_words])
     span_tokens = np.array([int(lengths[f : f + w].sum()) for f, w in spans], dtype=np.int64)
     decision = np.repeat(rng.random(len(span_words)), span_tokens)
+    return _corrupt_one(input_ids, chosen, decision, rng, vocab, config)
+
+
+def _corrupt_one(input_ids, chosen, decision, rng, vocab, config):
+    """(masked ids, positions, original ids) of one sequence: [MASK] where decision <
+    mask_token_prob, a random token where below that plus random_token_prob (one integer
+    drawn per such position, in position order), else the token stays."""
     out = input_ids.copy()
     to_mask = decision < config.mask_token_prob
     random_below = config.mask_token_prob + config.random_token_prob
