@@ -101,6 +101,14 @@ def write_shard(output_dir: str, name: str, table: pa.Table, compression: str | 
     }
 
 
+WORK_DIR_NAME = ".work"  # a job's files between its steps, inside its output; removed at the end
+
+
+def work_dir_for(output: str) -> str:
+    """The work directory of a job that writes `output` (a local path)."""
+    return os.path.join(output, WORK_DIR_NAME)
+
+
 def write_work_table(path: str, table: pa.Table) -> None:
     """A local work file between the steps of a job: one uncompressed record batch (read
     back memory-mapped), renamed into place."""

@@ -24,9 +24,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from bertdata.options import add_arguments, chosen
-from pipelines.arrow_shards import WriteArrowShards
+from pipelines.arrow_shards import WriteArrowShards, work_dir_for
 from pipelines.beam_runner import EXCHANGE_HELP, Spread, runs_in_one_worker, use_local_exchange
-from pipelines.extract_local import SpillDocuments, add_local_steps, work_dir_for
+from pipelines.extract_local import SpillDocuments, add_local_steps
 from pipelines.options import ExtractConfig
 from pipelines.progress import Counter as ProgressCounter
 from pipelines.progress import progress_dir

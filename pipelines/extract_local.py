@@ -50,21 +50,9 @@ from pipelines.beam_runner import Spread
 from schemas.documents import DOCUMENTS
 from schemas.validation import validate_table
 
-WORK_DIR_NAME = ".work"
 SPILL_CHARS = 4_000_000  # characters of text buffered per input file before they are appended
 HASH = "text_hash"
 SPILL_SCHEMA = pa.schema([*DOCUMENTS.arrow_schema, pa.field(HASH, pa.string(), nullable=False)])
-HASHES_SCHEMA = pa.schema(
-    [
-        pa.field(HASH, pa.string(), nullable=False),
-        pa.field("doc_id", pa.string(), nullable=False),
-        pa.field("shard", pa.int64(), nullable=False),
-    ]
-)
-
-
-def work_dir_for(output: str) -> str:
-    return os.path.join(output, WORK_DIR_NAME)
 
 
 def _path(work: str, kind: str, *numbers: int) -> str:
@@ -174,15 +162,15 @@ class DedupeIds(beam.DoFn):
         first = _firsts(keys.column("doc_id").take(order))
         if not first.all():
             self.dropped.inc(int((~first).sum()))
-        kept = order.to_numpy()[first]
+        kept = pa.array(order.to_numpy()[first])
         _write_rows(_path(self.work, "kept", shard), docs, kept)
         if self.dedup_text:
-            hashes = keys.column(HASH).take(pa.array(kept)).combine_chunks()
+            hashes = keys.column(HASH).take(kept).combine_chunks()
             parts = [hash_partition(h, self.num_shards) for h in hashes.to_pylist()]
             table = pa.table(
                 {
                     HASH: hashes,
-                    "doc_id": keys.column("doc_id").take(pa.array(kept)),
+                    "doc_id": keys.column("doc_id").take(kept),
                     "shard": pa.array(np.full(len(parts), shard, dtype=np.int64)),
                     "part": pa.array(parts, pa.int64()),
                 }
@@ -249,12 +237,12 @@ class WriteDocumentShard(beam.DoFn):
         yield _write_shard_file(os.path.join(self.output_dir, name), name, schema, batches())
 
 
-def _write_rows(path: str, table: pa.Table, rows: np.ndarray) -> None:
+def _write_rows(path: str, table: pa.Table, rows: pa.Array) -> None:
     """table's rows in the order given, ROWS_PER_BATCH at a time, uncompressed."""
     tmp = f"{path}.tmp-{os.getpid()}"
     with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         for start in range(0, len(rows), ROWS_PER_BATCH):
-            writer.write_table(table.take(pa.array(rows[start : start + ROWS_PER_BATCH])))
+            writer.write_table(table.take(rows.slice(start, ROWS_PER_BATCH)))
     os.replace(tmp, path)
 
 

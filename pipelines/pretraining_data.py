@@ -39,7 +39,7 @@ import apache_beam as beam
 
 from bertdata.options import add_arguments, chosen
 from bertdata.output_lock import OutputError, output_lock
-from pipelines.arrow_shards import join, read_manifest, write_atomic
+from pipelines.arrow_shards import join, read_manifest, work_dir_for, write_atomic
 from pipelines.beam_runner import (
     EXCHANGE_HELP,
     make_pipeline,
@@ -55,7 +55,7 @@ from pipelines.pretraining.common import (
     load_vocabulary,
     read_vocabulary_files,
 )
-from pipelines.pretraining.local_exchange import run_local, work_dir_for
+from pipelines.pretraining.local_exchange import run_local
 from pipelines.progress import Heartbeat
 from pipelines.stage import StageRun, counter_lines, job_main, job_parser
 from schemas.documents import DOCUMENTS

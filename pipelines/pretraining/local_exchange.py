@@ -76,17 +76,12 @@ from schemas.documents import DOCUMENTS
 from schemas.manifest import ShardInfo
 from schemas.pretraining import token_id_type
 
-WORK_DIR_NAME = ".work"
 TOKEN_FILES_NAME = "token_files.json"
 ERROR_NAME = "error.txt"  # a bad input's message, for the driver
 TOKENS_PER_FILE = 1 << 25  # token ids per token file (64 MB at 16 bits): the tokenizer's memory
 # Memory-mapped files each step of a worker keeps (token files, or one length's bucket
 # files): Linux allows 65,530 mappings per process by default.
 OPEN_FILES = 8192
-
-
-def work_dir_for(output: str) -> str:
-    return os.path.join(output, WORK_DIR_NAME)
 
 
 def _plans_path(work: str, bucket: int) -> str:

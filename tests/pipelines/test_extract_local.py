@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import extract, extract_local
+from pipelines.arrow_shards import WORK_DIR_NAME
 from schemas.manifest import MANIFEST_NAME
 
 SENTENCES = [
@@ -77,7 +78,7 @@ def test_local_files_give_the_shuffle_paths_bytes_with_one_and_two_workers(corpu
         shards, manifest = outputs(tmp_path / name)
         assert shards == shuffle_shards, name
         assert manifest["counters"] == c and manifest["shards"] == shuffle["shards"]
-        assert not (tmp_path / name / extract_local.WORK_DIR_NAME).exists()
+        assert not (tmp_path / name / WORK_DIR_NAME).exists()
 
 
 def test_the_documents_kept_are_the_ones_the_rules_name(corpus, tmp_path):
@@ -102,7 +103,7 @@ def test_the_documents_kept_are_the_ones_the_rules_name(corpus, tmp_path):
 def test_small_spills_and_a_stale_work_directory_change_nothing(corpus, tmp_path, monkeypatch):
     run_job(corpus, tmp_path / "once")
     out = tmp_path / "spilled"
-    work = out / extract_local.WORK_DIR_NAME
+    work = out / WORK_DIR_NAME
     work.mkdir(parents=True)
     # A killed run's leftovers, under the names the steps read: the next run starts afresh.
     (work / "docs-000000-000003.arrow").write_bytes(b"not arrow")
