@@ -73,16 +73,20 @@ class Unpadding(NamedTuple):
 
 
 class Embeddings(nn.Module):
-    """Token + segment + learned position embeddings, then LayerNorm and dropout."""
+    """Token + segment + learned position embeddings, then LayerNorm and dropout; with a
+    factorised embedding (config.embedding_size, ALBERT) they are E wide and projected to H."""
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
-        H = config.hidden_size
-        self.word_embeddings = nn.Embedding(config.vocab_size, H, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, H)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, H)
-        self.layer_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        E = config.embedding_width
+        self.word_embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, E)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, E)
+        self.layer_norm = nn.LayerNorm(E, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.projection = (
+            None if config.embedding_size is None else nn.Linear(E, config.hidden_size)
+        )
 
     def forward(
         self, input_ids: Tensor, token_type_ids: Tensor, unpadding: Unpadding | None = None
@@ -96,11 +100,12 @@ class Embeddings(nn.Module):
             token_type_ids = token_type_ids.flatten().index_select(0, index)  # (R,)
             position_ids = index % T  # (R,)
         x = (
-            self.word_embeddings(input_ids)  # (B, T, H) or (R, H)
-            + self.token_type_embeddings(token_type_ids)  # (B, T, H) or (R, H)
-            + self.position_embeddings(position_ids)  # (T, H) broadcast over B, or (R, H)
+            self.word_embeddings(input_ids)  # (B, T, E) or (R, E)
+            + self.token_type_embeddings(token_type_ids)  # (B, T, E) or (R, E)
+            + self.position_embeddings(position_ids)  # (T, E) broadcast over B, or (R, E)
         )
-        return self.dropout(self.layer_norm(x))  # (B, T, H) or (R, H)
+        x = self.dropout(self.layer_norm(x))  # (B, T, E) or (R, E)
+        return x if self.projection is None else self.projection(x)  # (B, T, H) or (R, H)
 
 
 class SelfAttention(nn.Module):
@@ -160,11 +165,15 @@ class Layer(nn.Module):
 
 
 class Encoder(nn.Module):
-    """A stack of layers; optionally returns the input and every layer's output."""
+    """A stack of layers; optionally returns the input and every layer's output.
+
+    With config.share_layers there is one Layer, applied num_hidden_layers times (ALBERT).
+    """
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(Layer(config) for _ in range(config.distinct_layers))
+        self.num_layers = config.num_hidden_layers
 
     def forward(
         self,
@@ -174,8 +183,8 @@ class Encoder(nn.Module):
         unpadding: Unpadding | None = None,
     ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
         hidden_states = [x] if output_hidden_states else None
-        for layer in self.layers:
-            x = layer(x, key_mask, unpadding)  # (B, T, H) or (R, H)
+        for i in range(self.num_layers):
+            x = self.layers[i % len(self.layers)](x, key_mask, unpadding)  # (B, T, H) or (R, H)
             if hidden_states is not None:
                 hidden_states.append(x)
         return x, tuple(hidden_states) if hidden_states is not None else None
@@ -276,20 +285,24 @@ class BertModel(nn.Module):
 
 
 class PreTrainingHeads(nn.Module):
-    """Masked-LM head (transform, then decoder tied to the word embeddings) and NSP head."""
+    """Masked-LM head (transform, then decoder tied to the word embeddings) and NSP head.
+
+    The transform maps H to the embeddings' width E (H in BERT), which the tied decoder needs.
+    The NSP head is also ALBERT's sentence-order head: the data's labels say which task it is.
+    """
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
-        H = config.hidden_size
-        self.transform = nn.Linear(H, H)
+        H, E = config.hidden_size, config.embedding_width
+        self.transform = nn.Linear(H, E)
         self.transform_activation = ACTIVATIONS[config.hidden_act]()
-        self.transform_layer_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        self.transform_layer_norm = nn.LayerNorm(E, eps=config.layer_norm_eps)
         # The decoder matrix is the word-embedding matrix (passed in); only the bias is its own.
         self.decoder_bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.seq_relationship = nn.Linear(H, 2)
 
     def mlm_logits(self, hidden: Tensor, word_embeddings: Tensor) -> Tensor:
-        """Vocabulary logits (..., V) for hidden vectors (..., H)."""
+        """Vocabulary logits (..., V) for hidden vectors (..., H); word_embeddings is (V, E)."""
         h = self.transform_layer_norm(self.transform_activation(self.transform(hidden)))
         return F.linear(h, word_embeddings, self.decoder_bias)  # (..., V)
 
@@ -356,7 +369,7 @@ class BertForPreTraining(nn.Module):
             hidden = sequence_output  # (B, T, H)
         else:
             hidden = _gather_positions(sequence_output, masked_lm_positions)  # (B, P, H)
-        word_embeddings = self.bert.embeddings.word_embeddings.weight  # (V, H), the tied decoder
+        word_embeddings = self.bert.embeddings.word_embeddings.weight  # (V, E), the tied decoder
 
         mlm_loss = mlm_correct = mlm_count = None
         if masked_lm_labels is None:
@@ -410,7 +423,7 @@ class BertForPreTraining(nn.Module):
             hidden = _gather_positions(sequence_output, masked_lm_positions)  # (B, P, H)
         else:
             hidden = unpadding.gather(sequence_output, masked_lm_positions)  # (B, P, H)
-        word_embeddings = self.bert.embeddings.word_embeddings.weight  # (V, H), the tied decoder
+        word_embeddings = self.bert.embeddings.word_embeddings.weight  # (V, E), the tied decoder
         mlm_logits = self.heads.mlm_logits(hidden.flatten(0, 1), word_embeddings)  # (B*P, V)
         labels = masked_lm_labels.flatten()  # (B*P,)
         real = labels != IGNORE_INDEX  # (B*P,)

@@ -44,6 +44,13 @@ class BertConfig:
     # vector is then the last real token's, the only one that has seen the whole input. Only
     # the paper's "LTR & No NSP" ablation (Table 5) trains such a model.
     is_decoder: bool = False
+    # ALBERT (Lan et al., 2019). embedding_size: E, the width of the token, position and
+    # segment embeddings, projected to H before the first layer; the masked-LM head maps H back
+    # to E for the tied decoder. None: E = H with no projection, as in BERT.
+    embedding_size: int | None = None
+    # Cross-layer parameter sharing: one layer's weights applied num_hidden_layers times
+    # (ALBERT's "all-shared"); the function of L layers with the parameters of one.
+    share_layers: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -78,13 +85,40 @@ class BertConfig:
                 f"BertConfig.pad_token_id ({self.pad_token_id}) must be < vocab_size "
                 f"({self.vocab_size})"
             )
-        if not isinstance(self.is_decoder, bool):
-            raise ValueError(f"BertConfig.is_decoder must be a bool, got {self.is_decoder!r}")
+        for name in ("is_decoder", "share_layers"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"BertConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        E = self.embedding_size
+        if E is not None and (not isinstance(E, int) or isinstance(E, bool) or E < 1):
+            raise ValueError(f"BertConfig.embedding_size must be None or positive, got {E!r}")
+        if self.share_layers and E is None:
+            raise ValueError(
+                "BertConfig.share_layers needs embedding_size (ALBERT's factorised embedding); "
+                f"set embedding_size={self.hidden_size} to share layers without factorising"
+            )
+        if self.is_albert and self.is_decoder:
+            raise ValueError("BertConfig.is_decoder is for BERT shapes: unset embedding_size")
         if self.hidden_act not in HIDDEN_ACTIVATIONS:
             raise ValueError(
                 f"BertConfig.hidden_act must be one of {HIDDEN_ACTIVATIONS}, "
                 f"got {self.hidden_act!r}"
             )
+
+    @property
+    def embedding_width(self) -> int:
+        """E: embedding_size, or hidden_size when the embeddings are not factorised."""
+        return self.hidden_size if self.embedding_size is None else self.embedding_size
+
+    @property
+    def is_albert(self) -> bool:
+        """Whether the model has ALBERT's shape (an embedding projection, maybe shared layers):
+        such models are saved as Hugging Face ALBERT checkpoints."""
+        return self.embedding_size is not None
+
+    @property
+    def distinct_layers(self) -> int:
+        """Layers with weights of their own: 1 when shared, else num_hidden_layers."""
+        return 1 if self.share_layers else self.num_hidden_layers
 
     @property
     def head_size(self) -> int:

@@ -7,9 +7,10 @@ loss when targets are given:
 - TokenClassifier: one softmax per token (NER; the task decides which tokens carry labels).
 - MultipleChoice: one score per choice from its pooled [CLS] vector, softmax over choices (SWAG).
 
-Parameter names match transformers' BertFor* classes, so a saved directory (config.json +
-model.safetensors + vocab.txt) loads in `transformers` as it is, and its encoder can start
-another fine-tuning run (e.g. RTE from an MNLI model).
+Parameter names match transformers' BertFor* classes (AlbertFor* for an encoder of ALBERT's
+shape), so a saved directory (config.json + model.safetensors + vocab.txt) loads in
+`transformers` as it is, and its encoder can start another fine-tuning run (e.g. RTE from an
+MNLI model).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from model.hf_checkpoint import (
     SAFETENSORS_NAME,
     LoadReport,
     config_to_hf,
+    hf_family,
     load_hf_state_dict,
     read_hf_config,
     to_hf_state_dict,
@@ -42,7 +44,7 @@ from model.hf_checkpoint import (
 
 FINETUNE_KEY = "finetune"  # config.json entry that records the task a model was tuned for
 # Prefixes of checkpoint tensors that belong to some head, not to the encoder.
-HEAD_PREFIXES = ("classifier.", "qa_outputs.", "cls.", "heads.")
+HEAD_PREFIXES = ("classifier.", "qa_outputs.", "cls.", "heads.", "predictions.", "sop_classifier.")
 
 
 class HeadOutput(NamedTuple):
@@ -227,17 +229,20 @@ def load_encoder(
     bert = BertModel(config)
     tensors, path = read_checkpoint_tensors(directory)
     encoder = {
-        k: v for k, v in tensors.items() if not k.removeprefix("bert.").startswith(HEAD_PREFIXES)
+        k: v
+        for k, v in tensors.items()
+        if not k.removeprefix("bert.").removeprefix("albert.").startswith(HEAD_PREFIXES)
     }
     report = load_hf_state_dict(bert, encoder, source=str(path))
     return bert, report
 
 
 def hf_state_dict(model: TaskModel) -> dict[str, Tensor]:
-    """Weights under transformers' BertFor* names."""
+    """Weights under transformers' BertFor* (or AlbertFor*) names."""
     encoder = to_hf_state_dict(model.bert)
+    prefix = hf_family(model.bert.config)
     tensors = {
-        f"bert.{name}": tensor
+        f"{prefix}.{name}": tensor
         for name, tensor in encoder.items()
         if model.uses_pooler or not name.startswith("pooler.")
     }
@@ -250,7 +255,8 @@ def hf_state_dict(model: TaskModel) -> dict[str, Tensor]:
 def hf_config(
     model: TaskModel, head: str, labels: list[str], info: dict[str, Any]
 ) -> dict[str, Any]:
-    """config.json for transformers' BertFor* class, with our task record under "finetune"."""
+    """config.json for transformers' BertFor* (or AlbertFor*) class, with our task record under
+    "finetune"."""
     config = config_to_hf(model.bert.config, architecture=model.hf_architecture, dtype="float32")
     if head in ("classification", "token"):
         config["id2label"] = {str(i): label for i, label in enumerate(labels)}

@@ -2,6 +2,9 @@
 
 Reads `BertModel` checkpoints (no prefix), `BertForPreTraining` ones ("bert." prefix plus
 "cls.predictions.*" / "cls.seq_relationship.*") and old ones with LayerNorm gamma/beta names.
+A model with ALBERT's shape (config.embedding_size set, maybe shared layers) is read and written
+as `AlbertModel` / `AlbertForPreTraining` ("albert." prefix, "predictions.*",
+"sop_classifier.*"): one layer group per distinct layer, one layer per group.
 Writes config.json + model.safetensors that `transformers` loads with no missing or unexpected
 weights.
 """
@@ -34,24 +37,71 @@ PYTORCH_NAME = "pytorch_model.bin"
 
 # Fields that change the weights' shapes or the function computed. Dropout, init range and the
 # pad id may differ between a checkpoint and the model it is loaded into.
-ARCHITECTURE_FIELDS = (*SHAPE_FIELDS, "layer_norm_eps", "hidden_act")
+ARCHITECTURE_FIELDS = (
+    *SHAPE_FIELDS,
+    "embedding_size",
+    "share_layers",
+    "layer_norm_eps",
+    "hidden_act",
+)
 
 # Buffers HF checkpoints may carry that hold no learned state.
 _IGNORED_HF_KEYS = {"embeddings.position_ids", "embeddings.token_type_ids"}
 # HF stores the tied decoder matrix and bias under these names in some checkpoints.
-_HF_DECODER_WEIGHT = "cls.predictions.decoder.weight"
-_HF_DECODER_BIAS = "cls.predictions.decoder.bias"
+_HF_DECODER = {"bert": "cls.predictions.decoder", "albert": "predictions.decoder"}
 
-# Our BertForPreTraining.heads names -> HF BertForPreTraining names.
+# Our BertForPreTraining.heads names -> HF BertForPreTraining and AlbertForPreTraining names.
 _HEAD_NAMES = {
-    "heads.transform.weight": "cls.predictions.transform.dense.weight",
-    "heads.transform.bias": "cls.predictions.transform.dense.bias",
-    "heads.transform_layer_norm.weight": "cls.predictions.transform.LayerNorm.weight",
-    "heads.transform_layer_norm.bias": "cls.predictions.transform.LayerNorm.bias",
-    "heads.decoder_bias": "cls.predictions.bias",
-    "heads.seq_relationship.weight": "cls.seq_relationship.weight",
-    "heads.seq_relationship.bias": "cls.seq_relationship.bias",
+    "bert": {
+        "heads.transform": "cls.predictions.transform.dense",
+        "heads.transform_layer_norm": "cls.predictions.transform.LayerNorm",
+        "heads.seq_relationship": "cls.seq_relationship",
+    },
+    "albert": {
+        "heads.transform": "predictions.dense",
+        "heads.transform_layer_norm": "predictions.LayerNorm",
+        "heads.seq_relationship": "sop_classifier.classifier",
+    },
 }
+_DECODER_BIAS = {"bert": "cls.predictions.bias", "albert": "predictions.bias"}
+
+# Our Layer's parameters -> HF's, relative to one layer of each family.
+_LAYER_NAMES = {
+    "bert": {
+        "attention.out_proj": "attention.output.dense",
+        "attention_layer_norm": "attention.output.LayerNorm",
+        "intermediate": "intermediate.dense",
+        "output": "output.dense",
+        "output_layer_norm": "output.LayerNorm",
+    },
+    "albert": {
+        "attention.out_proj": "attention.dense",
+        "attention_layer_norm": "attention.LayerNorm",
+        "intermediate": "ffn",
+        "output": "ffn_output",
+        "output_layer_norm": "full_layer_layer_norm",
+    },
+}
+
+
+def hf_family(config: BertConfig) -> str:
+    """ "albert" for a model with ALBERT's shape, else "bert": the HF model_type and prefix."""
+    return "albert" if config.is_albert else "bert"
+
+
+def _hf_layer(config: BertConfig, layer: int) -> str:
+    if config.is_albert:
+        return f"encoder.albert_layer_groups.{layer}.albert_layers.0"
+    return f"encoder.layer.{layer}"
+
+
+def _head_names(family: str) -> dict[str, str]:
+    names = {
+        f"{ours}.{kind}": f"{hf}.{kind}"
+        for ours, hf in _HEAD_NAMES[family].items()
+        for kind in ("weight", "bias")
+    }
+    return names | {"heads.decoder_bias": _DECODER_BIAS[family]}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -71,10 +121,11 @@ class LoadedCheckpoint(NamedTuple):
 
 
 def config_from_hf(hf_config: dict[str, Any]) -> BertConfig:
-    """Our BertConfig from a Hugging Face BERT config.json dict; unsupported variants raise."""
+    """Our BertConfig from a Hugging Face BERT or ALBERT config.json dict; unsupported variants
+    (other model types, ALBERT with layer groups of more than one layer) raise."""
     model_type = hf_config.get("model_type", "bert")
-    if model_type != "bert":
-        raise ValueError(f"config model_type must be 'bert', got {model_type!r}")
+    if model_type not in ("bert", "albert"):
+        raise ValueError(f"config model_type must be 'bert' or 'albert', got {model_type!r}")
     position_type = hf_config.get("position_embedding_type", "absolute")
     if position_type != "absolute":
         raise ValueError(
@@ -85,19 +136,45 @@ def config_from_hf(hf_config: dict[str, Any]) -> BertConfig:
     values = {
         field.name: hf_config[field.name]
         for field in dataclasses.fields(BertConfig)
-        if hf_config.get(field.name) is not None
+        if hf_config.get(field.name) is not None and field.name != "share_layers"
     }
-    return BertConfig(**values)
+    if model_type == "bert":
+        values.pop("embedding_size", None)
+        return BertConfig(**values)
+    layers = hf_config.get("num_hidden_layers", 12)
+    groups, inner = hf_config.get("num_hidden_groups", 1), hf_config.get("inner_group_num", 1)
+    if inner != 1 or groups not in (1, layers):
+        raise ValueError(
+            f"ALBERT config with num_hidden_groups={groups}, inner_group_num={inner}: only one "
+            f"layer per group, and 1 or num_hidden_layers ({layers}) groups, are supported"
+        )
+    values.setdefault("embedding_size", 128)  # AlbertConfig's default
+    values.setdefault("hidden_act", "gelu_new")  # AlbertConfig's default
+    return BertConfig(**values, share_layers=groups == 1 and layers > 1)
 
 
 def config_to_hf(
     config: BertConfig, *, architecture: str = "BertForPreTraining", dtype: str = "float32"
 ) -> dict[str, Any]:
-    """A Hugging Face config.json dict for our config."""
+    """A Hugging Face config.json dict for our config: BERT, or ALBERT for ALBERT's shape
+    (`architecture` is then renamed, e.g. BertForPreTraining -> AlbertForPreTraining)."""
+    values = config.to_dict()
+    del values["embedding_size"], values["share_layers"]
+    family = {}
+    if config.is_albert:
+        architecture = "Albert" + architecture.removeprefix("Bert")
+        del values["is_decoder"]
+        family = {
+            "embedding_size": config.embedding_size,
+            "num_hidden_groups": config.distinct_layers,
+            "inner_group_num": 1,
+            "classifier_dropout_prob": config.hidden_dropout_prob,
+        }
     return {
         "architectures": [architecture],
-        "model_type": "bert",
-        **config.to_dict(),
+        "model_type": hf_family(config),
+        **values,
+        **family,
         "position_embedding_type": "absolute",
         "tie_word_embeddings": True,
         "dtype": dtype,
@@ -105,31 +182,30 @@ def config_to_hf(
 
 
 def _hf_encoder_names(config: BertConfig) -> dict[str, str]:
-    """Our BertModel parameter names -> HF BertModel names, except the fused qkv."""
+    """Our BertModel parameter names -> HF BertModel (or AlbertModel) names, except the fused
+    qkv."""
+    family = hf_family(config)
     names = {
         "embeddings.word_embeddings.weight": "embeddings.word_embeddings.weight",
         "embeddings.position_embeddings.weight": "embeddings.position_embeddings.weight",
         "embeddings.token_type_embeddings.weight": "embeddings.token_type_embeddings.weight",
         "embeddings.layer_norm.weight": "embeddings.LayerNorm.weight",
         "embeddings.layer_norm.bias": "embeddings.LayerNorm.bias",
-        "pooler.dense.weight": "pooler.dense.weight",
-        "pooler.dense.bias": "pooler.dense.bias",
     }
-    for i in range(config.num_hidden_layers):
-        for ours, hf in (
-            ("attention.out_proj", "attention.output.dense"),
-            ("attention_layer_norm", "attention.output.LayerNorm"),
-            ("intermediate", "intermediate.dense"),
-            ("output", "output.dense"),
-            ("output_layer_norm", "output.LayerNorm"),
-        ):
+    pooler = "pooler" if config.is_albert else "pooler.dense"
+    for kind in ("weight", "bias"):
+        names[f"pooler.dense.{kind}"] = f"{pooler}.{kind}"
+        if config.is_albert:
+            names[f"embeddings.projection.{kind}"] = f"encoder.embedding_hidden_mapping_in.{kind}"
+    for i in range(config.distinct_layers):
+        for ours, hf in _LAYER_NAMES[family].items():
             for kind in ("weight", "bias"):
-                names[f"encoder.layers.{i}.{ours}.{kind}"] = f"encoder.layer.{i}.{hf}.{kind}"
+                names[f"encoder.layers.{i}.{ours}.{kind}"] = f"{_hf_layer(config, i)}.{hf}.{kind}"
     return names
 
 
-def _hf_qkv_names(layer: int, kind: str) -> tuple[str, str, str]:
-    prefix = f"encoder.layer.{layer}.attention.self"
+def _hf_qkv_names(config: BertConfig, layer: int, kind: str) -> tuple[str, str, str]:
+    prefix = _hf_layer(config, layer) + (".attention" if config.is_albert else ".attention.self")
     return tuple(f"{prefix}.{part}.{kind}" for part in ("query", "key", "value"))
 
 
@@ -140,17 +216,18 @@ def to_hf_state_dict(model: BertModel | BertForPreTraining) -> dict[str, Tensor]
     """
     pretraining = isinstance(model, BertForPreTraining)
     bert = model.bert if pretraining else model
-    prefix = "bert." if pretraining else ""
+    config = bert.config
+    prefix = hf_family(config) + "." if pretraining else ""
     ours = bert.state_dict()
-    out = {prefix + hf: ours[name] for name, hf in _hf_encoder_names(bert.config).items()}
-    for i in range(bert.config.num_hidden_layers):
+    out = {prefix + hf: ours[name] for name, hf in _hf_encoder_names(config).items()}
+    for i in range(config.distinct_layers):
         for kind in ("weight", "bias"):
             parts = ours[f"encoder.layers.{i}.attention.qkv.{kind}"].chunk(3, dim=0)
-            for hf, part in zip(_hf_qkv_names(i, kind), parts, strict=True):
+            for hf, part in zip(_hf_qkv_names(config, i, kind), parts, strict=True):
                 out[prefix + hf] = part
     if pretraining:
         heads = model.state_dict()
-        out.update({hf: heads[name] for name, hf in _HEAD_NAMES.items()})
+        out.update({hf: heads[name] for name, hf in _head_names(hf_family(config)).items()})
     # safetensors refuses views that share storage (the qkv chunks), so every tensor is copied.
     return {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in out.items()}
 
@@ -158,7 +235,7 @@ def to_hf_state_dict(model: BertModel | BertForPreTraining) -> dict[str, Tensor]
 def _normalise_hf_key(key: str) -> str:
     key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
     key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
-    return key.removeprefix("bert.")
+    return key.removeprefix("bert.").removeprefix("albert.")
 
 
 def load_hf_state_dict(
@@ -174,7 +251,8 @@ def load_hf_state_dict(
     # read as one page in that order.
     pretraining = isinstance(model, BertForPreTraining)
     config = model.config
-    prefix = "bert." if pretraining else ""
+    family = hf_family(config)
+    prefix = "bert." if pretraining else ""  # our BertForPreTraining's name for its encoder
     hf = {}
     for key, tensor in hf_state_dict.items():
         hf.setdefault(_normalise_hf_key(key), tensor)
@@ -198,26 +276,27 @@ def load_hf_state_dict(
 
     names = {prefix + ours: hf_name for ours, hf_name in _hf_encoder_names(config).items()}
     if pretraining:
-        names.update(_HEAD_NAMES)
-        if "cls.predictions.bias" not in hf and _HF_DECODER_BIAS in hf:
-            hf["cls.predictions.bias"] = hf[_HF_DECODER_BIAS]
-        hf.pop(_HF_DECODER_BIAS, None)
-        decoder = hf.pop(_HF_DECODER_WEIGHT, None)
+        names.update(_head_names(family))
+        decoder_bias = _HF_DECODER[family] + ".bias"
+        if _DECODER_BIAS[family] not in hf and decoder_bias in hf:
+            hf[_DECODER_BIAS[family]] = hf[decoder_bias]
+        hf.pop(decoder_bias, None)
+        decoder = hf.pop(_HF_DECODER[family] + ".weight", None)
         embeddings = hf.get("embeddings.word_embeddings.weight")
         if decoder is not None and embeddings is not None and not torch.equal(decoder, embeddings):
             raise ValueError(
-                f"{source}: {_HF_DECODER_WEIGHT} differs from the word embeddings; "
+                f"{source}: {_HF_DECODER[family]}.weight differs from the word embeddings; "
                 "only checkpoints with a tied MLM decoder are supported"
             )
     for ours, hf_name in names.items():
         tensor = take(ours, hf_name, expected[ours].shape)
         if tensor is not None:
             loaded[ours] = tensor
-    for i in range(config.num_hidden_layers):
+    for i in range(config.distinct_layers):
         for kind in ("weight", "bias"):
             ours = f"{prefix}encoder.layers.{i}.attention.qkv.{kind}"
             part_shape = (config.hidden_size,) + expected[ours].shape[1:]
-            parts = [take(ours, name, part_shape) for name in _hf_qkv_names(i, kind)]
+            parts = [take(ours, name, part_shape) for name in _hf_qkv_names(config, i, kind)]
             if all(part is not None for part in parts):
                 loaded[ours] = torch.cat(parts, dim=0)
     missing = sorted(set(not_found))  # a fused qkv is listed once, not per part
@@ -349,7 +428,7 @@ def save_hf_checkpoint(
         model.config,
         architecture="BertForPreTraining" if pretraining else "BertModel",
         dtype=dtype,
-    )
+    )  # AlbertForPreTraining or AlbertModel for ALBERT's shape
     tensors = to_hf_state_dict(model)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(

@@ -401,6 +401,24 @@ def check_same_vocabulary(datas: list[PhaseData]) -> None:
             )
 
 
+def sentence_task(datas: list[PhaseData]) -> str:
+    """What the data's pair labels ask the binary head: "nsp" (is B the next segment, BERT) or
+    "sop" (are A and B swapped, ALBERT's sentence order); every phase must ask the same."""
+    tasks = {
+        shards.directory: "sop" if shards.config.get("sentence_order") else "nsp"
+        for data in datas
+        for shards in (data.train, data.validation)
+        if shards is not None
+    }
+    if len(set(tasks.values())) > 1:
+        raise PretrainError(
+            "the phases' data mix next-sentence and sentence-order labels: "
+            + ", ".join(f"{directory} {task}" for directory, task in tasks.items())
+            + "; build every length with the same --sentence-order"
+        )
+    return next(iter(tasks.values()))
+
+
 def model_config_for(config: PretrainConfig, data: PretrainingShards) -> BertConfig:
     """The run's BertConfig: the preset, the data's vocabulary, the overrides."""
     vocab_size = int(data.config["vocab_size"])
@@ -728,6 +746,7 @@ class Trainer:
         vocab_text = self.export_files.get("vocab.txt", b"").decode("utf-8")
         self.objective = Objective(config.objective, vocab_text.rstrip("\n").split("\n"))
         check_same_vocabulary(list(self.datas.values()))
+        self.sentence_task = sentence_task(list(self.datas.values()))
         self.vocab_hash = first_data.vocab_hash
         self.model_config = model_config_for(config, first_data.train)
         longest = max(phase.seq_length for phase in self.phases)
@@ -788,6 +807,8 @@ class Trainer:
                 "precision": self.precision,
                 "compile": self.use_compile,
                 "parameters": sum(p.numel() for p in self.parameters),
+                # The nsp_* metrics are the binary head's: next sentence, or sentence order.
+                "sentence_task": self.sentence_task,
                 "config": self.config.to_dict(),
             }
         )
@@ -809,6 +830,7 @@ class Trainer:
             "train": self.last_train,
             "eval": self.last_eval,
             "checkpoint": self.last_checkpoint,
+            "sentence_task": self.sentence_task,
         }
 
     def train_phase(self, phase: Phase) -> None:
@@ -1146,7 +1168,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"step {summary['step']}: loss {train_metrics['loss']:.4f}, "
             f"mlm accuracy {train_metrics['mlm_accuracy']:.3f}, "
-            f"nsp accuracy {train_metrics['nsp_accuracy']:.3f}; "
+            f"{summary['sentence_task']} accuracy {train_metrics['nsp_accuracy']:.3f}; "
             f"last checkpoint {summary['checkpoint']}"
         )
     else:
