@@ -214,6 +214,12 @@ class PretrainingDataConfig:
         "SpanBERT's masking: spans of whole words, lengths geometric (p 0.2) truncated at 10 "
         "words, one 80/10/10 choice per span",
     )
+    sentence_order: bool = option(
+        False,
+        "ALBERT's sentence-order labels instead of NSP (Lan et al. 2019, section 3.1): A and B "
+        "are always consecutive segments of one document, swapped on a fair coin; "
+        "next_sentence_label is 1 when swapped, 0 in order",
+    )
     dynamic_masking: bool = option(
         False, "store unmasked pairs; the training loader masks them afresh each epoch"
     )
@@ -262,6 +268,12 @@ class PretrainingDataConfig:
             span_masking=self.span_masking,
         )
 
+    @property
+    def min_documents(self) -> int:
+        """Documents with text a corpus needs: a NotNext B comes from another document, while
+        sentence-order pairs come from one."""
+        return 1 if self.sentence_order else 2
+
     def num_shards_for(self, num_examples: int) -> int:
         if self.num_shards:
             return self.num_shards
@@ -284,7 +296,10 @@ class ValidationConfig:
         0.01, "allowed on top of z standard errors for the 80/10/10 shares", ge=0.0
     )
     not_next_slack: float = option(
-        0.01, "allowed on top of z standard errors for the 50% NotNext share", ge=0.0
+        0.01,
+        "allowed on top of z standard errors for the 50% NotNext share (the swapped share for "
+        "sentence-order data)",
+        ge=0.0,
     )
     z: float = option(5.0, "standard errors a share may stray by chance", gt=0.0)
     max_unknown_rate: float = option(

@@ -1,4 +1,5 @@
-"""Pretraining data job: document shards -> pre-masked sentence pairs with NSP labels.
+"""Pretraining data job: document shards -> pre-masked sentence pairs with NSP labels, or with
+ALBERT's sentence-order labels (--sentence-order).
 
     python -m pipelines.pretraining_data --documents out/documents --vocab out/vocab \
         --output out/pretraining [--max-seq-lengths 128,512] [--dupe-factor 5] \
@@ -14,6 +15,7 @@ How it stays deterministic and bounded in memory:
 - Every random choice comes from an rng seeded with a hash of (seed, sequence length, doc id,
   duplicate index).
 - B of a NotNext pair is a random other document's rank, read from wherever that document is.
+  With --sentence-order there is no NotNext pair: both segments come from one document.
 - Examples are ranked by (document rank, duplicate, pair); rank mod num_shards is the shard,
   so shards differ by at most one example and nothing is dropped. Inside a shard, examples are
   ordered by a random key from their rng, i.e. shuffled.
@@ -101,8 +103,9 @@ def length_config(config: PretrainingDataConfig, vocab: Vocabulary, li: int) -> 
     """The manifest config of one output directory."""
     common = asdict(config)
     del common["max_seq_lengths"], common["max_predictions_per_seq"]
-    if not config.span_masking:  # added later: recorded only when set, so that outputs made
-        del common["span_masking"]  # before it stay up to date
+    for added in ("span_masking", "sentence_order"):
+        if not common[added]:  # added later: recorded only when set, so that outputs made
+            del common[added]  # before it stay up to date
     return {
         **common,
         "max_seq_length": config.max_seq_lengths[li],
@@ -113,18 +116,18 @@ def length_config(config: PretrainingDataConfig, vocab: Vocabulary, li: int) -> 
     }
 
 
-def check_documents(documents_dir: str) -> tuple[Manifest, str]:
-    """The documents stage's manifest and hash, refusing a corpus that cannot give NotNext."""
+def check_documents(documents_dir: str, config: PretrainingDataConfig) -> tuple[Manifest, str]:
+    """The documents stage's manifest and hash, refusing a corpus too small for the pairs:
+    NotNext needs another document, sentence order one."""
     manifest, digest = read_manifest(documents_dir)
-    manifest.expect(
-        schema_name=DOCUMENTS.name,
-        schema_version=DOCUMENTS.version,
-        source=join(documents_dir, MANIFEST_NAME),
-    )
-    if manifest.total_rows < 2:
+    source = join(documents_dir, MANIFEST_NAME)
+    manifest.expect(schema_name=DOCUMENTS.name, schema_version=DOCUMENTS.version, source=source)
+    if manifest.total_rows < config.min_documents:
+        if config.sentence_order:
+            raise BadInputError(f"{source}: no document; the corpus needs at least one")
         raise BadInputError(
-            f"{join(documents_dir, MANIFEST_NAME)}: {manifest.total_rows} document(s); NotNext "
-            "pairs take B from another document, so the corpus needs at least two"
+            f"{source}: {manifest.total_rows} document(s); NotNext pairs take B from another "
+            "document, so the corpus needs at least two"
         )
     return manifest, digest
 
@@ -132,9 +135,9 @@ def check_documents(documents_dir: str) -> tuple[Manifest, str]:
 def parse_args(argv: list[str] | None):
     parser = job_parser(
         "pretraining_data",
-        "Build BERT pretraining examples (masked sentence pairs with next-sentence labels) from "
-        "document shards and a vocabulary directory, as equal-size Arrow shards, one output "
-        "directory per sequence length.",
+        "Build BERT pretraining examples (masked sentence pairs with next-sentence labels, or "
+        "ALBERT's sentence-order labels) from document shards and a vocabulary directory, as "
+        "equal-size Arrow shards, one output directory per sequence length.",
         "--documents runs/sample/documents --vocab runs/sample/vocab "
         "--output runs/sample/pretraining --num-shards 4",
     )
@@ -187,7 +190,7 @@ def run(argv: list[str] | None = None) -> dict[int, dict]:
 
 def _run(args: argparse.Namespace, config: PretrainingDataConfig, beam_args: list[str]):
     local = use_local_exchange(args.exchange, [args.documents, args.output], beam_args)
-    documents, documents_hash = check_documents(args.documents)
+    documents, documents_hash = check_documents(args.documents, config)
     vocab = load_vocabulary(args.vocab)
     inputs = [
         InputRef(path=args.documents, manifest_hash=documents_hash),

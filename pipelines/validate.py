@@ -10,6 +10,10 @@ maximum, masked positions are valid, no special token is masked or used as a ran
 replacement, no NotNext pair takes B from its own document, shards differ by at most one
 example. Statistical checks, with tolerances: the mask rate, the 80/10/10 split, the NotNext
 share, the unknown-token rate.
+
+Data written with sentence order (ALBERT; the manifest config's `sentence_order`) has label 1
+for swapped pairs, not NotNext: every pair must then come from one document, and the swapped
+share (`swapped_share`) is checked against 0.5 as the NotNext share is.
 """
 
 from __future__ import annotations
@@ -36,7 +40,13 @@ from pipelines.beam_runner import make_pipeline, run_pipeline
 from pipelines.options import ValidationConfig
 from pipelines.stage import job_parser
 from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo
-from schemas.pretraining import NOT_NEXT, PRETRAINING_NAME, PRETRAINING_VERSION, pretraining_spec
+from schemas.pretraining import (
+    NOT_NEXT,
+    PRETRAINING_NAME,
+    PRETRAINING_VERSION,
+    SWAPPED,
+    pretraining_spec,
+)
 
 STATS_NAME = "stats.json"
 RUN_BINS = 16  # masked runs of 1..15 tokens, and 16 or more
@@ -51,12 +61,19 @@ ERROR_KINDS = (
     "special_random_replacements",  # a masked position holds a special token other than [MASK]
     "self_negatives",  # NotNext with B from A's own document
     "is_next_from_other_document",  # IsNext whose B names another document
+    "sentence_order_across_documents",  # sentence order: A and B from two documents
     "bad_labels",  # next_sentence_label not 0 or 1
 )
 
 
 class ValidationError(Exception):
     """The data broke an invariant; the message lists every failed check."""
+
+
+def label_one_name(sentence_order: bool) -> str:
+    """What label 1 is called in the stats: `not_next` for NSP data, `swapped` for
+    sentence-order data (ALBERT); its share (`<name>_share`) is expected at 0.5 either way."""
+    return "swapped" if sentence_order else "not_next"
 
 
 def shard_stats(
@@ -70,9 +87,11 @@ def shard_stats(
     histogram_bins: int = 16,
     max_errors_listed: int = 20,
     first_row: int = 0,
+    sentence_order: bool = False,
 ) -> dict[str, Any]:
     """Counts and broken records of one shard, or of its rows from `first_row` on;
-    `merge_stats` adds shards together."""
+    `merge_stats` adds shards together. With `sentence_order` label 1 means swapped, counted
+    as `swapped` instead of `not_next`."""
     # Long on purpose: one vectorised pass over the shard's columns. The checks share the
     # decoded arrays (ids, offsets, masked positions, labels); split up, they would pass a dozen
     # arrays between functions and read less plainly than this one page does.
@@ -139,11 +158,13 @@ def shard_stats(
     row_of_token = np.repeat(np.arange(n), length)
     structural = np.isin(original, [cls, sep, pad])
     bad["stray_special_tokens"] = np.bincount(row_of_token[structural], minlength=n) != 3
-    is_not_next = nsp == NOT_NEXT
+    labelled_one = nsp == (SWAPPED if sentence_order else NOT_NEXT)
     same_doc = np.fromiter((a == b for a, b in zip(doc_id, b_doc_id, strict=True)), bool, n)
     bad["bad_labels"] = (nsp != 0) & (nsp != 1)
-    bad["self_negatives"] = is_not_next & same_doc
-    bad["is_next_from_other_document"] = (nsp == 0) & ~same_doc
+    no_rows = np.zeros(n, bool)
+    bad["self_negatives"] = no_rows if sentence_order else labelled_one & same_doc
+    bad["is_next_from_other_document"] = no_rows if sentence_order else (nsp == 0) & ~same_doc
+    bad["sentence_order_across_documents"] = ~same_doc if sentence_order else no_rows
 
     maskable_tok = ~np.isin(original, specials)
     maskable = np.bincount(row_of_token[maskable_tok], minlength=n)
@@ -169,7 +190,7 @@ def shard_stats(
         "examples": n,
         "tokens": int(length.sum()),
         "segment_a_tokens": int(a_len.sum()),
-        "not_next": int(is_not_next.sum()),
+        label_one_name(sentence_order): int(labelled_one.sum()),
         "maskable_tokens": int(maskable.sum()),
         "expected_masked": float(np.minimum(maskable * masked_lm_prob, max_predictions).sum()),
         "masked": int(num_masked.sum()),
@@ -279,10 +300,11 @@ def evaluate(
             checks.append(
                 _share_check(name, stats[key], masked, p, config.share_slack, config.z, draws)
             )
+    label = label_one_name(bool(cfg.get("sentence_order")))
     checks.append(
         _share_check(
-            "not_next_share",
-            stats["not_next"],
+            f"{label}_share",
+            stats[label],
             stats["examples"],
             0.5,
             config.not_next_slack,
@@ -306,6 +328,7 @@ def summary(stats: dict, manifest: Manifest, manifest_hash: str, config: Validat
     checks = evaluate(stats, manifest, config)
     n = stats["examples"] or 1
     length = manifest.config["max_seq_length"]
+    label = label_one_name(bool(manifest.config.get("sentence_order")))
     edges = np.linspace(0, length, config.histogram_bins + 1).round(1).tolist()
     return {
         "passed": all(c["passed"] for c in checks),
@@ -315,7 +338,7 @@ def summary(stats: dict, manifest: Manifest, manifest_hash: str, config: Validat
         "shards": stats["shards"],
         "mean_length": round(stats["tokens"] / n, 2),
         "mean_segment_a_length": round(stats["segment_a_tokens"] / n, 2),
-        "not_next_share": round(stats["not_next"] / n, 6),
+        f"{label}_share": round(stats[label] / n, 6),
         "mask_rate": round(stats["masked"] / max(stats["maskable_tokens"], 1), 6),
         "masked_per_example": round(stats["masked"] / n, 3),
         "unknown_token_rate": round(stats["unknown_tokens"] / max(stats["text_tokens"], 1), 6),
@@ -355,6 +378,7 @@ class _ShardStats(beam.DoFn):
             masked_lm_prob=cfg["masked_lm_prob"],
             histogram_bins=self.config.histogram_bins,
             max_errors_listed=self.config.max_errors_listed,
+            sentence_order=bool(cfg.get("sentence_order")),  # absent from older data
         )
 
 
@@ -508,8 +532,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ManifestError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    label, share = (
+        ("swapped", body["swapped_share"])
+        if "swapped_share" in body
+        else ("NotNext", body["not_next_share"])
+    )
     print(
-        f"passed: {body['examples']} examples, NotNext {body['not_next_share']:.4f}, mask rate "
+        f"passed: {body['examples']} examples, {label} {share:.4f}, mask rate "
         f"{body['mask_rate']:.4f}, unknown {body['unknown_token_rate']:.5f}"
     )
     return 0

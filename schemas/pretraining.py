@@ -1,4 +1,5 @@
-"""Pretraining examples: pre-masked `[CLS] A [SEP] B [SEP]` pairs with NSP labels, unpadded.
+"""Pretraining examples: pre-masked `[CLS] A [SEP] B [SEP]` pairs with NSP labels (or, for data
+written with sentence order, ALBERT's sentence-order labels), unpadded.
 
 One schema name and version, in two widths: token ids are uint16 when the vocabulary has at most
 65,536 entries (every BERT vocabulary so far), else int32. The width is part of the Arrow schema
@@ -20,6 +21,11 @@ TOKEN_ID_TYPES = {"uint16": pa.uint16(), "int32": pa.int32()}
 # next_sentence_label values, as in the paper's code and Hugging Face's BertForPreTraining.
 IS_NEXT = 0  # B is the text that follows A in the same document
 NOT_NEXT = 1  # B comes from another document
+# The same column's values in data written with sentence order (the manifest config's
+# `sentence_order`; ALBERT, Lan et al. 2019): as Hugging Face AlbertForPreTraining's
+# sentence_order_label. Both segments always come from one document and are adjacent in it.
+IN_ORDER = 0  # the first segment is followed by the second in the document
+SWAPPED = 1  # the second segment comes first in the document
 
 
 def pretraining_schema(token_id_type: str) -> pa.Schema:
@@ -36,9 +42,9 @@ def pretraining_schema(token_id_type: str) -> pa.Schema:
             pa.field("masked_lm_positions", pa.list_(pa.uint16()), nullable=False),
             # The original token id at each masked position (the MLM labels).
             pa.field("masked_lm_ids", pa.list_(ids), nullable=False),
-            # IS_NEXT (0) or NOT_NEXT (1).
+            # IS_NEXT (0) or NOT_NEXT (1); with sentence order IN_ORDER (0) or SWAPPED (1).
             pa.field("next_sentence_label", pa.uint8(), nullable=False),
-            # Provenance: the document of A, the document of B (the same one when IS_NEXT),
+            # Provenance: the document of A, the document of B (the same one unless NOT_NEXT),
             # which of the dupe_factor copies, and the pair's index within (doc_id, dupe_index).
             pa.field("doc_id", pa.string(), nullable=False),
             pa.field("b_doc_id", pa.string(), nullable=False),

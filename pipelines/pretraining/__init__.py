@@ -12,13 +12,17 @@ One document, from a documents shard to the examples it gives, in the order the 
 3. **A `PlannedDocument`** (`records.DocumentPlanner`, `pairs.create_pair_plans`): for each
    sequence length and each of `dupe_factor` copies, its pairs as token spans. For a NotNext
    pair only B's document is chosen here: a random rank of another document, drawn from an rng
-   seeded by (seed, length, doc id, copy) (`common.record_seed`).
+   seeded by (seed, length, doc id, copy) (`common.record_seed`). With `sentence_order`
+   (ALBERT) every pair is planned as an IsNext pair, and a coin from the same rng marks it
+   swapped.
 4. **NotNext B segments** (`records.Answers`): the bucket asks the bucket that holds B's
    document for B's tokens. This is the one step that moves data between documents, and the
    only one the two exchanges do differently: `local_exchange.py` through files on this
-   machine's disk, `shuffle_exchange.py` through Beam's shuffle (for Dataflow).
+   machine's disk, `shuffle_exchange.py` through Beam's shuffle (for Dataflow). Sentence-order
+   data has no NotNext pair, so nothing moves here.
 5. **`ExampleColumns`** (`records.ExampleAssembler`): the pairs packed as
-   `[CLS] A [SEP] B [SEP]` (`pairs.pack_pair_groups`), masked by the shared rule
+   `[CLS] A [SEP] B [SEP]`, or `[CLS] B [SEP] A [SEP]` when swapped (`pairs.pack_pair_groups`),
+   masked by the shared rule
    (bertdata/masking.py) unless the job writes for dynamic masking, as columns of consecutive
    ranks; each example's rank is its (document rank, copy, pair) order.
 6. **A shard** (`records.write_example_shard`, schema schemas/pretraining.py): rank mod

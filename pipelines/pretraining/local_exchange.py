@@ -13,7 +13,8 @@ through a side input:
 2. plan: each bucket -> `plans-NNNNNN.npz`, its pairs per length and duplicate; the example
    counts of all buckets give every example's rank and the number of shards.
 3. assemble: each bucket -> per length `seq<L>/bucket-NNNNNN.arrow`, its masked examples
-   grouped by shard; B of a NotNext pair is read from the token files.
+   grouped by shard; B of a NotNext pair is read from the token files (sentence-order data
+   has none: both segments come from the bucket's own documents).
 4. write: each shard reads its rows from every bucket's file and writes them in the order of
    their random keys.
 
@@ -70,6 +71,7 @@ from pipelines.pretraining.records import (
     TokenizedDocument,
     example_offsets,
     examples_by_shard,
+    too_few_documents,
     write_example_shard,
 )
 from schemas.documents import DOCUMENTS
@@ -526,17 +528,12 @@ def _refuse(work: str, err: ValueError) -> None:
     raise err
 
 
-def _ordered(work: str, names: list[str]) -> int:
+def _ordered(work: str, config: PretrainingDataConfig, names: list[str]) -> int:
     """The corpus order, written once every token file is; returns the document count."""
     num_documents = write_corpus_index(work, names)
-    if num_documents < 2:
-        _refuse(
-            work,
-            BadInputError(
-                f"the corpus has {num_documents} document(s) with text; NotNext pairs need B "
-                "from another document, so at least two are needed"
-            ),
-        )
+    refused = too_few_documents(config, num_documents)
+    if refused:
+        _refuse(work, BadInputError(refused))
     return num_documents
 
 
@@ -589,7 +586,9 @@ def run_local(
         | "Tokenize"
         >> beam.ParDo(TokenizeShard(config, documents_dir, work, vocab.directory, token_dtype))
     )
-    num_documents = _on_all(pipeline, "Order", token_files, lambda names: _ordered(work, names))
+    num_documents = _on_all(
+        pipeline, "Order", token_files, lambda names: _ordered(work, config, names)
+    )
     plan_counts = (
         pipeline
         | "ListBuckets" >> beam.Create(range(k), reshuffle=False)

@@ -1,9 +1,14 @@
-"""Sentence pairs for next-sentence prediction, built as the BERT paper describes.
+"""Sentence pairs for next-sentence prediction, built as the BERT paper describes, or for
+ALBERT's sentence-order prediction.
 
 Pure functions with an explicit rng. A document is its token ids and the boundaries of its
 sentences; a pair is planned as token spans (`create_pair_plans`), a NotNext pair's B is then
 taken from another document (`random_next_span`), and over-long pairs are truncated
 (`truncate_seq_pairs`) and packed as `[CLS] A [SEP] B [SEP]` (`pack_pairs`).
+
+Sentence order (Lan et al. 2019, "ALBERT", section 3.1): every pair is planned as an IsNext
+pair is, A and B consecutive segments of one document, and a fair coin swaps them; a swapped
+pair is packed `[CLS] B [SEP] A [SEP]` with label SWAPPED, the others in order with IN_ORDER.
 
 Where this differs from google-research/bert's create_pretraining_data.py, and why:
 - the shorter target length (probability short_seq_prob) is drawn for every pair, not once per
@@ -26,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from bertdata.masking import gather_runs
-from schemas.pretraining import IS_NEXT, NOT_NEXT
+from schemas.pretraining import IS_NEXT, NOT_NEXT, SWAPPED
 
 SPECIAL_TOKENS_PER_PAIR = 3  # [CLS], [SEP], [SEP]
 
@@ -41,9 +46,14 @@ class PairPlan(NamedTuple):
     random_doc_rank: int  # NotNext: rank of B's document among all documents; -1 for IsNext
     random_start: float  # NotNext: B starts at this fraction of that document's sentences
     b_target_length: int  # NotNext: B takes whole sentences until it has this many tokens
+    swapped: bool = False  # sentence order: packed as [CLS] B [SEP] A [SEP]
 
     @property
     def next_sentence_label(self) -> int:
+        """The label column's value: IS_NEXT / NOT_NEXT, or with sentence order IN_ORDER /
+        SWAPPED."""
+        if self.swapped:
+            return SWAPPED
         return IS_NEXT if self.random_doc_rank < 0 else NOT_NEXT
 
 
@@ -56,6 +66,7 @@ PLAN_DTYPE = np.dtype(
         ("random_doc_rank", np.int64),
         ("random_start", np.float64),
         ("b_target_length", np.int64),
+        ("swapped", np.bool_),
     ]
 )
 
@@ -113,6 +124,7 @@ def pair_plan_rows(
     short_seq_prob: float,
     num_documents: int,
     doc_rank: int,
+    sentence_order: bool = False,
 ) -> list[tuple]:
     """Pairs of one document: contiguous sentences packed into A and B up to a target length,
     as plain tuples of PairPlan's fields (this loop runs once per pair of the corpus).
@@ -121,11 +133,15 @@ def pair_plan_rows(
     at most max_num_tokens long. A document of one sentence gives no pair: it has no IsNext
     pair, and giving it only NotNext pairs would bias the labels. `doc_rank` is this document's
     rank among `num_documents`; a NotNext pair names the rank of B's document, never its own.
+
+    With `sentence_order` (ALBERT) no pair is NotNext: each is planned as an IsNext pair and a
+    fair coin swaps it; the corpus may then be one document. Without it the draws are the ones
+    NSP has always made, so its data stays byte for byte the same.
     """
     num_sentences = len(bounds) - 1
     if num_sentences < 2:
         return []
-    if num_documents < 2:
+    if num_documents < 2 and not sentence_order:
         raise ValueError("a NotNext pair needs another document, and the corpus has only one")
     draw = rng.random
     others = num_documents - 1
@@ -136,7 +152,7 @@ def pair_plan_rows(
         target = target_length(rng, max_num_tokens, short_seq_prob)
         # The chunk is the sentences from `start` up to the first that reaches the target.
         end = min(bisect_left(bounds, bounds[start] + target, start + 1), num_sentences)
-        is_random_next = draw() < 0.5
+        is_random_next = not sentence_order and draw() < 0.5
         if not is_random_next and end - start == 1:
             # IsNext needs a B: the next sentence, or at the document's end the previous one.
             if end < num_sentences:
@@ -149,11 +165,13 @@ def pair_plan_rows(
         if is_random_next:
             rank = int(draw() * others)
             rank += rank >= doc_rank  # skip this document: uniform over the others
-            add((a0, a1, 0, 0, rank, draw(), target - (a1 - a0)))
+            add((a0, a1, 0, 0, rank, draw(), target - (a1 - a0), False))
             # The chunk's sentences after A were not used: they start the next pair.
             start = a_end
         else:
-            add((a0, a1, a1, bounds[end], -1, 0.0, 0))
+            # Sentence order: the same two segments, their order swapped on a fair coin.
+            swapped = sentence_order and draw() < 0.5
+            add((a0, a1, a1, bounds[end], -1, 0.0, 0, swapped))
             start = end
     return rows
 
@@ -255,12 +273,13 @@ def truncate_seq_pair(
 
 
 class PairBatch(NamedTuple):
-    """Packed pairs `[CLS] A [SEP] B [SEP]`, concatenated: one row per pair."""
+    """Packed pairs `[CLS] A [SEP] B [SEP]` (`[CLS] B [SEP] A [SEP]` when swapped),
+    concatenated: one row per pair."""
 
     input_ids: np.ndarray  # (total tokens,) the pairs one after another
     offsets: np.ndarray  # (num_pairs + 1,) int64: pair i is input_ids[offsets[i]:offsets[i+1]]
-    segment_a_lengths: np.ndarray  # (num_pairs,) int64, tokens of A
-    next_sentence_labels: np.ndarray  # (num_pairs,) uint8, IS_NEXT or NOT_NEXT
+    segment_a_lengths: np.ndarray  # (num_pairs,) int64, tokens of the first packed segment
+    next_sentence_labels: np.ndarray  # (num_pairs,) uint8, IS_NEXT/NOT_NEXT or IN_ORDER/SWAPPED
 
 
 def pack_pairs(
@@ -306,6 +325,9 @@ def pack_pair_groups(
 ) -> PairBatch:
     """`pack_pairs` of each group, concatenated, with the same output and the same draws from
     each group's rng; one set of array operations for all groups, which is what makes it fast.
+
+    A swapped pair (sentence order) is truncated as it would be in order, with the same draws,
+    then packed B first: truncation does not depend on the coin.
     """
     for g in groups:
         num_random = int((g.plans["random_doc_rank"] >= 0).sum())
@@ -314,6 +336,9 @@ def pack_pair_groups(
     plans = np.concatenate([g.plans for g in groups])
     num = len(plans)
     is_random = plans["random_doc_rank"] >= 0
+    swapped = plans["swapped"]
+    if (swapped & is_random).any():
+        raise ValueError("a NotNext pair cannot be swapped: sentence order has no NotNext pairs")
     # One buffer holds the documents, every random B, then [CLS] and [SEP]; spans index it.
     random_b = [b for g in groups for b in g.random_b]
     dtype = docs[0].dtype
@@ -341,16 +366,28 @@ def pack_pair_groups(
         for g, lo, n in zip(groups, bounds.tolist(), group_size.tolist(), strict=True)
     ]
     a_front, b_front = (np.concatenate(field) for field in zip(*fronts, strict=True))
-    # Five runs per pair: [CLS], A, [SEP], B, [SEP].
+    first_start, first_len = a_start + a_front, new_a
+    second_start, second_len = b_start + b_front, new_b
+    if swapped.any():  # sentence order: B packed first
+        first_start, second_start = (
+            np.where(swapped, second_start, first_start),
+            np.where(swapped, first_start, second_start),
+        )
+        first_len, second_len = (
+            np.where(swapped, second_len, first_len),
+            np.where(swapped, first_len, second_len),
+        )
+    # Five runs per pair: [CLS], first segment, [SEP], second segment, [SEP].
     ones = np.ones(num, np.int64)
     starts = np.stack(
-        [np.full(num, cls_at), a_start + a_front, np.full(num, cls_at + 1), b_start + b_front,
+        [np.full(num, cls_at), first_start, np.full(num, cls_at + 1), second_start,
          np.full(num, cls_at + 1)],
         axis=1,
     ).ravel()  # fmt: skip
-    lengths = np.stack([ones, new_a, ones, new_b, ones], axis=1).ravel()
+    lengths = np.stack([ones, first_len, ones, second_len, ones], axis=1).ravel()
     input_ids = buffer[gather_runs(starts, lengths)]
     offsets = np.zeros(num + 1, dtype=np.int64)
     np.cumsum(new_a + new_b + SPECIAL_TOKENS_PER_PAIR, out=offsets[1:])
     labels = np.where(is_random, NOT_NEXT, IS_NEXT).astype(np.uint8)
-    return PairBatch(input_ids, offsets, new_a, labels)
+    labels[swapped] = SWAPPED
+    return PairBatch(input_ids, offsets, first_len, labels)

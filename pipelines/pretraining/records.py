@@ -32,7 +32,7 @@ from pipelines.pretraining.pairs import (
     sentence_bounds,
     split_long_sentences,
 )
-from schemas.pretraining import NOT_NEXT, pretraining_spec
+from schemas.pretraining import NOT_NEXT, SWAPPED, pretraining_spec
 from wordpiece.cached_encoder import CachedEncoder
 from wordpiece.tokenizer import CONFIG_NAME, read_vocab_config
 from wordpiece.vocab_file import SPECIAL_TOKENS, special_token_ids
@@ -164,11 +164,25 @@ class DocumentPlanner:
                     short_seq_prob=cfg.short_seq_prob,
                     num_documents=num_documents,
                     doc_rank=rank,
+                    sentence_order=cfg.sentence_order,
                 )
                 per_dupe.append(plans)
             bounds_per_length.append(bounds)
             plans_per_length.append(per_dupe)
         return PlannedDocument(doc, bounds_per_length, plans_per_length)
+
+
+def too_few_documents(config: PretrainingDataConfig, num_documents: int) -> str | None:
+    """Why a corpus with num_documents documents of text cannot be used, or None if it can:
+    NSP takes NotNext B segments from another document; sentence order needs one document."""
+    if num_documents >= config.min_documents:
+        return None
+    if config.sentence_order:
+        return "the corpus has no document with text"
+    return (
+        f"the corpus has {num_documents} document(s) with text; NotNext pairs need B "
+        "from another document, so at least two are needed"
+    )
 
 
 def example_offsets(counts: Iterable[tuple[int, int, int]], length_index: int, num_buckets: int):
@@ -193,7 +207,7 @@ class ExampleColumns:
     masked_lm_positions: np.ndarray  # every row's masked positions, one after another
     masked_lm_ids: np.ndarray  # the original tokens there
     num_masked: np.ndarray  # masked positions per row
-    next_sentence_label: np.ndarray  # IS_NEXT or NOT_NEXT
+    next_sentence_label: np.ndarray  # IS_NEXT or NOT_NEXT; with sentence order IN_ORDER or SWAPPED
     doc_id: list[str]  # the document of segment A
     b_doc_id: list[str]  # the document of segment B (another one for NotNext)
     dupe_index: np.ndarray  # which copy of the corpus (dupe_factor) the row comes from
@@ -309,7 +323,10 @@ class ExampleAssembler:
         self.vocab_dir = vocab_dir
         lengths = config.max_seq_lengths
         self.examples = {L: counter(f"seq{L}_examples") for L in lengths}
-        self.not_next = {L: counter(f"seq{L}_not_next") for L in lengths}
+        # The examples labelled 1: NotNext pairs, or with sentence order the swapped ones.
+        self.label_one = SWAPPED if config.sentence_order else NOT_NEXT
+        name = "swapped" if config.sentence_order else "not_next"
+        self.labelled_one = {L: counter(f"seq{L}_{name}") for L in lengths}
         self.masked = {L: counter(f"seq{L}_masked_tokens") for L in lengths}
 
     def setup(self) -> None:
@@ -381,7 +398,7 @@ class ExampleAssembler:
             )
             num_masked = np.diff(masked.masked_lm_offsets)
         self.examples[length].inc(num)
-        self.not_next[length].inc(int((pairs.next_sentence_labels == NOT_NEXT).sum()))
+        self.labelled_one[length].inc(int((pairs.next_sentence_labels == self.label_one).sum()))
         self.masked[length].inc(len(originals))
         # Orders the examples inside their shard: a shuffle, fixed by the seed.
         max_key = np.iinfo(np.int64).max

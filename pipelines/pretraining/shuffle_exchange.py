@@ -5,6 +5,7 @@
   order does not depend on the number of buckets or workers.
 - B of a NotNext pair is a random other document's rank; the request goes to that document's
   bucket, which answers with B's tokens, and the answer goes back to the asking bucket.
+  Sentence-order data has no NotNext pair, hence no request.
 - Examples go to their shard (rank mod num_shards) through a GroupByKey.
 """
 
@@ -37,6 +38,7 @@ from pipelines.pretraining.records import (
     TokenizedDocument,
     example_offsets,
     shard_tables,
+    too_few_documents,
     write_example_shard,
 )
 from schemas.documents import DOCUMENTS
@@ -121,6 +123,7 @@ class PlanPairs(beam.DoFn):
 
     def __init__(self, config: PretrainingDataConfig, num_buckets: int):
         self.planner = DocumentPlanner(config)
+        self.config = config
         self.num_lengths = len(config.max_seq_lengths)
         self.num_buckets = num_buckets
 
@@ -128,11 +131,9 @@ class PlanPairs(beam.DoFn):
         bucket, docs = element
         offsets = document_offsets(doc_counts, self.num_buckets)
         num_documents = int(offsets[-1])
-        if num_documents < 2:
-            raise BadInputError(
-                f"the corpus has {num_documents} document(s) with text; NotNext pairs need B "
-                "from another document, so at least two are needed"
-            )
+        refused = too_few_documents(self.config, num_documents)
+        if refused:
+            raise BadInputError(refused)
         docs = sorted(docs, key=lambda d: (d.hash64, d.doc_id))
         planned = [
             self.planner.plan(doc, int(offsets[bucket]) + index, num_documents)

@@ -103,8 +103,8 @@ NOT_DEFAULT = {
     "pretraining_data": {
         "max_seq_lengths": [64, 256], "max_predictions_per_seq": [9, 40], "masked_lm_prob": 0.2,
         "short_seq_prob": 0.3, "dupe_factor": 7, "whole_word_mask": True, "span_masking": True,
-        "dynamic_masking": True, "seed": 3, "num_shards": 5, "examples_per_shard": 900,
-        "max_position_embeddings": 256,
+        "sentence_order": True, "dynamic_masking": True, "seed": 3, "num_shards": 5,
+        "examples_per_shard": 900, "max_position_embeddings": 256,
     },
 }  # fmt: skip
 

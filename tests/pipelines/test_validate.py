@@ -194,6 +194,27 @@ def test_a_skewed_notnext_share_fails(data_dir, tmp_path):
     assert "not_next_share" in failed and body["not_next_share"] == 0
 
 
+def test_sentence_order_data_must_keep_pairs_in_one_document_and_swap_half(data_dir, tmp_path):
+    # The NSP output, declared sentence-order data: label 1 now means swapped, so its rows of
+    # B from another document break the one rule (and are not self-negatives any more).
+    declared = broken_copy(
+        data_dir, tmp_path / "a", lambda _, rows: rows, config={"sentence_order": True}
+    )
+    failed, body = failed_checks(declared)
+    assert failed == {"sentence_order_across_documents"}
+    assert "not_next_share" not in body and 0.35 < body["swapped_share"] < 0.65
+    # Only the in-order (label 0) pairs, all from one document each: none swapped.
+    in_order = broken_copy(
+        data_dir,
+        tmp_path / "b",
+        lambda _, rows: [r for r in rows if r["next_sentence_label"] == 0],
+        config={"sentence_order": True},
+    )
+    failed, body = failed_checks(in_order)
+    assert "swapped_share" in failed and body["swapped_share"] == 0
+    assert "sentence_order_across_documents" not in failed
+
+
 def test_a_low_mask_rate_and_a_skewed_80_10_10_split_fail(data_dir, tmp_path):
     def unmask_half(row):
         keep = len(row["masked_lm_positions"]) // 2
