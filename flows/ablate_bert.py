@@ -1,11 +1,13 @@
 """`ablate-bert`: the paper's ablations (Tables 5, 6 and 8) as one flow.
 
-    data stages once (as pretrain-bert) -> per arm: pretrain -> export -> fine-tune per task
-      (the base arm also from random weights) [-> feature-based per task for masking arms]
+    data stages once (as pretrain-bert) -> per arm: [its own pretraining data -> validate]
+      -> pretrain -> export -> fine-tune per task (the base arm also from random weights)
+      [-> feature-based per task for masking arms]
       -> report: one table per ablation beside the paper's numbers, with a chart
 
 Each arm is a pretrain-bert pretraining with one trainer setting changed (flows/ablations.py),
-cached as any stage is: a rerun with more arms or tasks reuses what already ran.
+and for the objectives after BERT its own data too; cached as any stage is: a rerun with more
+arms or tasks reuses what already ran.
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows import storage
 from flows.ablation_report import ArmResult, write_ablation_report
-from flows.ablations import MASK_MIXES, TABLES, Arm, TableName, build_arms, parse_size
+from flows.ablations import (
+    MASK_MIXES,
+    OBJECTIVES,
+    TABLES,
+    Arm,
+    ObjectiveName,
+    TableName,
+    build_arms,
+    parse_size,
+)
 from flows.finetune_bert import finetune_checkpoint, prepare_checkpoint
 from flows.params import (
     ExtractParams,
@@ -35,8 +46,15 @@ from flows.pretrain_bert import (
     prepare_data,
     pretrain_phases,
 )
-from flows.runner import kill_stage_processes, run_stage
-from flows.stages import StageResult, features_extract_call, features_train_call, task_data_dir
+from flows.runner import kill_stage_processes, run_stage, stage_outcome, submit_stage
+from flows.stages import (
+    StageResult,
+    features_extract_call,
+    features_train_call,
+    pretraining_data_call,
+    task_data_dir,
+    validate_call,
+)
 from model.config import PRESETS as MODEL_PRESETS
 from model.train_config import parse_mask_mix
 
@@ -55,6 +73,9 @@ class AblateBertParams(BaseModel):
     tables: list[TableName] = Field(min_length=1, description="Which ablation tables to run.")
     mask_mixes: list[str] = Field(description="Table 8's MASK/SAME/RND mixes beside 80/10/10.")
     sizes: list[str] = Field(description="Table 6's model sizes as L/H/A.")
+    objectives: list[ObjectiveName] = Field(
+        default=list(OBJECTIVES), description="The objectives after BERT to compare with it."
+    )
     feature_based: bool = Field(description="Also score the masking arms feature-based.")
 
     @model_validator(mode="after")
@@ -71,7 +92,7 @@ class AblateBertParams(BaseModel):
         return f"{config.num_hidden_layers}/{config.hidden_size}/{config.num_attention_heads}"
 
     def arms(self) -> list[Arm]:
-        return build_arms(self.tables, self.mask_mixes, self.sizes, self.base_size)
+        return build_arms(self.tables, self.mask_mixes, self.sizes, self.base_size, self.objectives)
 
 
 def sample_scale() -> AblateBertParams:
@@ -144,6 +165,7 @@ def resolve_ablation_params(
     tables: list[TableName] | None = None,
     mask_mixes: list[str] | None = None,
     sizes: list[str] | None = None,
+    objectives: list[ObjectiveName] | None = None,
     feature_based: bool | None = None,
     extract: ExtractParams | dict | None = None,
     pretrain: PretrainParams | dict | None = None,
@@ -161,7 +183,7 @@ def resolve_ablation_params(
         recipe["workdir"] = workdir
     body = base.model_dump() | {"recipe": recipe}
     for name, value in (("tables", tables), ("mask_mixes", mask_mixes), ("sizes", sizes),
-                        ("feature_based", feature_based)):  # fmt: skip
+                        ("objectives", objectives), ("feature_based", feature_based)):  # fmt: skip
         if value is not None:
             body[name] = value
     return AblateBertParams.model_validate(body)
@@ -171,6 +193,43 @@ def arm_pretrain_params(pretrain: PretrainParams, arm: Arm) -> PretrainParams:
     """The recipe's pretraining with the arm's trainer settings added."""
     extra = [part for setting in arm.sets for part in ("--set", setting)]
     return pretrain.model_copy(update={"extra_args": [*pretrain.extra_args, *extra]})
+
+
+def prepare_arm_data(
+    params: AblateBertParams, arm: Arm, prepared: PreparedData, *, record: Any
+) -> PreparedData:
+    """The shared data, or for an arm that changes the data (Arm.data) its own pretraining
+    data (and held-out data) from the same documents and vocabulary, validated."""
+    if not arm.data:
+        return prepared
+    recipe = params.recipe
+    workdir = storage.absolute(recipe.workdir)
+    assert prepared.vocab is not None
+    data_params = recipe.pretraining_data.model_copy(update=dict(arm.data))
+    own = {"beam": recipe.beam, "workdir": workdir, "vocab": prepared.vocab, "variant": arm.name}
+    data = run_stage(pretraining_data_call(data_params, documents=prepared.documents, **own))
+    record(data)
+    heldout_data = None
+    if prepared.heldout is not None:
+        heldout_data = run_stage(
+            pretraining_data_call(data_params, documents=prepared.heldout, heldout=True, **own)
+        )
+        record(heldout_data)
+    futures = [
+        submit_stage(
+            validate_call(
+                recipe.validation,
+                recipe.beam,
+                data=data,
+                length=n,
+                vocab=prepared.vocab,
+                variant=arm.name,
+            )
+        )  # fmt: skip
+        for n in data_params.max_seq_lengths
+    ]
+    record(*[stage_outcome(f) for f in futures])
+    return prepared._replace(data=data, heldout_data=heldout_data)
 
 
 def feature_layers(arm: Arm, base_size: str) -> list[int]:
@@ -191,6 +250,7 @@ def run_arm(
     recipe = params.recipe
     workdir = storage.absolute(recipe.workdir)
     assert prepared.vocab is not None
+    prepared = prepare_arm_data(params, arm, prepared, record=record)
     checkpoint = pretrain_phases(
         arm_pretrain_params(recipe.pretrain, arm),
         prepared,
@@ -259,6 +319,7 @@ def ablate_bert(
     tables: list[TableName] | None = None,
     mask_mixes: list[str] | None = None,
     sizes: list[str] | None = None,
+    objectives: list[ObjectiveName] | None = None,
     feature_based: bool | None = None,
     extract: ExtractParams | None = None,
     pretrain: PretrainParams | None = None,
@@ -271,9 +332,11 @@ def ablate_bert(
         scale: 'sample' (minutes, plumbing only), 'small' (a 2-core CPU, about 18 minutes
             per arm, estimated) or 'gpu' (one GPU).
         workdir: Where every stage writes; default: the scale's.
-        tables: Which tables: 'tasks' (no NSP, LTR), 'masking' (mixes), 'size' (L/H/A).
+        tables: Which tables: 'tasks' (no NSP, LTR), 'masking' (mixes), 'size' (L/H/A),
+            'objectives' (ALBERT, SpanBERT).
         mask_mixes: MASK/SAME/RND percentages to compare with 80/10/10.
         sizes: Model sizes L/H/A to compare with the recipe's model.
+        objectives: Objectives after BERT for the objectives table: 'albert', 'spanbert'.
         feature_based: Also score the masking arms with frozen features (paper Table 8).
         extract: Corpus options; fields you set override the scale's.
         pretrain: Pretraining recipe shared by every arm; fields you set override the scale's.
@@ -281,7 +344,8 @@ def ablate_bert(
     """
     params = resolve_ablation_params(
         scale, workdir=workdir, tables=tables, mask_mixes=mask_mixes, sizes=sizes,
-        feature_based=feature_based, extract=extract, pretrain=pretrain, finetune=finetune,
+        objectives=objectives, feature_based=feature_based, extract=extract, pretrain=pretrain,
+        finetune=finetune,
     )  # fmt: skip
     logger = get_run_logger()
     arms = params.arms()

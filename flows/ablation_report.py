@@ -85,6 +85,16 @@ def table_rows(
             if table == "masking" and r.feature_based:
                 row[f"{task} (feature-based)"] = _score(r.feature_based.get(task))
         row["MLM acc"] = _mlm(r.pretrain)
+        if table == "objectives":
+            summary = r.pretrain.summary
+            task = str(summary.get("sentence_task", "nsp")).upper()
+            accuracy = summary.get("eval_nsp_accuracy", summary.get("nsp_accuracy"))
+            row["SOP/NSP acc"] = (
+                f"{task} {accuracy:.3f}"
+                if isinstance(accuracy, float) and "nsp=false" not in " ".join(r.arm.sets)
+                else ""
+            )
+            row["params"] = summary.get("parameters")
         if table == "size":
             row["MLM ppl"] = _perplexity(r.pretrain)
         row["pretrain s"] = round(r.pretrain.seconds, 1)
@@ -141,12 +151,13 @@ def write_ablation_report(
         text += [MLM_NOTE, ""]
         if PAPER[table].note:
             text += [PAPER[table].note, ""]
-        text += [
-            "The paper's table (BERT-base dev scores):",
-            "",
-            markdown_table(paper_rows(table)),
-            "",
-        ]
+        if PAPER[table].rows:
+            text += [
+                "The paper's table (BERT-base dev scores):",
+                "",
+                markdown_table(paper_rows(table)),
+                "",
+            ]
         text += [f"![{TABLE_TITLES[table]}]({table}.svg)", ""]
         sections += text
         body["tables"][table] = {"title": TABLE_TITLES[table], "rows": rows}
@@ -159,6 +170,7 @@ def write_ablation_report(
         r.arm.name: {
             "label": r.arm.label,
             "sets": list(r.arm.sets),
+            "data": dict(r.arm.data),
             "pretrain": r.pretrain.model_dump(),
             "finetuned": {t: s.model_dump() for t, s in r.finetuned.items()},
             "random": {t: s.model_dump() for t, s in r.random.items()},

@@ -6,7 +6,10 @@ from the base arm in one thing only:
 - Table 5, pretraining tasks: no NSP; a left-to-right LM without NSP;
 - Table 8, masking: the share of chosen tokens replaced by [MASK], kept, or replaced by a
   random token (the base arm is 80/10/10), fine-tuned and feature-based;
-- Table 6, model size: layers L, hidden size H and heads A (feed-forward 4H).
+- Table 6, model size: layers L, hidden size H and heads A (feed-forward 4H);
+- the objectives that followed BERT (docs/objectives.md): ALBERT's shape and sentence order,
+  SpanBERT's masking. These arms change the data as well, so each writes its own pretraining
+  data (`Arm.data`) from the same documents and vocabulary.
 """
 
 from __future__ import annotations
@@ -14,13 +17,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-TableName = Literal["tasks", "masking", "size"]
-TABLES: tuple[TableName, ...] = ("tasks", "masking", "size")
+TableName = Literal["tasks", "masking", "size", "objectives"]
+TABLES: tuple[TableName, ...] = ("tasks", "masking", "size", "objectives")
 TABLE_TITLES = {
     "tasks": "Pretraining tasks (paper Table 5)",
     "masking": "Masking procedures (paper Table 8)",
     "size": "Model size (paper Table 6)",
+    "objectives": "Objectives after BERT (ALBERT, SpanBERT)",
 }
+ObjectiveName = Literal["albert", "spanbert"]
+OBJECTIVES: tuple[ObjectiveName, ...] = ("albert", "spanbert")
+# ALBERT's embedding width E for every model size it reports (Lan et al., 2019, Table 1).
+ALBERT_EMBEDDING_SIZE = 128
 MASK_MIXES = ("100/0/0", "80/0/20", "80/20/0", "0/20/80", "0/0/100")  # Table 8 beside 80/10/10
 BASE_MIX = "80/10/10"
 
@@ -36,6 +44,8 @@ class Arm:
     tables: tuple[TableName, ...]  # the tables it is a row of
     sets: tuple[str, ...] = ()  # trainer overrides (--set NAME=VALUE) that make the arm
     size: tuple[int, int, int] | None = None  # (L, H, A) when it differs from the scale's model
+    # pretraining_data fields the arm's own data sets (field, value); () uses the shared data
+    data: tuple[tuple[str, bool], ...] = ()
 
 
 def parse_size(text: str) -> tuple[int, int, int]:
@@ -59,8 +69,35 @@ def size_sets(size: tuple[int, int, int]) -> tuple[str, ...]:
     )
 
 
+def objective_arm(name: ObjectiveName) -> Arm:
+    """An arm of the objectives table: what the data job writes and what the trainer sets."""
+    if name == "albert":
+        return Arm(
+            name="albert",
+            label=f"ALBERT (E={ALBERT_EMBEDDING_SIZE}, shared layers, SOP)",
+            tables=("objectives",),
+            sets=(f"model.embedding_size={ALBERT_EMBEDDING_SIZE}", "model.share_layers=true"),
+            data=(("sentence_order", True),),
+        )
+    if name == "spanbert":
+        # SpanBERT trains on single segments without NSP; the pairs here are BERT's, with the
+        # NSP loss off (docs/objectives.md). The span-boundary objective is not built.
+        return Arm(
+            name="spanbert",
+            label="SpanBERT masking, no NSP",
+            tables=("objectives",),
+            sets=("objective.nsp=false",),
+            data=(("span_masking", True),),
+        )
+    raise ValueError(f"unknown objective {name!r}; known: {', '.join(OBJECTIVES)}")
+
+
 def build_arms(
-    tables: list[TableName], mask_mixes: list[str], sizes: list[str], base_size: str
+    tables: list[TableName],
+    mask_mixes: list[str],
+    sizes: list[str],
+    base_size: str,
+    objectives: list[ObjectiveName] | tuple[ObjectiveName, ...] = OBJECTIVES,
 ) -> list[Arm]:
     """The base arm (a row of every table), then the arms of each table asked for."""
     arms = [Arm(name="base", label="BERT (MLM + NSP, 80/10/10)", tables=tuple(tables))]
@@ -101,6 +138,8 @@ def build_arms(
                     size=size,
                 )
             )
+    if "objectives" in tables:
+        arms.extend(objective_arm(name) for name in objectives)
     return arms
 
 
@@ -151,6 +190,15 @@ PAPER = {
         },
         note="The paper trained every size for the same 1M steps, as every arm here has the "
         "same steps.",
+    ),
+    # No one table of scores covers these papers' arms on the same tasks; docs/objectives.md
+    # gives each paper's claim.
+    "objectives": PaperTable(
+        columns=(),
+        note="Each arm writes its own pretraining data from the same documents and vocabulary "
+        "(ALBERT: sentence-order labels; SpanBERT: span masks) and is validated as the shared "
+        "data is. params: the model's parameters. SOP/NSP acc: the held-out accuracy of the "
+        "binary head, on the arm's own task (chance is 0.5 for both).",
     ),
 }
 

@@ -238,6 +238,7 @@ def summarize_stats(call: StageCall) -> dict[str, Any]:
         "mean_length",
         "mean_segment_a_length",
         "not_next_share",
+        "swapped_share",  # sentence-order data (ALBERT) in place of not_next_share
         "mask_rate",
         "masked_per_example",
         "unknown_token_rate",
@@ -248,13 +249,15 @@ def summarize_stats(call: StageCall) -> dict[str, Any]:
 def summarize_training(call: StageCall) -> dict[str, Any]:
     """Last loss and accuracies of the phase, its mean throughput and last evaluation."""
     phase = call.meta.get("phase")
-    records = [
-        r
-        for r in read_metrics(storage.join(call.output, METRICS_NAME))
-        if phase is None or r.get("phase") == phase
-    ]
+    every = read_metrics(storage.join(call.output, METRICS_NAME))
+    records = [r for r in every if phase is None or r.get("phase") == phase]
     train = [r for r in records if r.get("event") == "train"]
     figures: dict[str, Any] = {}
+    starts = [r for r in every if r.get("event") == "start"]
+    if starts:  # the model's size, and what its binary head predicts (NSP or sentence order)
+        figures.update(
+            {k: starts[-1][k] for k in ("parameters", "sentence_task") if k in starts[-1]}
+        )
     if train:
         last = train[-1]
         keys = ("step", "loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy", "lr")
@@ -632,11 +635,15 @@ def pretraining_data_call(
     documents: StageResult,
     vocab: StageResult,
     heldout: bool = False,
+    variant: str = "",
 ) -> StageCall:
-    """Pre-masked pairs; for held-out documents (heldout) one copy in one shard per length."""
+    """Pre-masked pairs; for held-out documents (heldout) one copy in one shard per length.
+    A `variant` (an ablation arm with data of its own) writes beside the shared data."""
     if heldout:
         params = params.model_copy(update={"dupe_factor": 1, "num_shards": 1})
     output = storage.join(workdir, "heldout-pretraining" if heldout else "pretraining")
+    output += f"-{variant}" if variant else ""
+    name = "pretraining-data-heldout" if heldout else "pretraining-data"
     args = ["--documents", documents.output, "--vocab", vocab.output, "--output", output]
     return beam_call(
         "pretraining_data",
@@ -646,7 +653,7 @@ def pretraining_data_call(
         output=output,
         inputs=[documents.as_input(), vocab.as_input()],
         markers=[f"seq{n}/{MANIFEST_NAME}" for n in params.max_seq_lengths],
-        name="pretraining-data-heldout" if heldout else None,
+        name=f"{name}-{variant}" if variant else (name if heldout else None),
     )
 
 
@@ -657,6 +664,7 @@ def validate_call(
     data: StageResult,
     length: int,
     vocab: StageResult,
+    variant: str = "",
 ) -> StageCall:
     directory = storage.join(data.output, f"seq{length}")
     args = ["--data", directory, "--vocab", vocab.output]
@@ -664,7 +672,7 @@ def validate_call(
     runtime = [a for a in beam.args() if not a.startswith("--direct_")]  # small job: one worker
     return make_call(
         "validate",
-        name=f"validate-seq{length}",
+        name=f"validate-seq{length}" + (f"-{variant}" if variant else ""),
         args=args + list(params.extra_args),
         runtime_args=runtime if beam.runner == "dataflow" else [],
         output=directory,

@@ -11,9 +11,10 @@ from flows.ablate_bert import (
     resolve_ablation_params,
 )
 from flows.ablation_report import ArmResult, chart, paper_rows, table_rows
-from flows.ablations import PAPER, TABLES, build_arms, parse_size
+from flows.ablations import PAPER, TABLES, build_arms, objective_arm, parse_size
 from flows.stages import StageResult
 from model.train_config import PretrainConfig, apply_overrides
+from pipelines.options import PretrainingDataConfig
 
 
 def test_each_table_adds_its_arms_and_the_base_arm_is_shared():
@@ -26,9 +27,32 @@ def test_each_table_adds_its_arms_and_the_base_arm_is_shared():
         "mask-100-0-0",
         "mask-0-0-100",
         "size-L2-H128-A2",
+        "albert",
+        "spanbert",
     ]  # fmt: skip  (80/10/10 and the recipe's own size are the base arm)
-    assert arms[0].tables == TABLES and arms[0].sets == ()
+    assert arms[0].tables == TABLES and arms[0].sets == () and arms[0].data == ()
     assert build_arms(["tasks"], ["100/0/0"], ["2/128/2"], "4/256/4")[-1].name == "ltr-no-nsp"
+    only = build_arms(["objectives"], [], [], "4/256/4", ["spanbert"])
+    assert [a.name for a in only] == ["base", "spanbert"]
+    # Only the objectives' arms write data of their own.
+    assert [a.name for a in arms if a.data] == ["albert", "spanbert"]
+
+
+def test_objective_arms_set_what_their_papers_change():
+    albert, spanbert = (objective_arm(name) for name in ("albert", "spanbert"))
+    assert dict(albert.data) == {"sentence_order": True}
+    assert dict(spanbert.data) == {"span_masking": True}
+    config = PretrainConfig(preset="bert_mini")
+    apply_overrides(config, list(albert.sets))
+    built = config.model_config(vocab_size=16000, pad_token_id=0)
+    assert built.embedding_size == 128 and built.share_layers and built.is_albert
+    config = PretrainConfig()
+    apply_overrides(config, list(spanbert.sets))
+    assert config.objective.nsp is False
+    for name, value in albert.data + spanbert.data:  # fields the data job has
+        assert getattr(PretrainingDataConfig(), name) is not value
+    with pytest.raises(ValueError, match="unknown objective"):
+        objective_arm("xlnet")
 
 
 def test_every_arm_setting_is_a_trainer_override_that_the_trainer_accepts():
@@ -57,7 +81,8 @@ def test_arm_settings_reach_the_pretraining_stage_and_change_its_run_directory()
     extra = [arm_pretrain_params(recipe, arm).extra_args for arm in arms]
     assert extra[0] == recipe.extra_args
     assert extra[1][-2:] == ["--set", "objective.nsp=false"]
-    assert len({tuple(e) for e in extra}) == len(arms)
+    # Every arm differs in its trainer settings or its data (SpanBERT is no-NSP on span data).
+    assert len({(tuple(e), arm.data) for e, arm in zip(extra, arms, strict=True)}) == len(arms)
 
 
 def test_scales_are_valid_and_overrides_are_laid_over_them():
@@ -115,6 +140,12 @@ def test_report_rows_put_each_arm_beside_the_papers_row():
         ("80/10/10", "70.0 ± 0.5"), ("0/0/100", "73.0 ± 0.5"),
     ]  # fmt: skip
     assert masking[1]["paper MNLI-m"] == 83.6
+    objectives = table_rows("objectives", results, ["genre"], "4/256/4")
+    assert [r["arm"] for r in objectives] == [
+        "BERT (MLM + NSP, 80/10/10)", "ALBERT (E=128, shared layers, SOP)",
+        "SpanBERT masking, no NSP",
+    ]  # fmt: skip
+    assert "paper MNLI-m" not in objectives[0]
     size = table_rows("size", results, ["genre"], "4/256/4")
     assert [r["arm"] for r in size] == ["L=4 H=256 A=4", "L=2 H=128 A=2"]
     assert size[0]["MLM ppl"] == pytest.approx(7.39, abs=0.01)

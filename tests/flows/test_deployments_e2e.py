@@ -516,7 +516,8 @@ def test_an_interval_schedule_runs_the_evaluation_on_the_worker(local, workdir, 
 
 
 def test_the_ablation_flow_runs_each_table_from_its_deployment(local, tmp_path):
-    # The sample scale, cut to one arm per kind: base, no NSP, LTR, one mask mix, one size.
+    # The sample scale, cut to one arm per kind: base, no NSP, LTR, one mask mix, one size,
+    # and the objectives after BERT (ALBERT with its own sentence-order data, SpanBERT).
     workdir = tmp_path / "ablate"
     params = {
         "workdir": str(workdir),
@@ -527,7 +528,8 @@ def test_the_ablation_flow_runs_each_table_from_its_deployment(local, tmp_path):
     }
     rc, output, run_id = create_run(local, "ablate-bert/sample", params)
     assert rc == 0, output
-    arms = ["base", "no-nsp", "ltr-no-nsp", "mask-0-0-100", "size-L1-H128-A2"]
+    arms = ["base", "no-nsp", "ltr-no-nsp", "mask-0-0-100", "size-L1-H128-A2", "albert",
+            "spanbert"]  # fmt: skip
     states = task_states(local, run_id)
     for arm in arms:
         assert states[f"pretrain-phase2-{arm}"] == "Completed"
@@ -535,16 +537,37 @@ def test_the_ablation_flow_runs_each_table_from_its_deployment(local, tmp_path):
     assert states["finetune-sentence-order-random-base"] == "Completed"
     assert states["feature-based-sentence-order-mask-0-0-100"] == "Completed"
     assert "feature-based-sentence-order-no-nsp" not in states  # masking arms only
+    for arm in ("albert", "spanbert"):  # data of their own, validated
+        assert states[f"pretraining-data-{arm}"] == "Completed"
+        assert states[f"validate-seq128-{arm}"] == "Completed"
+    sop = json.loads((workdir / "pretraining-albert" / "seq128" / "manifest.json").read_text())
+    assert (
+        sop["config"]["sentence_order"] is True
+        and "sentence_order"
+        not in json.loads((workdir / "pretraining" / "seq128" / "manifest.json").read_text())[
+            "config"
+        ]
+    )
 
     # Each arm trained what it claims: its exported model and its logged losses.
     root = workdir / "ablations"
     configs = {a: json.loads((root / a / "model" / "config.json").read_text()) for a in arms}
-    assert [a for a in arms if configs[a]["is_decoder"]] == ["ltr-no-nsp"]
+    assert [a for a in arms if configs[a].get("is_decoder")] == ["ltr-no-nsp"]
     assert configs["size-L1-H128-A2"]["num_hidden_layers"] == 1
     assert configs["base"]["num_hidden_layers"] == 2
+    assert configs["albert"]["architectures"] == ["AlbertForPreTraining"]
+    assert (configs["albert"]["embedding_size"], configs["albert"]["num_hidden_groups"]) == (128, 1)
 
     report = json.loads((root / "report.json").read_text())
-    assert set(report["tables"]) == {"tasks", "masking", "size"}
+    assert set(report["tables"]) == {"tasks", "masking", "size", "objectives"}
+    objectives = report["tables"]["objectives"]["rows"]
+    assert [r["arm"] for r in objectives] == [
+        "BERT (MLM + NSP, 80/10/10)", "ALBERT (E=128, shared layers, SOP)",
+        "SpanBERT masking, no NSP",
+    ]  # fmt: skip
+    assert objectives[0]["SOP/NSP acc"].startswith("NSP ")
+    assert objectives[1]["SOP/NSP acc"].startswith("SOP ") and objectives[2]["SOP/NSP acc"] == ""
+    assert objectives[1]["params"] < objectives[0]["params"]
     tasks = report["tables"]["tasks"]["rows"]
     assert [r["arm"] for r in tasks] == [
         "BERT (MLM + NSP, 80/10/10)", "No NSP", "LTR & No NSP", "no pretraining (random init)",
@@ -563,4 +586,5 @@ def test_the_ablation_flow_runs_each_table_from_its_deployment(local, tmp_path):
     assert "## Masking procedures (paper Table 8)" in markdown and "(size.svg)" in markdown
     assert (root / "size.svg").read_text().startswith("<svg")
     artifacts = latest_artifacts(local)
-    assert {"ablate-bert-tasks", "ablate-bert-masking", "ablate-bert-size"} <= set(artifacts)
+    assert {"ablate-bert-tasks", "ablate-bert-masking", "ablate-bert-size",
+            "ablate-bert-objectives"} <= set(artifacts)  # fmt: skip
