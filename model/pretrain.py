@@ -401,11 +401,18 @@ def check_same_vocabulary(datas: list[PhaseData]) -> None:
             )
 
 
-def sentence_task(datas: list[PhaseData]) -> str:
-    """What the data's pair labels ask the binary head: "nsp" (is B the next segment, BERT) or
-    "sop" (are A and B swapped, ALBERT's sentence order); every phase must ask the same."""
+def _sentence_task_of(config: dict[str, Any]) -> str:
+    if config.get("packing", "pairs") != "pairs":
+        return "none"
+    return "sop" if config.get("sentence_order") else "nsp"
+
+
+def sentence_task(datas: list[PhaseData], *, nsp: bool) -> str:
+    """What the data's labels ask the binary head: "nsp" (is B the next segment, BERT), "sop"
+    (are A and B swapped, ALBERT's sentence order) or "none" (packed single segments,
+    RoBERTa, which `nsp` must then leave out); every phase must ask the same."""
     tasks = {
-        shards.directory: "sop" if shards.config.get("sentence_order") else "nsp"
+        shards.directory: _sentence_task_of(shards.config)
         for data in datas
         for shards in (data.train, data.validation)
         if shards is not None
@@ -414,9 +421,15 @@ def sentence_task(datas: list[PhaseData]) -> str:
         raise PretrainError(
             "the phases' data mix next-sentence and sentence-order labels: "
             + ", ".join(f"{directory} {task}" for directory, task in tasks.items())
-            + "; build every length with the same --sentence-order"
+            + "; build every length with the same --sentence-order and --packing"
         )
-    return next(iter(tasks.values()))
+    task = next(iter(tasks.values()))
+    if task == "none" and nsp:
+        raise PretrainError(
+            f"{next(iter(tasks))}: packed data (--packing) holds single segments with no "
+            "sentence labels; set objective.nsp=false, as RoBERTa trains"
+        )
+    return task
 
 
 def model_config_for(config: PretrainConfig, data: PretrainingShards) -> BertConfig:
@@ -746,7 +759,7 @@ class Trainer:
         vocab_text = self.export_files.get("vocab.txt", b"").decode("utf-8")
         self.objective = Objective(config.objective, vocab_text.rstrip("\n").split("\n"))
         check_same_vocabulary(list(self.datas.values()))
-        self.sentence_task = sentence_task(list(self.datas.values()))
+        self.sentence_task = sentence_task(list(self.datas.values()), nsp=config.objective.nsp)
         self.vocab_hash = first_data.vocab_hash
         self.model_config = model_config_for(config, first_data.train)
         longest = max(phase.seq_length for phase in self.phases)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import pytest
@@ -28,11 +29,13 @@ from model.optim import Lamb, param_groups, warmup_linear_decay
 from model.pretrain import (
     NonFiniteLossError,
     NotLearningError,
+    PhaseData,
     PretrainError,
     loader_workers,
     main,
     parse_args,
     plan_phases,
+    sentence_task,
     train,
 )
 from model.pretraining_batch import PretrainingShards
@@ -829,3 +832,18 @@ def test_albert_shape_learns_on_the_sample_and_exports_as_albert(sample_data, tm
         got, want = ours.eval()(ids), reference(ids)
     torch.testing.assert_close(got.mlm_logits, want.prediction_logits, atol=1e-4, rtol=0)
     torch.testing.assert_close(got.nsp_logits, want.sop_logits, atol=1e-4, rtol=0)
+
+
+def test_the_binary_heads_task_comes_from_the_data_and_must_agree():
+    def data(directory: str, **config) -> PhaseData:
+        shards = SimpleNamespace(directory=directory, config=config)
+        return PhaseData(train=shards, train_shards=[], validation=None, validation_shards=[],
+                         vocab_hash=None)  # fmt: skip
+
+    assert sentence_task([data("a"), data("b")], nsp=True) == "nsp"
+    assert sentence_task([data("a", sentence_order=True)], nsp=True) == "sop"
+    assert sentence_task([data("a", packing="full-sentences")], nsp=False) == "none"
+    with pytest.raises(PretrainError, match="a: packed data .* objective.nsp=false"):
+        sentence_task([data("a", packing="full-sentences")], nsp=True)
+    with pytest.raises(PretrainError, match="mix next-sentence and sentence-order labels"):
+        sentence_task([data("seq128"), data("seq512", sentence_order=True)], nsp=True)
