@@ -26,7 +26,9 @@ the 80/10/10 choice is made once per span. `mask_spans_one` is its rule.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -166,26 +168,40 @@ def mask_one(
 
 def span_length_cdf(config: MaskingConfig) -> np.ndarray:
     """P(length <= k words), k = 1..max_span_words, of the truncated geometric distribution."""
-    k = np.arange(1, config.max_span_words + 1)
-    weights = config.span_p * (1.0 - config.span_p) ** (k - 1)
-    return np.cumsum(weights) / weights.sum()
+    return np.array(_span_length_cdf(config.span_p, config.max_span_words))
 
 
-def _words(input_ids: np.ndarray, vocab: MaskingVocab) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@lru_cache(maxsize=8)
+def _span_length_cdf(p: float, max_words: int) -> tuple[float, ...]:
+    k = np.arange(1, max_words + 1)
+    weights = p * (1.0 - p) ** (k - 1)
+    return tuple((np.cumsum(weights) / weights.sum()).tolist())
+
+
+def _words(
+    input_ids: np.ndarray, vocab: MaskingVocab, seq_starts: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(first token, length in tokens, run) of each word: a maskable piece and the '##' pieces
-    that continue it. A run is a stretch of maskable tokens: a span never crosses [SEP]."""
+    that continue it. A run is a stretch of maskable tokens: a span never crosses [SEP].
+    `seq_starts` (of several sequences one after another) start a word and a run each."""
     maskable = vocab.maskable[input_ids]
-    continues = vocab.is_continuation[input_ids] & np.concatenate(([False], maskable[:-1]))
-    word_start = maskable & ~continues
+    after_maskable = np.concatenate(([False], maskable[:-1]))
+    if seq_starts is not None:
+        after_maskable[seq_starts] = False
+    word_start = maskable & ~(vocab.is_continuation[input_ids] & after_maskable)
     starts = np.flatnonzero(word_start)
     lengths = np.bincount((np.cumsum(word_start) - 1)[maskable], minlength=len(starts))
-    run_start = maskable & ~np.concatenate(([False], maskable[:-1]))
+    run_start = maskable & ~after_maskable
     runs = (np.cumsum(run_start) - 1)[starts]
     return starts, lengths.astype(np.int64), runs
 
 
 def mask_spans_one(
-    input_ids: np.ndarray, rng: np.random.Generator, vocab: MaskingVocab, config: MaskingConfig
+    input_ids: np.ndarray,
+    rng: np.random.Generator,
+    vocab: MaskingVocab,
+    config: MaskingConfig,
+    words: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Span masking of one sequence, in the order of draws:
 
@@ -199,37 +215,44 @@ def mask_spans_one(
     3. One decision ~ U[0, 1) per taken span, in position order: [MASK], random or kept for
        all of its tokens.
     4. One integer per random replacement, in position order: an index into random_token_ids.
+
+    `words` is `_words(input_ids, vocab)` when the caller has it already.
     """
-    starts, lengths, runs = _words(input_ids, vocab)
+    starts, lengths, runs = _words(input_ids, vocab) if words is None else words
     u = rng.random(1)[0]
     count = int(num_to_predict(np.array([int(lengths.sum())]), np.array([u]),
                                config.masked_lm_prob, config.max_predictions_per_seq)[0])  # fmt: skip
-    cdf = span_length_cdf(config)
-    taken = np.zeros(len(starts), dtype=bool)
-    spans: list[tuple[int, int]] = []  # (first word, words)
-    need, attempts = count, 4 * len(starts) + 10
+    # The loop runs once per attempt of every sequence: Python lists and bisect, not numpy
+    # scalars, keep it cheap (the draws are the same either way).
+    cdf = _span_length_cdf(config.span_p, config.max_span_words)
+    word_tokens, word_runs = lengths.tolist(), runs.tolist()
+    num_words = len(word_tokens)
+    taken = bytearray(num_words)
+    spans: list[tuple[int, int, int]] = []  # (first word, words, tokens)
+    need, attempts = count, 4 * num_words + 10
+    random, integers = rng.random, rng.integers
     while need > 0 and attempts > 0:
         attempts -= 1
-        words = int(np.searchsorted(cdf, rng.random(), side="right")) + 1
-        first = int(rng.integers(0, len(starts)))
-        last = first
+        words = bisect_right(cdf, random()) + 1
+        first = int(integers(0, num_words))
+        last, end, run, tokens = first, min(first + words, num_words), word_runs[first], 0
         while (
-            last < min(first + words, len(starts))
+            last < end
             and not taken[last]
-            and runs[last] == runs[first]
-            and lengths[last] <= need
+            and word_runs[last] == run
+            and word_tokens[last] <= need - tokens
         ):
-            need -= int(lengths[last])
+            tokens += word_tokens[last]
             last += 1
         if last > first:
-            taken[first:last] = True
-            spans.append((first, last - first))
+            need -= tokens
+            taken[first:last] = b"\x01" * (last - first)
+            spans.append((first, last - first, tokens))
     spans.sort()
-    span_words = np.array([w for _, w in spans], dtype=np.int64)
-    chosen_words = np.flatnonzero(taken)
+    chosen_words = np.flatnonzero(np.frombuffer(taken, dtype=np.uint8))
     chosen = gather_runs(starts[chosen_words], lengths[chosen_words])
-    span_tokens = np.array([int(lengths[f : f + w].sum()) for f, w in spans], dtype=np.int64)
-    decision = np.repeat(rng.random(len(span_words)), span_tokens)
+    span_tokens = np.array([t for _, _, t in spans], dtype=np.int64)
+    decision = np.repeat(rng.random(len(spans)), span_tokens)
     return _corrupt_one(input_ids, chosen, decision, rng, vocab, config)
 
 
@@ -495,12 +518,17 @@ def _mask_whole_words(input_ids, offsets, rng, vocab, config) -> MaskedBatch:
 
 
 def _mask_span_groups(input_ids, offsets, group_offsets, rngs, vocab, config) -> MaskedBatch:
-    """Span masking of each sequence in turn, with its group's rng."""
+    """Span masking of each sequence in turn, with its group's rng; the words of all sequences
+    are found at once."""
+    starts, lengths, runs = _words(input_ids, vocab, offsets[:-1][offsets[:-1] < len(input_ids)])
+    bounds = np.searchsorted(starts, offsets).tolist()  # words of sequence s: bounds[s:s+2]
     outs, positions, originals, counts = [], [], [], []
     for lo, hi, rng in zip(group_offsets[:-1], group_offsets[1:], rngs, strict=True):
         for s in range(lo, hi):
-            seq = input_ids[offsets[s] : offsets[s + 1]]
-            out, chosen, original = mask_spans_one(seq, rng, vocab, config)
+            at, w0, w1 = offsets[s], bounds[s], bounds[s + 1]
+            seq = input_ids[at : offsets[s + 1]]
+            words = (starts[w0:w1] - at, lengths[w0:w1], runs[w0:w1])
+            out, chosen, original = mask_spans_one(seq, rng, vocab, config, words)
             outs.append(out)
             positions.append(chosen)
             originals.append(original)

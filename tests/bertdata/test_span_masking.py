@@ -146,6 +146,24 @@ def test_the_batch_version_is_the_rule_one_sequence_after_another():
     ).all()
 
 
+def test_words_never_cross_from_one_sequence_into_the_next():
+    """Sequences that start with a word's continuation piece, right after another sequence's
+    last word: the batch still masks each as the rule masks it alone."""
+    ids, offsets, _ = long_sequences(12, 15, seed=8)
+    pieces = [ids[offsets[s] + 1 : offsets[s + 1] - 1] for s in range(12)]  # no [CLS]/[SEP]
+    pieces = [np.concatenate(([IDS["##a"]], p)).astype(np.uint16) for p in pieces]
+    joined = np.concatenate(pieces)
+    bounds = np.concatenate(([0], np.cumsum([len(p) for p in pieces]))).astype(np.int64)
+    config = MaskingConfig(span_masking=True, max_predictions_per_seq=9)
+    batch = mask_sequences(joined, bounds, np.random.default_rng(2), VOCAB, config)
+    rng = np.random.default_rng(2)
+    for s, seq in enumerate(pieces):
+        out, positions, _ = mask_one(seq, rng, VOCAB, config)
+        lo, hi = batch.masked_lm_offsets[s], batch.masked_lm_offsets[s + 1]
+        assert (batch.masked_lm_positions[lo:hi] == positions).all()
+        assert (batch.input_ids[bounds[s] : bounds[s + 1]] == out).all()
+
+
 def test_a_sequence_with_nothing_to_mask():
     seq = np.array([CLS, SEP, SEP], dtype=np.uint16)
     out, positions, originals = mask_one(seq, np.random.default_rng(0), VOCAB, SPAN)
