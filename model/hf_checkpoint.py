@@ -27,6 +27,7 @@ from torch import Tensor
 
 from model.bert import BertForPreTraining, BertModel
 from model.config import SHAPE_FIELDS, BertConfig
+from model.electra import ElectraForPreTraining
 from model.file_modes import apply_umask
 
 logger = logging.getLogger(__name__)
@@ -89,8 +90,8 @@ def hf_family(config: BertConfig) -> str:
     return "albert" if config.is_albert else "bert"
 
 
-def _hf_layer(config: BertConfig, layer: int) -> str:
-    if config.is_albert:
+def _hf_layer(family: str, layer: int) -> str:
+    if family == "albert":
         return f"encoder.albert_layer_groups.{layer}.albert_layers.0"
     return f"encoder.layer.{layer}"
 
@@ -181,10 +182,11 @@ def config_to_hf(
     }
 
 
-def _hf_encoder_names(config: BertConfig) -> dict[str, str]:
-    """Our BertModel parameter names -> HF BertModel (or AlbertModel) names, except the fused
-    qkv."""
-    family = hf_family(config)
+def _hf_encoder_names(config: BertConfig, family: str | None = None) -> dict[str, str]:
+    """Our BertModel parameter names -> HF BertModel (AlbertModel, ElectraModel) names, except
+    the fused qkv. ELECTRA's encoder is BERT's without a pooler, its projection (when the
+    embeddings are narrower) named embeddings_project."""
+    family = family or hf_family(config)
     names = {
         "embeddings.word_embeddings.weight": "embeddings.word_embeddings.weight",
         "embeddings.position_embeddings.weight": "embeddings.position_embeddings.weight",
@@ -192,21 +194,41 @@ def _hf_encoder_names(config: BertConfig) -> dict[str, str]:
         "embeddings.layer_norm.weight": "embeddings.LayerNorm.weight",
         "embeddings.layer_norm.bias": "embeddings.LayerNorm.bias",
     }
-    pooler = "pooler" if config.is_albert else "pooler.dense"
+    pooler = {"albert": "pooler", "bert": "pooler.dense", "electra": None}[family]
+    projection = {"albert": "encoder.embedding_hidden_mapping_in", "electra": "embeddings_project"}
     for kind in ("weight", "bias"):
-        names[f"pooler.dense.{kind}"] = f"{pooler}.{kind}"
-        if config.is_albert:
-            names[f"embeddings.projection.{kind}"] = f"encoder.embedding_hidden_mapping_in.{kind}"
+        if pooler:
+            names[f"pooler.dense.{kind}"] = f"{pooler}.{kind}"
+        if config.embedding_size is not None and family in projection:
+            names[f"embeddings.projection.{kind}"] = f"{projection[family]}.{kind}"
+    layer_names = _LAYER_NAMES["albert" if family == "albert" else "bert"]
     for i in range(config.distinct_layers):
-        for ours, hf in _LAYER_NAMES[family].items():
+        for ours, hf in layer_names.items():
             for kind in ("weight", "bias"):
-                names[f"encoder.layers.{i}.{ours}.{kind}"] = f"{_hf_layer(config, i)}.{hf}.{kind}"
+                names[f"encoder.layers.{i}.{ours}.{kind}"] = f"{_hf_layer(family, i)}.{hf}.{kind}"
     return names
 
 
-def _hf_qkv_names(config: BertConfig, layer: int, kind: str) -> tuple[str, str, str]:
-    prefix = _hf_layer(config, layer) + (".attention" if config.is_albert else ".attention.self")
+def _hf_qkv_names(family: str, layer: int, kind: str) -> tuple[str, str, str]:
+    prefix = _hf_layer(family, layer) + (".attention" if family == "albert" else ".attention.self")
     return tuple(f"{prefix}.{part}.{kind}" for part in ("query", "key", "value"))
+
+
+def encoder_to_hf(
+    bert: BertModel, family: str | None = None, prefix: str = ""
+) -> dict[str, Tensor]:
+    """The encoder's tensors under HF names (`family`: bert, albert or electra; default: the
+    config's), each name after `prefix`; the tensors are views, not copies."""
+    config = bert.config
+    family = family or hf_family(config)
+    ours = bert.state_dict()
+    out = {prefix + hf: ours[name] for name, hf in _hf_encoder_names(config, family).items()}
+    for i in range(config.distinct_layers):
+        for kind in ("weight", "bias"):
+            parts = ours[f"encoder.layers.{i}.attention.qkv.{kind}"].chunk(3, dim=0)
+            for hf, part in zip(_hf_qkv_names(family, i, kind), parts, strict=True):
+                out[prefix + hf] = part
+    return out
 
 
 def to_hf_state_dict(model: BertModel | BertForPreTraining) -> dict[str, Tensor]:
@@ -217,19 +239,16 @@ def to_hf_state_dict(model: BertModel | BertForPreTraining) -> dict[str, Tensor]
     pretraining = isinstance(model, BertForPreTraining)
     bert = model.bert if pretraining else model
     config = bert.config
-    prefix = hf_family(config) + "." if pretraining else ""
-    ours = bert.state_dict()
-    out = {prefix + hf: ours[name] for name, hf in _hf_encoder_names(config).items()}
-    for i in range(config.distinct_layers):
-        for kind in ("weight", "bias"):
-            parts = ours[f"encoder.layers.{i}.attention.qkv.{kind}"].chunk(3, dim=0)
-            for hf, part in zip(_hf_qkv_names(config, i, kind), parts, strict=True):
-                out[prefix + hf] = part
+    out = encoder_to_hf(bert, prefix=hf_family(config) + "." if pretraining else "")
     if pretraining:
         heads = model.state_dict()
         out.update({hf: heads[name] for name, hf in _head_names(hf_family(config)).items()})
-    # safetensors refuses views that share storage (the qkv chunks), so every tensor is copied.
-    return {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in out.items()}
+    return copied(out)
+
+
+def copied(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """CPU copies: safetensors refuses views that share storage (the qkv chunks)."""
+    return {name: t.detach().to("cpu", copy=True).contiguous() for name, t in tensors.items()}
 
 
 def _normalise_hf_key(key: str) -> str:
@@ -296,7 +315,7 @@ def load_hf_state_dict(
         for kind in ("weight", "bias"):
             ours = f"{prefix}encoder.layers.{i}.attention.qkv.{kind}"
             part_shape = (config.hidden_size,) + expected[ours].shape[1:]
-            parts = [take(ours, name, part_shape) for name in _hf_qkv_names(config, i, kind)]
+            parts = [take(ours, name, part_shape) for name in _hf_qkv_names(family, i, kind)]
             if all(part is not None for part in parts):
                 loaded[ours] = torch.cat(parts, dim=0)
     missing = sorted(set(not_found))  # a fused qkv is listed once, not per part
@@ -452,3 +471,166 @@ def save_hf_checkpoint(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return directory
+
+
+# ELECTRA (model/electra.py): the discriminator as ElectraForPreTraining, the generator beside
+# it (GENERATOR_DIR) as ElectraForMaskedLM; both hold the shared embeddings.
+GENERATOR_DIR = "generator"
+_ELECTRA_DISCRIMINATOR_HEAD = {
+    "discriminator_head.dense": "discriminator_predictions.dense",
+    "discriminator_head.prediction": "discriminator_predictions.dense_prediction",
+}
+_ELECTRA_GENERATOR_HEAD = {
+    "generator_head.transform": "generator_predictions.dense",
+    "generator_head.layer_norm": "generator_predictions.LayerNorm",
+}
+
+
+def electra_config_to_hf(config: BertConfig, *, architecture: str, dtype: str) -> dict[str, Any]:
+    """config.json of transformers' ELECTRA classes for one of the two encoders."""
+    if config.share_layers or config.is_decoder:
+        raise ValueError("ELECTRA's classes have neither shared layers nor causal attention")
+    if config.embedding_size == config.hidden_size:
+        raise ValueError(
+            "ELECTRA projects the embeddings only when they are narrower: unset embedding_size "
+            "or make it differ from hidden_size"
+        )
+    values = config.to_dict()
+    for name in ("embedding_size", "share_layers", "is_decoder"):
+        del values[name]
+    return {
+        "architectures": [architecture],
+        "model_type": "electra",
+        **values,
+        "embedding_size": config.embedding_width,
+        "position_embedding_type": "absolute",
+        "tie_word_embeddings": True,
+        "dtype": dtype,
+    }
+
+
+def _with_heads(module: torch.nn.Module, names: dict[str, str]) -> dict[str, Tensor]:
+    state = module.state_dict()
+    return {f"{hf}.{kind}": state[f"{ours}.{kind}"] for ours, hf in names.items()
+            for kind in ("weight", "bias")}  # fmt: skip
+
+
+def electra_to_hf(model: ElectraForPreTraining) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(discriminator, generator) tensors under transformers' ELECTRA names (copies)."""
+    discriminator = encoder_to_hf(model.discriminator, "electra", "electra.")
+    discriminator |= _with_heads(model, _ELECTRA_DISCRIMINATOR_HEAD)
+    generator = encoder_to_hf(model.generator, "electra", "electra.")
+    generator |= _with_heads(model, _ELECTRA_GENERATOR_HEAD)
+    generator["generator_lm_head.bias"] = model.generator_head.decoder_bias
+    return copied(discriminator), copied(generator)
+
+
+def _encoder_from_hf(
+    bert: BertModel, tensors: dict[str, Tensor], prefix: str, source: str
+) -> dict[str, Tensor]:
+    """Our encoder's state dict from ELECTRA-named tensors; a missing tensor is an error."""
+    config = bert.config
+    names = {ours: prefix + hf for ours, hf in _hf_encoder_names(config, "electra").items()}
+    missing = sorted(hf for hf in names.values() if hf not in tensors)
+    qkv = {
+        f"encoder.layers.{i}.attention.qkv.{kind}": [
+            prefix + name for name in _hf_qkv_names("electra", i, kind)
+        ]
+        for i in range(config.distinct_layers)
+        for kind in ("weight", "bias")
+    }
+    missing += sorted(n for parts in qkv.values() for n in parts if n not in tensors)
+    if missing:
+        raise ValueError(f"{source}: no tensor {missing[0]} (and {len(missing) - 1} more)")
+    state = {ours: tensors[hf] for ours, hf in names.items()}
+    state |= {ours: torch.cat([tensors[n] for n in parts]) for ours, parts in qkv.items()}
+    return state
+
+
+def save_electra_checkpoint(
+    model: ElectraForPreTraining,
+    directory: str | os.PathLike[str],
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """The discriminator (ElectraForPreTraining) in `directory`, the generator
+    (ElectraForMaskedLM) in `directory`/generator, each with `extra_files`; atomically."""
+    directory = Path(directory)
+    dtype = str(model.word_embeddings.dtype).removeprefix("torch.")
+    discriminator, generator = electra_to_hf(model)
+    configs = (
+        electra_config_to_hf(model.config, architecture="ElectraForPreTraining", dtype=dtype),
+        electra_config_to_hf(model.generator_config, architecture="ElectraForMaskedLM",
+                             dtype=dtype),
+    )  # fmt: skip
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent)
+    )
+    try:
+        for where, tensors, config in zip(
+            (staging, staging / GENERATOR_DIR), (discriminator, generator), configs, strict=True
+        ):
+            where.mkdir(exist_ok=True)
+            save_file(tensors, where / SAFETENSORS_NAME, metadata={"format": "pt"})
+            for name, data in (extra_files or {}).items():
+                (where / name).write_bytes(data)
+            (where / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        apply_umask(staging)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def load_electra_checkpoint(directory: str | os.PathLike[str]) -> ElectraForPreTraining:
+    """An ElectraForPreTraining from save_electra_checkpoint's directory (or transformers')."""
+    directory = Path(directory)
+    configs, tensors = [], []
+    for where in (directory, directory / GENERATOR_DIR):
+        path = where / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; an ELECTRA checkpoint has both models")
+        hf_config = json.loads(path.read_text(encoding="utf-8"))
+        if hf_config.get("model_type") != "electra":
+            raise ValueError(f"{path}: model_type must be 'electra'")
+        values = {
+            f.name: hf_config[f.name]
+            for f in dataclasses.fields(BertConfig)
+            if hf_config.get(f.name) is not None and f.name not in ("share_layers", "is_decoder")
+        }
+        if values.get("embedding_size") == values.get("hidden_size"):
+            values.pop("embedding_size")
+        configs.append(BertConfig(**values))
+        tensors.append(_read_hf_weights(where))
+    model = ElectraForPreTraining(configs[0], configs[1])
+    (d, d_path), (g, g_path) = tensors
+    state = {
+        f"discriminator.{k}": v
+        for k, v in _encoder_from_hf(model.discriminator, d, "electra.", str(d_path)).items()
+    }
+    state |= {
+        f"generator.{k}": v
+        for k, v in _encoder_from_hf(model.generator, g, "electra.", str(g_path)).items()
+    }
+    heads = {**_ELECTRA_DISCRIMINATOR_HEAD, **_ELECTRA_GENERATOR_HEAD}
+    for ours, hf in heads.items():
+        source = d if ours.startswith("discriminator") else g
+        for kind in ("weight", "bias"):
+            state[f"{ours}.{kind}"] = source[f"{hf}.{kind}"]
+    state["generator_head.decoder_bias"] = g["generator_lm_head.bias"]
+    shared = [k for k in state if k.startswith("generator.embeddings.") and ".projection." not in k]
+    for key in shared:  # one set of tables, held by both files
+        if not torch.equal(state.pop(key), state["discriminator" + key.removeprefix("generator")]):
+            raise ValueError(f"{g_path}: the generator's {key} differs from the discriminator's")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # The poolers are not ELECTRA's (fresh); the generator's shared tables were loaded above.
+    left = [k for k in missing if not k.startswith(("discriminator.pooler.", "generator.pooler."))
+            and k not in shared]  # fmt: skip
+    if left or unexpected:
+        raise ValueError(
+            f"{directory}: weights do not fit: missing {left}, unexpected {unexpected}"
+        )
+    return model

@@ -1,0 +1,151 @@
+"""ELECTRA (Clark et al., 2020): the generator and discriminator, their loss, and their
+checkpoints as transformers' ElectraForPreTraining and ElectraForMaskedLM."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+import transformers
+
+from model.bert import IGNORE_INDEX
+from model.config import BertConfig
+from model.electra import DISCRIMINATOR_WEIGHT, ElectraForPreTraining, generator_config
+from model.hf_checkpoint import (
+    CONFIG_NAME,
+    GENERATOR_DIR,
+    load_electra_checkpoint,
+    save_electra_checkpoint,
+)
+from tests.model.test_albert import LOADED_CLEANLY
+from tests.model.test_hf_checkpoint import RecordWarnings, tiny_inputs
+
+
+@pytest.fixture(params=["E=H", "E<H"])
+def electra_config(tiny_config, request) -> BertConfig:
+    """Discriminator H=32 with 4 heads: embeddings as wide, or 16 wide (ELECTRA-Small's
+    factorisation)."""
+    return dataclasses.replace(tiny_config, embedding_size=16 if request.param == "E<H" else None)
+
+
+def random_electra(config: BertConfig, seed: int = 0) -> ElectraForPreTraining:
+    torch.manual_seed(seed)
+    model = ElectraForPreTraining(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.2)
+    return model
+
+
+def test_the_generator_is_a_quarter_as_wide_and_shares_the_embeddings(electra_config):
+    model = ElectraForPreTraining(electra_config)
+    g = model.generator_config
+    assert (g.hidden_size, g.num_attention_heads, g.intermediate_size) == (8, 1, 9)
+    assert g.num_hidden_layers == electra_config.num_hidden_layers
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "layer_norm"):
+        assert getattr(model.generator.embeddings, name) is getattr(
+            model.discriminator.embeddings, name
+        )
+    assert model.generator.embeddings.projection.weight.shape == (8, electra_config.embedding_width)
+    # As wide as the embeddings: no projection, as transformers' ElectraModel.
+    assert generator_config(electra_config, 1.0).embedding_size == electra_config.embedding_size
+    with pytest.raises(ValueError, match="width"):
+        generator_config(electra_config, 0.0)
+
+
+def test_export_loads_into_transformers_with_the_same_outputs(electra_config, tmp_path):
+    ours = random_electra(electra_config)
+    directory = save_electra_checkpoint(ours, tmp_path / "electra")
+    written = json.loads((directory / CONFIG_NAME).read_text())
+    assert written["architectures"] == ["ElectraForPreTraining"]
+    assert written["embedding_size"] == electra_config.embedding_width
+    inputs = tiny_inputs(electra_config)
+    with RecordWarnings() as warnings:
+        discriminator, info = transformers.ElectraForPreTraining.from_pretrained(
+            directory, output_loading_info=True
+        )
+        generator, g_info = transformers.ElectraForMaskedLM.from_pretrained(
+            directory / GENERATOR_DIR, output_loading_info=True
+        )
+    assert info == LOADED_CLEANLY and g_info == LOADED_CLEANLY and warnings.messages == []
+    with torch.no_grad():
+        torch.testing.assert_close(
+            ours.discriminator_logits(**inputs), discriminator.eval()(**inputs).logits,
+            atol=1e-5, rtol=0,
+        )  # fmt: skip
+        torch.testing.assert_close(
+            ours.generator_logits(**inputs), generator.eval()(**inputs).logits, atol=1e-5, rtol=0
+        )
+    again = load_electra_checkpoint(directory)
+    assert again.config == electra_config
+    for name, tensor in ours.state_dict().items():
+        if ".pooler." not in name:  # ELECTRA has no pooler
+            assert torch.equal(again.state_dict()[name], tensor), name
+
+
+def test_transformers_electra_loads_with_the_same_outputs(electra_config, tmp_path):
+    """A discriminator and generator written by transformers itself, every weight random."""
+    ours = random_electra(electra_config)
+    save_electra_checkpoint(ours, tmp_path / "ours")
+    discriminator = transformers.ElectraForPreTraining.from_pretrained(tmp_path / "ours")
+    generator = transformers.ElectraForMaskedLM.from_pretrained(tmp_path / "ours" / GENERATOR_DIR)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for parameter in discriminator.parameters():
+            parameter.normal_(0.0, 0.2)
+        for name, parameter in generator.named_parameters():
+            if not name.startswith("electra.embeddings."):
+                parameter.normal_(0.0, 0.2)
+        shared = discriminator.electra.embeddings.state_dict()
+        generator.electra.embeddings.load_state_dict(shared)
+    discriminator.save_pretrained(tmp_path / "hf")
+    generator.save_pretrained(tmp_path / "hf" / GENERATOR_DIR)
+    loaded = load_electra_checkpoint(tmp_path / "hf").eval()
+    inputs = tiny_inputs(electra_config)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.discriminator_logits(**inputs), discriminator.eval()(**inputs).logits,
+            atol=1e-5, rtol=0,
+        )  # fmt: skip
+        torch.testing.assert_close(
+            loaded.generator_logits(**inputs), generator.eval()(**inputs).logits,
+            atol=1e-5, rtol=0,
+        )  # fmt: skip
+
+
+def masked_batch(config: BertConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """tiny_inputs with 3 slots per sequence masked ([MASK] = 3) and labelled."""
+    inputs = tiny_inputs(config)
+    g = torch.Generator().manual_seed(seed)
+    B = inputs["input_ids"].size(0)
+    positions = torch.stack([torch.randperm(5, generator=g)[:3] + 1 for _ in range(B)])
+    labels = torch.gather(inputs["input_ids"], 1, positions)
+    labels[0, 2] = IGNORE_INDEX  # an unused slot
+    masked = inputs["input_ids"].clone()
+    masked.scatter_(1, positions, 3)
+    return inputs | {"input_ids": masked, "masked_lm_positions": positions,
+                     "masked_lm_labels": labels}  # fmt: skip
+
+
+def test_the_loss_is_mlm_plus_fifty_times_replaced_token_detection(tiny_config):
+    model = random_electra(tiny_config)
+    batch = masked_batch(tiny_config)
+    out = model.pretraining_loss(**batch, generator=torch.Generator().manual_seed(0))
+    again = model.pretraining_loss(**batch, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out.loss, again.loss)  # the samples follow the generator's seed
+    real = batch["masked_lm_labels"] != IGNORE_INDEX
+    assert out.masked_count == real.sum() == 38
+    assert out.token_count == batch["attention_mask"].sum()
+    assert 0 < out.replaced_count <= out.masked_count  # only masked slots can change
+    torch.testing.assert_close(
+        out.loss, out.generator_loss + DISCRIMINATOR_WEIGHT * out.discriminator_loss
+    )
+    # The generator's loss is cross-entropy at the real slots, against the original tokens.
+    logits = model.generator_logits(batch["input_ids"], batch["token_type_ids"],
+                                    batch["attention_mask"])  # fmt: skip
+    at = torch.gather(logits, 1, batch["masked_lm_positions"].unsqueeze(-1).expand(-1, -1, 99))
+    want = torch.nn.functional.cross_entropy(at[real], batch["masked_lm_labels"][real])
+    torch.testing.assert_close(out.generator_loss, want)
+    out.loss.backward()  # both models learn; the samples carry no gradient
+    assert model.generator.encoder.layers[0].output.weight.grad.abs().sum() > 0
+    assert model.discriminator_head.prediction.weight.grad.abs().sum() > 0
