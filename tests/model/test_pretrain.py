@@ -847,3 +847,59 @@ def test_the_binary_heads_task_comes_from_the_data_and_must_agree():
         sentence_task([data("a", packing="full-sentences")], nsp=True)
     with pytest.raises(PretrainError, match="mix next-sentence and sentence-order labels"):
         sentence_task([data("seq128"), data("seq512", sentence_order=True)], nsp=True)
+
+
+def test_electra_learns_replaced_token_detection_on_the_sample(sample_data):
+    """A tiny ELECTRA on real pre-masked pairs, measured on held-back batches: the generator's
+    MLM loss falls, and the discriminator learns the rate of replaced tokens (its loss from
+    ln 2 to that rate's entropy). At this size and budget neither uses the context much (as
+    BERT's tiny model, which learns the pieces' frequencies first): 600 steps took the
+    discriminator only 0.007 below the entropy (0.4003 against 0.4074)."""
+    from model.electra import ElectraForPreTraining
+    from model.pretraining_batch import iter_batches
+
+    torch.manual_seed(0)
+    config = tiny_model_config(vocab_size=2000)
+    model = ElectraForPreTraining(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    shards = PretrainingShards(str(sample_data.pretraining / "seq64"))
+    batches = list(iter_batches(shards, batch_size=16, drop_last=True))
+    held, train_batches = batches[:4], batches[4:]
+    sampler = torch.Generator().manual_seed(0)
+
+    def evaluate() -> tuple[float, float, float]:
+        model.eval()
+        with torch.no_grad():
+            outs = [model.pretraining_loss(**electra_inputs(b), generator=sampler) for b in held]
+        model.train()
+        rate = sum(float(o.replaced_count) for o in outs) / sum(float(o.token_count) for o in outs)
+        mean = lambda name: sum(float(getattr(o, name)) for o in outs) / len(outs)  # noqa: E731
+        return mean("generator_loss"), mean("discriminator_loss"), rate
+
+    first_generator, _, _ = evaluate()
+    for step, batch in enumerate(train_batches * 3):
+        if step == 200:
+            break
+        out = model.pretraining_loss(**electra_inputs(batch), generator=sampler)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    generator_loss, discriminator_loss, rate = evaluate()
+    assert first_generator > 7.0 and generator_loss < first_generator - 1.0
+    base_rate_entropy = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+    assert 0.1 < rate < 0.16  # about 15% masked, nearly all of them changed by a young generator
+    assert discriminator_loss < base_rate_entropy + 0.005 < math.log(2) - 0.25, discriminator_loss
+
+
+def tiny_model_config(vocab_size: int):
+    from model.config import bert_tiny
+
+    return bert_tiny(vocab_size=vocab_size, hidden_size=64, num_attention_heads=4,
+                     intermediate_size=128, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0)  # fmt: skip
+
+
+def electra_inputs(batch) -> dict:
+    fields = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
+              "masked_lm_labels")  # fmt: skip
+    return {name: getattr(batch, name) for name in fields}
