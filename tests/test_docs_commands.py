@@ -105,6 +105,7 @@ CHECKED = [
     Rule("README.md", r"--task mrpc --data glue_data/MRPC", "check", "user-data"),
     Rule("README.md", r"deployment run pretrain-bert/base", "check", "cloud"),
     Rule("docs/ablations.md", r"ablate-bert/sample", "check", "server"),
+    Rule("docs/objectives.md", r"deployment run pretrain-bert/small", "check", "hours"),
     Rule("docs/ablations.md", r"ablate-bert/small", "check", "hours"),
     Rule(
         "docs/finetune.md",
