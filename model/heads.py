@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from model.bert import IGNORE_INDEX, BertModel, init_weights
-from model.file_modes import apply_umask
+from model.file_modes import publish_dir
 from model.hf_checkpoint import (
     CONFIG_NAME,
     PYTORCH_NAME,
@@ -292,14 +292,7 @@ def save_task_model(
         (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         if write_tokenizer is not None:
             write_tokenizer(staging)
-        apply_umask(staging)  # mkdtemp and safetensors make 0700 and 0600
-        old = None
-        if directory.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
-            os.replace(directory, old / "previous")
-        os.replace(staging, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish_dir(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -28,7 +28,7 @@ from torch import Tensor
 from model.bert import BertForPreTraining, BertModel
 from model.config import SHAPE_FIELDS, BertConfig
 from model.electra import ElectraForPreTraining
-from model.file_modes import apply_umask
+from model.file_modes import apply_umask, publish_dir
 
 logger = logging.getLogger(__name__)
 
@@ -575,10 +575,7 @@ def save_electra_checkpoint(
             for name, data in (extra_files or {}).items():
                 (where / name).write_bytes(data)
             (where / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        apply_umask(staging)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
+        publish_dir(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
