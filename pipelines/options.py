@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from bertdata.masking import MaskingConfig
 from bertdata.options import check, option
+from pipelines.pretraining.packing import PACKINGS
 from pipelines.pretraining.pairs import SPECIAL_TOKENS_PER_PAIR
 from pipelines.sentences import LINE_BREAKS
 from wordpiece.learner import LearnerConfig
@@ -220,6 +221,17 @@ class PretrainingDataConfig:
         "are always consecutive segments of one document, swapped on a fair coin; "
         "next_sentence_label is 1 when swapped, 0 in order",
     )
+    packing: str = option(
+        "pairs",
+        "input format (RoBERTa, Liu et al. 2019, section 4.2): 'pairs' are [CLS] A [SEP] B "
+        "[SEP] with NSP (or --sentence-order) labels; 'full-sentences' packs one segment of "
+        "whole sentences up to the length, running on into the next document after an extra "
+        "[SEP] (RoBERTa's choice); 'doc-sentences' the same within one document. Packed rows "
+        "have label 0 and token type 0, and short_seq_prob does not apply (RoBERTa trains on "
+        "full-length sequences only)",
+        choices=PACKINGS,
+    )
+    packing_streams: int = 0  # full-sentences: hash ranges a row may run across; set by the job
     dynamic_masking: bool = option(
         False, "store unmasked pairs; the training loader masks them afresh each epoch"
     )
@@ -258,6 +270,11 @@ class PretrainingDataConfig:
                     f"max_predictions_per_seq {cap} for length {length} must be in "
                     f"[1, {length - SPECIAL_TOKENS_PER_PAIR}]"
                 )
+        if self.packing != "pairs" and self.sentence_order:
+            raise ValueError(
+                f"packing {self.packing!r} writes single segments, which have no sentence order "
+                "to label: --sentence-order needs --packing pairs"
+            )
         MaskingConfig(masked_lm_prob=self.masked_lm_prob).validate()
 
     def masking(self, length_index: int) -> MaskingConfig:
@@ -269,10 +286,15 @@ class PretrainingDataConfig:
         )
 
     @property
+    def packed(self) -> bool:
+        """Single packed segments (RoBERTa's formats) instead of sentence pairs."""
+        return self.packing != "pairs"
+
+    @property
     def min_documents(self) -> int:
         """Documents with text a corpus needs: a NotNext B comes from another document, while
-        sentence-order pairs come from one."""
-        return 1 if self.sentence_order else 2
+        sentence-order pairs and packed rows come from one."""
+        return 1 if self.sentence_order or self.packed else 2
 
     def num_shards_for(self, num_examples: int) -> int:
         if self.num_shards:

@@ -1,5 +1,6 @@
 """Pretraining data job: document shards -> pre-masked sentence pairs with NSP labels, or with
-ALBERT's sentence-order labels (--sentence-order).
+ALBERT's sentence-order labels (--sentence-order), or RoBERTa's single segments packed with
+whole sentences (--packing full-sentences / doc-sentences, pipelines/pretraining/packing.py).
 
     python -m pipelines.pretraining_data --documents out/documents --vocab out/vocab \
         --output out/pretraining [--max-seq-lengths 128,512] [--dupe-factor 5] \
@@ -16,6 +17,8 @@ How it stays deterministic and bounded in memory:
   duplicate index).
 - B of a NotNext pair is a random other document's rank, read from wherever that document is.
   With --sentence-order there is no NotNext pair: both segments come from one document.
+  Packed rows draw nothing; a full-sentences row runs on across the documents of one stream
+  (a range of hashes fixed by the corpus), and a bucket holds whole streams.
 - Examples are ranked by (document rank, duplicate, pair); rank mod num_shards is the shard,
   so shards differ by at most one example and nothing is dropped. Inside a shard, examples are
   ordered by a random key from their rng, i.e. shuffled.
@@ -58,6 +61,7 @@ from pipelines.pretraining.common import (
     read_vocabulary_files,
 )
 from pipelines.pretraining.local_exchange import run_local
+from pipelines.pretraining.packing import num_streams_for
 from pipelines.progress import Heartbeat
 from pipelines.stage import StageRun, counter_lines, job_main, job_parser
 from schemas.documents import DOCUMENTS
@@ -103,9 +107,13 @@ def length_config(config: PretrainingDataConfig, vocab: Vocabulary, li: int) -> 
     """The manifest config of one output directory."""
     common = asdict(config)
     del common["max_seq_lengths"], common["max_predictions_per_seq"]
-    for added in ("span_masking", "sentence_order"):
+    for added in ("span_masking", "sentence_order", "packing_streams"):
         if not common[added]:  # added later: recorded only when set, so that outputs made
             del common[added]  # before it stay up to date
+    if config.packed:
+        common["short_seq_prob"] = 0.0  # what the job did: packed rows are never made shorter
+    else:
+        del common["packing"]  # added later, as above
     return {
         **common,
         "max_seq_length": config.max_seq_lengths[li],
@@ -118,12 +126,12 @@ def length_config(config: PretrainingDataConfig, vocab: Vocabulary, li: int) -> 
 
 def check_documents(documents_dir: str, config: PretrainingDataConfig) -> tuple[Manifest, str]:
     """The documents stage's manifest and hash, refusing a corpus too small for the pairs:
-    NotNext needs another document, sentence order one."""
+    NotNext needs another document, sentence order and packed rows one."""
     manifest, digest = read_manifest(documents_dir)
     source = join(documents_dir, MANIFEST_NAME)
     manifest.expect(schema_name=DOCUMENTS.name, schema_version=DOCUMENTS.version, source=source)
     if manifest.total_rows < config.min_documents:
-        if config.sentence_order:
+        if config.min_documents == 1:
             raise BadInputError(f"{source}: no document; the corpus needs at least one")
         raise BadInputError(
             f"{source}: {manifest.total_rows} document(s); NotNext pairs take B from another "
@@ -136,8 +144,9 @@ def parse_args(argv: list[str] | None):
     parser = job_parser(
         "pretraining_data",
         "Build BERT pretraining examples (masked sentence pairs with next-sentence labels, or "
-        "ALBERT's sentence-order labels) from document shards and a vocabulary directory, as "
-        "equal-size Arrow shards, one output directory per sequence length.",
+        "ALBERT's sentence-order labels, or RoBERTa's packed single segments) from document "
+        "shards and a vocabulary directory, as equal-size Arrow shards, one output directory "
+        "per sequence length.",
         "--documents runs/sample/documents --vocab runs/sample/vocab "
         "--output runs/sample/pretraining --num-shards 4",
     )
@@ -191,6 +200,11 @@ def run(argv: list[str] | None = None) -> dict[int, dict]:
 def _run(args: argparse.Namespace, config: PretrainingDataConfig, beam_args: list[str]):
     local = use_local_exchange(args.exchange, [args.documents, args.output], beam_args)
     documents, documents_hash = check_documents(args.documents, config)
+    document_bytes = sum(shard.bytes for shard in documents.shards)
+    if config.packing == "full-sentences":
+        # The units a row may run across: fixed by the corpus, whatever the buckets.
+        streams = num_streams_for(documents.total_rows, document_bytes)
+        config = dataclasses.replace(config, packing_streams=streams)
     vocab = load_vocabulary(args.vocab)
     inputs = [
         InputRef(path=args.documents, manifest_hash=documents_hash),
@@ -230,7 +244,7 @@ def _run(args: argparse.Namespace, config: PretrainingDataConfig, beam_args: lis
         documents.total_rows,
         args.docs_per_bucket,
         args.min_buckets,
-        sum(shard.bytes for shard in documents.shards),
+        document_bytes,
         int(args.bucket_mb * 2**20),
     )
     # A line at once and one every half minute; the steps count nothing (yet): elapsed only.

@@ -14,6 +14,13 @@ share, the unknown-token rate.
 Data written with sentence order (ALBERT; the manifest config's `sentence_order`) has label 1
 for swapped pairs, not NotNext: every pair must then come from one document, and the swapped
 share (`swapped_share`) is checked against 0.5 as the NotNext share is.
+
+Packed data (RoBERTa's formats; the manifest config's `packing`) is one segment per row,
+`[CLS] ... [SEP]`: every label is 0 and every token type 0 (`segment_a_length` is the length
+less 2); a `[SEP]` inside the row is a document separator, allowed only in `full-sentences`
+rows that run across documents, and a `doc-sentences` row names one document. There is no
+label share to check; instead `mean_fill` and `full_share` are reported, and `packed_fill`
+checks what greedy packing guarantees (see `packed_fill_check`).
 """
 
 from __future__ import annotations
@@ -62,8 +69,12 @@ ERROR_KINDS = (
     "self_negatives",  # NotNext with B from A's own document
     "is_next_from_other_document",  # IsNext whose B names another document
     "sentence_order_across_documents",  # sentence order: A and B from two documents
-    "bad_labels",  # next_sentence_label not 0 or 1
+    "bad_labels",  # next_sentence_label not 0 or 1 (packed data: not 0)
+    "bad_document_separators",  # packed: a [SEP] inside a row that names one document, an
+    # empty document between two, or none in a full-sentences row that names two documents
+    "doc_sentences_across_documents",  # doc-sentences: a row from two documents
 )
+PACKED_ONLY = ("bad_document_separators", "doc_sentences_across_documents")
 
 
 class ValidationError(Exception):
@@ -88,10 +99,12 @@ def shard_stats(
     max_errors_listed: int = 20,
     first_row: int = 0,
     sentence_order: bool = False,
+    packing: str = "pairs",
 ) -> dict[str, Any]:
     """Counts and broken records of one shard, or of its rows from `first_row` on;
     `merge_stats` adds shards together. With `sentence_order` label 1 means swapped, counted
-    as `swapped` instead of `not_next`."""
+    as `swapped` instead of `not_next`. Packed data (`packing` not "pairs") is checked as
+    single segments, and counts its full rows and units."""
     # Long on purpose: one vectorised pass over the shard's columns. The checks share the
     # decoded arrays (ids, offsets, masked positions, labels); split up, they would pass a dozen
     # arrays between functions and read less plainly than this one page does.
@@ -117,11 +130,15 @@ def shard_stats(
     b_doc_id = table.column("b_doc_id").to_pylist()
     bad: dict[str, np.ndarray] = {}
 
+    packed = packing != "pairs"
     bad["too_long"] = length > max_seq_length
-    seg_ok = (a_len >= 1) & (b_len >= 1)
+    if packed:  # one segment: a_len + 2 covers every position, so all are token type 0
+        seg_ok = (a_len >= 1) & (a_len == length - 2)
+    else:
+        seg_ok = (a_len >= 1) & (b_len >= 1)
     bad["bad_segment_lengths"] = ~seg_ok
     start = off[:-1]
-    ok = np.flatnonzero(seg_ok)  # rows of at least 5 tokens: the layout positions exist
+    ok = np.flatnonzero(seg_ok)  # rows of at least 5 tokens (3 packed): the layout exists
     bad["bad_layout"] = np.zeros(n, bool)
     bad["bad_layout"][ok] = (
         (ids[start[ok]] != cls)
@@ -156,15 +173,36 @@ def shard_stats(
     random_special = np.isin(masked_now, specials) & (masked_now != mask) & valid_pos
     bad["special_random_replacements"] = np.bincount(row_of_pred[random_special], minlength=n) > 0
     row_of_token = np.repeat(np.arange(n), length)
-    structural = np.isin(original, [cls, sep, pad])
-    bad["stray_special_tokens"] = np.bincount(row_of_token[structural], minlength=n) != 3
     labelled_one = nsp == (SWAPPED if sentence_order else NOT_NEXT)
     same_doc = np.fromiter((a == b for a, b in zip(doc_id, b_doc_id, strict=True)), bool, n)
-    bad["bad_labels"] = (nsp != 0) & (nsp != 1)
     no_rows = np.zeros(n, bool)
-    bad["self_negatives"] = no_rows if sentence_order else labelled_one & same_doc
-    bad["is_next_from_other_document"] = no_rows if sentence_order else (nsp == 0) & ~same_doc
-    bad["sentence_order_across_documents"] = ~same_doc if sentence_order else no_rows
+    if packed:
+        # [CLS] first, [SEP] last, and inside only document separators between two non-empty
+        # pieces: never next to each other, after [CLS] or before the last [SEP].
+        cls_or_pad = np.bincount(row_of_token[np.isin(original, [cls, pad])], minlength=n)
+        is_sep = original == sep
+        seps = np.bincount(row_of_token[is_sep], minlength=n)
+        bad["stray_special_tokens"] = (cls_or_pad != 1) | (seps < 1)
+        if packing == "doc-sentences":
+            separators_ok = seps == 1
+        else:
+            separators_ok = np.where(same_doc, seps == 1, seps >= 2)
+        after = np.flatnonzero(is_sep[1:] & np.isin(original[:-1], [cls, sep])) + 1
+        separators_ok &= np.bincount(row_of_token[after], minlength=n) == 0
+        bad["bad_document_separators"] = ~separators_ok
+        bad["doc_sentences_across_documents"] = ~same_doc if packing == "doc-sentences" else no_rows
+        bad["bad_labels"] = nsp != 0  # no sentence task: every label 0
+        bad["self_negatives"] = bad["is_next_from_other_document"] = no_rows
+        bad["sentence_order_across_documents"] = no_rows
+    else:
+        structural = np.isin(original, [cls, sep, pad])
+        bad["stray_special_tokens"] = np.bincount(row_of_token[structural], minlength=n) != 3
+        bad["bad_labels"] = (nsp != 0) & (nsp != 1)
+        bad["self_negatives"] = no_rows if sentence_order else labelled_one & same_doc
+        bad["is_next_from_other_document"] = no_rows if sentence_order else (nsp == 0) & ~same_doc
+        bad["sentence_order_across_documents"] = ~same_doc if sentence_order else no_rows
+        for kind in PACKED_ONLY:
+            bad[kind] = no_rows
 
     maskable_tok = ~np.isin(original, specials)
     maskable = np.bincount(row_of_token[maskable_tok], minlength=n)
@@ -180,11 +218,22 @@ def shard_stats(
     edges = np.linspace(0, max_seq_length, histogram_bins + 1)
     hist, _ = np.histogram(length, bins=edges)
     errors = []
-    for kind in ERROR_KINDS:
+    kinds = ERROR_KINDS if packed else [k for k in ERROR_KINDS if k not in PACKED_ONLY]
+    for kind in kinds:
         for row in np.flatnonzero(bad[kind])[:max_errors_listed].tolist():
             errors.append(
                 {"shard": shard, "row": first_row + row, "kind": kind, "doc_id": doc_id[row]}
             )
+    # Packed rows: those of the maximum length, and the first row of each unit (stream or
+    # document) and copy, whose pair_index is 0.
+    packed_counts = (
+        {
+            "full_rows": int((length == max_seq_length).sum()),
+            "units": int((table.column("pair_index").to_numpy() == 0).sum()),
+        }
+        if packed
+        else {}
+    )
     return {
         "shards": 1,
         "examples": n,
@@ -204,7 +253,8 @@ def shard_stats(
         "masked_run_histogram": np.bincount(
             np.minimum(run_lengths, RUN_BINS), minlength=RUN_BINS + 1
         )[1:].tolist(),
-        "error_counts": {kind: int(bad[kind].sum()) for kind in ERROR_KINDS},
+        **packed_counts,
+        "error_counts": {kind: int(bad[kind].sum()) for kind in kinds},
         "errors": errors,
     }
 
@@ -238,6 +288,27 @@ def _share_check(name, observed, count, expected, slack, z, draws=None) -> dict[
         "value": round(value, 6),
         "expected": expected,
         "tolerance": round(tolerance, 6),
+    }
+
+
+def packed_fill_check(stats: dict[str, Any], max_seq_length: int) -> dict[str, Any]:
+    """Packed data: whether rows are as full as greedy packing makes them.
+
+    A row is closed only when its unit's next sentence (with a separator, at a document
+    start) does not fit, and that sentence opens the next row; so two consecutive rows of a
+    unit hold together at least the budget B = max_seq_length - 2 content tokens. Summed
+    over the rows of each unit and copy, twice the content tokens are at least (rows - units)
+    * B: a bound that holds for any text, which rows cut short or one sentence a row break.
+    """
+    budget = max_seq_length - 2  # value: content tokens / (rows * budget)
+    rows, units = stats["examples"], stats["units"]
+    content = stats["tokens"] - 2 * rows
+    bound = (1 - units / rows) / 2 if rows else 0.0
+    return {
+        "name": "packed_fill",
+        "passed": rows > 0 and 2 * content >= (rows - units) * budget,
+        "value": round(content / (rows * budget), 6) if rows else 0.0,
+        "expected": f">= {bound:.6f}, (1 - units / rows) / 2 with {units} units",
     }
 
 
@@ -300,17 +371,20 @@ def evaluate(
             checks.append(
                 _share_check(name, stats[key], masked, p, config.share_slack, config.z, draws)
             )
-    label = label_one_name(bool(cfg.get("sentence_order")))
-    checks.append(
-        _share_check(
-            f"{label}_share",
-            stats[label],
-            stats["examples"],
-            0.5,
-            config.not_next_slack,
-            config.z,
+    if cfg.get("packing", "pairs") != "pairs":
+        checks.append(packed_fill_check(stats, cfg["max_seq_length"]))
+    else:
+        label = label_one_name(bool(cfg.get("sentence_order")))
+        checks.append(
+            _share_check(
+                f"{label}_share",
+                stats[label],
+                stats["examples"],
+                0.5,
+                config.not_next_slack,
+                config.z,
+            )
         )
-    )
     unknown = stats["unknown_tokens"] / stats["text_tokens"] if stats["text_tokens"] else 0.0
     checks.append(
         {
@@ -328,8 +402,16 @@ def summary(stats: dict, manifest: Manifest, manifest_hash: str, config: Validat
     checks = evaluate(stats, manifest, config)
     n = stats["examples"] or 1
     length = manifest.config["max_seq_length"]
-    label = label_one_name(bool(manifest.config.get("sentence_order")))
     edges = np.linspace(0, length, config.histogram_bins + 1).round(1).tolist()
+    if manifest.config.get("packing", "pairs") != "pairs":
+        # Fill: mean length / max length; full: rows of the maximum length.
+        shares = {
+            "mean_fill": round(stats["tokens"] / n / length, 6),
+            "full_share": round(stats["full_rows"] / n, 6),
+        }
+    else:
+        label = label_one_name(bool(manifest.config.get("sentence_order")))
+        shares = {f"{label}_share": round(stats[label] / n, 6)}
     return {
         "passed": all(c["passed"] for c in checks),
         "data_manifest_hash": manifest_hash,
@@ -338,7 +420,7 @@ def summary(stats: dict, manifest: Manifest, manifest_hash: str, config: Validat
         "shards": stats["shards"],
         "mean_length": round(stats["tokens"] / n, 2),
         "mean_segment_a_length": round(stats["segment_a_tokens"] / n, 2),
-        f"{label}_share": round(stats[label] / n, 6),
+        **shares,
         "mask_rate": round(stats["masked"] / max(stats["maskable_tokens"], 1), 6),
         "masked_per_example": round(stats["masked"] / n, 3),
         "unknown_token_rate": round(stats["unknown_tokens"] / max(stats["text_tokens"], 1), 6),
@@ -379,6 +461,7 @@ class _ShardStats(beam.DoFn):
             histogram_bins=self.config.histogram_bins,
             max_errors_listed=self.config.max_errors_listed,
             sentence_order=bool(cfg.get("sentence_order")),  # absent from older data
+            packing=cfg.get("packing", "pairs"),  # absent unless packed
         )
 
 
@@ -532,13 +615,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ManifestError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    label, share = (
-        ("swapped", body["swapped_share"])
-        if "swapped_share" in body
-        else ("NotNext", body["not_next_share"])
-    )
+    if "mean_fill" in body:
+        shown = f"mean fill {body['mean_fill']:.4f}, full {body['full_share']:.4f}"
+    elif "swapped_share" in body:
+        shown = f"swapped {body['swapped_share']:.4f}"
+    else:
+        shown = f"NotNext {body['not_next_share']:.4f}"
     print(
-        f"passed: {body['examples']} examples, {label} {share:.4f}, mask rate "
+        f"passed: {body['examples']} examples, {shown}, mask rate "
         f"{body['mask_rate']:.4f}, unknown {body['unknown_token_rate']:.5f}"
     )
     return 0

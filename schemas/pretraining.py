@@ -1,6 +1,13 @@
 """Pretraining examples: pre-masked `[CLS] A [SEP] B [SEP]` pairs with NSP labels (or, for data
 written with sentence order, ALBERT's sentence-order labels), unpadded.
 
+Packed data (the manifest config's `packing`: RoBERTa's `full-sentences` or `doc-sentences`)
+has the same columns, one segment per row: `[CLS] ... [SEP]`, where a `[SEP]` inside the row
+separates two documents (full-sentences only); `segment_a_length` is the length less 2, so
+every position has token type 0; `next_sentence_label` is 0 (there is no sentence task);
+`doc_id` and `b_doc_id` are the row's first and last documents, and `pair_index` is the row's
+index in its unit (a document, or for full-sentences a stream of documents) and copy.
+
 One schema name and version, in two widths: token ids are uint16 when the vocabulary has at most
 65,536 entries (every BERT vocabulary so far), else int32. The width is part of the Arrow schema
 of every shard and is recorded as `token_id_type` in the stage's manifest config; readers pick

@@ -14,15 +14,18 @@ One document, from a documents shard to the examples it gives, in the order the 
    pair only B's document is chosen here: a random rank of another document, drawn from an rng
    seeded by (seed, length, doc id, copy) (`common.record_seed`). With `sentence_order`
    (ALBERT) every pair is planned as an IsNext pair, and a coin from the same rng marks it
-   swapped.
+   swapped. With `packing` (RoBERTa, `packing.py`) there are no pairs: a bucket's documents
+   are packed into rows of whole sentences (`packing.plan_rows`), each row planned in the
+   document it starts in; a `full-sentences` row runs on across the documents of a stream,
+   a range of hashes fixed by the corpus, and a bucket holds whole streams.
 4. **NotNext B segments** (`records.Answers`): the bucket asks the bucket that holds B's
    document for B's tokens. This is the one step that moves data between documents, and the
    only one the two exchanges do differently: `local_exchange.py` through files on this
    machine's disk, `shuffle_exchange.py` through Beam's shuffle (for Dataflow). Sentence-order
-   data has no NotNext pair, so nothing moves here.
+   and packed data have no NotNext pair, so nothing moves here.
 5. **`ExampleColumns`** (`records.ExampleAssembler`): the pairs packed as
    `[CLS] A [SEP] B [SEP]`, or `[CLS] B [SEP] A [SEP]` when swapped (`pairs.pack_pair_groups`),
-   masked by the shared rule
+   or the packed rows as `[CLS] ... [SEP]` (`packing.pack_rows`), masked by the shared rule
    (bertdata/masking.py) unless the job writes for dynamic masking, as columns of consecutive
    ranks; each example's rank is its (document rank, copy, pair) order.
 6. **A shard** (`records.write_example_shard`, schema schemas/pretraining.py): rank mod

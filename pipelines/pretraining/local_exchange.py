@@ -10,8 +10,10 @@ through a side input:
    boundaries, and per length the boundaries with over-long sentences cut); then all
    documents are ordered by (hash, doc id), as the shuffle exchange does (rank -> file, row,
    hash in three .npy files), and consecutive ranks form the buckets.
-2. plan: each bucket -> `plans-NNNNNN.npz`, its pairs per length and duplicate; the example
-   counts of all buckets give every example's rank and the number of shards.
+2. plan: each bucket -> `plans-NNNNNN.npz`, its pairs (or packed rows) per length and
+   duplicate; the example counts of all buckets give every example's rank and the number of
+   shards. For full-sentences packing a bucket holds whole streams (packing.py): its ranks
+   are those of a range of hashes, as in the shuffle exchange.
 3. assemble: each bucket -> per length `seq<L>/bucket-NNNNNN.arrow`, its masked examples
    grouped by shard; B of a NotNext pair is read from the token files (sentence-order data
    has none: both segments come from the bucket's own documents).
@@ -55,8 +57,8 @@ from pipelines.pretraining.common import (
     checked_num_shards,
     doc_hash,
 )
+from pipelines.pretraining.packing import bucket_hash_range
 from pipelines.pretraining.pairs import (
-    PLAN_DTYPE,
     SPECIAL_TOKENS_PER_PAIR,
     random_next_spans,
     split_long_sentences,
@@ -163,6 +165,14 @@ class _Corpus:
     def num_documents(self) -> int:
         return len(self.file_of_rank)
 
+    def bucket_ranks(self, config: PretrainingDataConfig, num_buckets: int, bucket: int) -> range:
+        """The ranks of one bucket (whole streams for full-sentences packing)."""
+        if config.packing_streams:
+            return stream_bucket_ranks(
+                self.hash_of_rank, num_buckets, config.packing_streams, bucket
+            )
+        return bucket_ranks(self.num_documents, num_buckets, bucket)
+
     def document(self, rank: int) -> TokenizedDocument:
         token_file = self.files.get(self.paths[int(self.file_of_rank[rank])])
         return token_file.document(int(self.row_of_rank[rank]), int(self.hash_of_rank[rank]))
@@ -207,6 +217,21 @@ class _Corpus:
 def bucket_ranks(num_documents: int, num_buckets: int, bucket: int) -> range:
     """The ranks of one bucket: consecutive, sizes equal within one."""
     return range(num_documents * bucket // num_buckets, num_documents * (bucket + 1) // num_buckets)
+
+
+def stream_bucket_ranks(
+    hash_of_rank: np.ndarray, num_buckets: int, num_streams: int, bucket: int
+) -> range:
+    """The ranks of one bucket that holds whole streams (full-sentences packing): those whose
+    hash is in the bucket's range, as the shuffle exchange assigns them."""
+
+    def first_rank_from(hash64: int) -> int:  # hash64 may be 2**64: past every document
+        if hash64 >= 1 << 64:
+            return len(hash_of_rank)
+        return int(np.searchsorted(hash_of_rank, np.uint64(hash64), side="left"))
+
+    low, high = bucket_hash_range(bucket, num_buckets, num_streams)
+    return range(first_rank_from(low), first_rank_from(high))
 
 
 class TokenizeShard(BulkDataStep):
@@ -344,14 +369,17 @@ class PlanBucket(beam.DoFn):
         n = self.corpus.num_documents
         if n != num_documents:
             raise RuntimeError(f"{self.work}: the corpus index changed during the run")
-        ranks = bucket_ranks(n, self.num_buckets, bucket)
-        planned = [self.planner.plan(self.corpus.document(r), r, n) for r in ranks]
+        ranks = self.corpus.bucket_ranks(self.config, self.num_buckets, bucket)
+        docs = [self.corpus.document(r) for r in ranks]
+        planned = self.planner.plan_bucket(docs, ranks.start, n)
         arrays, counts = {}, []
         for li in range(len(self.config.max_seq_lengths)):
             per_group = [p for doc in planned for p in doc.plans[li]]
             sizes = np.array([len(p) for p in per_group], dtype=np.int64)
             arrays[f"plans{li}"] = (
-                np.concatenate(per_group) if per_group else np.zeros(0, dtype=PLAN_DTYPE)
+                np.concatenate(per_group)
+                if per_group
+                else np.zeros(0, dtype=self.planner.plan_dtype)
             )
             arrays[f"sizes{li}"] = sizes
             counts.append(int(sizes.sum()))
@@ -391,8 +419,7 @@ class AssembleBucket(BulkDataStep):
         if self.corpus is None:
             self.corpus = _Corpus(self.work)
         cfg = self.config
-        n = self.corpus.num_documents
-        ranks = bucket_ranks(n, self.num_buckets, bucket)
+        ranks = self.corpus.bucket_ranks(cfg, self.num_buckets, bucket)
         docs = [self.corpus.document(r) for r in ranks]
         plans = _read_plans(
             _plans_path(self.work, bucket), len(cfg.max_seq_lengths), len(docs), cfg.dupe_factor
@@ -419,6 +446,8 @@ class AssembleBucket(BulkDataStep):
     def _answers(self, planned: list[PlannedDocument]) -> Answers:
         """B of every NotNext pair of the bucket, read from the token files."""
         answers: Answers = {}
+        if self.config.packed:
+            return answers  # packed rows take nothing from other documents' files
         for li in range(len(self.config.max_seq_lengths)):
             keys, requests = [], []
             for index, doc in enumerate(planned):

@@ -24,7 +24,15 @@ from bertdata.tokens import TOKENIZER_NAME
 from pipelines.arrow_shards import join, read_bytes, shard_name, write_shard
 from pipelines.options import PretrainingDataConfig
 from pipelines.pretraining.common import STAGE, record_seed, vocab_lines
+from pipelines.pretraining.packing import (
+    ROW_DTYPE,
+    SPECIAL_TOKENS_PER_ROW,
+    pack_rows,
+    plan_rows,
+    stream_of,
+)
 from pipelines.pretraining.pairs import (
+    PLAN_DTYPE,
     SPECIAL_TOKENS_PER_PAIR,
     PairGroup,
     pack_pair_groups,
@@ -59,11 +67,12 @@ class TokenizedDocument(NamedTuple):
 
 
 class PlannedDocument(NamedTuple):
-    """A tokenized document with the pairs planned for it, per length and duplicate."""
+    """A tokenized document with the pairs planned for it, per length and duplicate (packed
+    data: the rows that start in it)."""
 
     doc: TokenizedDocument
     bounds: list[np.ndarray]  # per length: boundaries after cutting over-long sentences
-    plans: list[list[np.ndarray]]  # [length][dupe]: PLAN_DTYPE arrays
+    plans: list[list[np.ndarray]]  # [length][dupe]: PLAN_DTYPE arrays (packed: ROW_DTYPE)
 
 
 class DocumentTokenizer:
@@ -135,13 +144,70 @@ class DocumentTokenizer:
 
 
 class DocumentPlanner:
-    """A document and its rank in the corpus -> its pairs per length and duplicate."""
+    """A document and its rank in the corpus -> its pairs per length and duplicate; or, for
+    packed data, a bucket's documents -> their rows (`plan_bucket` does either)."""
 
     def __init__(self, config: PretrainingDataConfig):
         self.config = config
         lengths = config.max_seq_lengths
-        self.one_segment = {L: counter(f"seq{L}_documents_one_segment") for L in lengths}
+        if not config.packed:
+            self.one_segment = {L: counter(f"seq{L}_documents_one_segment") for L in lengths}
         self.split = {L: counter(f"seq{L}_sentences_split") for L in lengths}
+        if config.packing == "full-sentences" and config.packing_streams < 1:
+            raise ValueError("full-sentences packing needs packing_streams, set by the job")
+
+    @property
+    def plan_dtype(self) -> np.dtype:
+        return ROW_DTYPE if self.config.packed else PLAN_DTYPE
+
+    def plan_bucket(
+        self, docs: list[TokenizedDocument], first_rank: int, num_documents: int
+    ) -> list[PlannedDocument]:
+        """A bucket's documents, in rank order from first_rank: each with its plans."""
+        if self.config.packed:
+            return self.plan_packed(docs)
+        return [self.plan(doc, first_rank + i, num_documents) for i, doc in enumerate(docs)]
+
+    def plan_packed(self, docs: list[TokenizedDocument]) -> list[PlannedDocument]:
+        """Packed rows of a bucket's documents (in rank order, whole streams), each row in the
+        plans of the document it starts in; its copies are the same rows."""
+        cfg = self.config
+        streams = cfg.packing_streams
+        if cfg.packing == "full-sentences":
+            # Streams are ranges of hashes, so a stream's documents are consecutive here.
+            keys = [stream_of(doc.hash64, streams) for doc in docs]
+        else:  # doc-sentences: one call for all; plan_rows counts rows per document
+            keys = [0] * len(docs)
+        units = np.flatnonzero(np.diff(keys, prepend=-1, append=-1) != 0).tolist()
+        bounds_per_length, plans_per_length = [], []
+        for length in cfg.max_seq_lengths:
+            max_num_tokens = length - SPECIAL_TOKENS_PER_ROW
+            cut = []
+            for doc in docs:
+                bounds, num_split = split_long_sentences(doc.bounds, max_num_tokens)
+                if num_split:
+                    self.split[length].inc(num_split)
+                cut.append(bounds)
+            per_doc: list[list[np.ndarray]] = [[] for _ in docs]
+            for lo, hi in zip(units[:-1], units[1:], strict=True):
+                first_docs, rows = plan_rows(
+                    [b.tolist() for b in cut[lo:hi]],
+                    max_num_tokens,
+                    cross_documents=cfg.packing == "full-sentences",
+                )
+                edges = np.searchsorted(first_docs, np.arange(hi - lo + 1))
+                for d in range(hi - lo):
+                    per_doc[lo + d] = [rows[edges[d] : edges[d + 1]]] * cfg.dupe_factor
+            bounds_per_length.append(cut)
+            plans_per_length.append(per_doc)
+        return [
+            PlannedDocument(
+                doc,
+                [bounds_per_length[li][d] for li in range(len(cfg.max_seq_lengths))],
+                [plans_per_length[li][d] for li in range(len(cfg.max_seq_lengths))],
+            )
+            for d, doc in enumerate(docs)
+        ]
 
     def plan(self, doc: TokenizedDocument, rank: int, num_documents: int) -> PlannedDocument:
         cfg = self.config
@@ -174,10 +240,11 @@ class DocumentPlanner:
 
 def too_few_documents(config: PretrainingDataConfig, num_documents: int) -> str | None:
     """Why a corpus with num_documents documents of text cannot be used, or None if it can:
-    NSP takes NotNext B segments from another document; sentence order needs one document."""
+    NSP takes NotNext B segments from another document; sentence order and packed rows need
+    one document."""
     if num_documents >= config.min_documents:
         return None
-    if config.sentence_order:
+    if config.min_documents == 1:
         return "the corpus has no document with text"
     return (
         f"the corpus has {num_documents} document(s) with text; NotNext pairs need B "
@@ -208,10 +275,10 @@ class ExampleColumns:
     masked_lm_ids: np.ndarray  # the original tokens there
     num_masked: np.ndarray  # masked positions per row
     next_sentence_label: np.ndarray  # IS_NEXT or NOT_NEXT; with sentence order IN_ORDER or SWAPPED
-    doc_id: list[str]  # the document of segment A
-    b_doc_id: list[str]  # the document of segment B (another one for NotNext)
+    doc_id: list[str]  # the document of segment A (packed: the row's first document)
+    b_doc_id: list[str]  # the document of segment B, another one for NotNext (packed: the last)
     dupe_index: np.ndarray  # which copy of the corpus (dupe_factor) the row comes from
-    pair_index: np.ndarray  # the row's place among its document copy's pairs
+    pair_index: np.ndarray  # the row's place among its document copy's pairs (packed: its unit's)
     key: np.ndarray  # a random sort key: the order of the rows inside their shard
     rank: np.ndarray  # the row's place in the whole output at this length
 
@@ -323,10 +390,12 @@ class ExampleAssembler:
         self.vocab_dir = vocab_dir
         lengths = config.max_seq_lengths
         self.examples = {L: counter(f"seq{L}_examples") for L in lengths}
-        # The examples labelled 1: NotNext pairs, or with sentence order the swapped ones.
+        # The examples labelled 1: NotNext pairs, or with sentence order the swapped ones;
+        # packed rows have no label.
         self.label_one = SWAPPED if config.sentence_order else NOT_NEXT
         name = "swapped" if config.sentence_order else "not_next"
-        self.labelled_one = {L: counter(f"seq{L}_{name}") for L in lengths}
+        if not config.packed:
+            self.labelled_one = {L: counter(f"seq{L}_{name}") for L in lengths}
         self.masked = {L: counter(f"seq{L}_masked_tokens") for L in lengths}
 
     def setup(self) -> None:
@@ -352,32 +421,21 @@ class ExampleAssembler:
         """The examples of (document, duplicate, plans) groups, in that order; each group's
         random choices come from its own rng, seeded by the document and duplicate."""
         cfg = self.config
-        doc_position: dict[int, int] = {}
-        groups, doc_ids, b_doc_ids, dupes, sizes = [], [], [], [], []
-        for index, dupe, plans in pending:
-            doc_id = planned[index].doc.doc_id
-            random_pairs = np.flatnonzero(plans["random_doc_rank"] >= 0).tolist()
-            found = [answers[(index, li, dupe, p)] for p in random_pairs]
-            group_b_ids = [doc_id] * len(plans)
-            for p, (b_doc_id, _) in zip(random_pairs, found, strict=True):
-                group_b_ids[p] = b_doc_id
-            rng = np.random.Generator(
-                np.random.PCG64(record_seed(cfg.seed, "mask", length, doc_id, dupe))
+        rngs = [
+            np.random.Generator(
+                np.random.PCG64(
+                    record_seed(cfg.seed, "mask", length, planned[index].doc.doc_id, dupe)
+                )
             )
-            position = doc_position.setdefault(index, len(doc_position))
-            groups.append(PairGroup(position, plans, [segment for _, segment in found], rng))
-            doc_ids += [doc_id] * len(plans)
-            b_doc_ids += group_b_ids
-            dupes.append(dupe)
-            sizes.append(len(plans))
-        rngs = [g.rng for g in groups]
-        pairs = pack_pair_groups(
-            [planned[index].doc.tokens for index in doc_position],
-            groups,
-            max_num_tokens=length - SPECIAL_TOKENS_PER_PAIR,
-            cls_id=self.cls_id,
-            sep_id=self.sep_id,
-        )
+            for index, dupe, _ in pending
+        ]
+        sizes = [len(plans) for _, _, plans in pending]
+        dupes = [dupe for _, dupe, _ in pending]
+        if cfg.packed:
+            pairs, doc_ids, b_doc_ids, pair_index = self._packed(planned, pending)
+        else:
+            pairs, doc_ids, b_doc_ids = self._pairs(planned, pending, li, length, answers, rngs)
+            pair_index = None
         num = len(doc_ids)
         sizes_array = np.asarray(sizes, dtype=np.int64)
         group_offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
@@ -398,7 +456,9 @@ class ExampleAssembler:
             )
             num_masked = np.diff(masked.masked_lm_offsets)
         self.examples[length].inc(num)
-        self.labelled_one[length].inc(int((pairs.next_sentence_labels == self.label_one).sum()))
+        if not cfg.packed:
+            labelled_one = int((pairs.next_sentence_labels == self.label_one).sum())
+            self.labelled_one[length].inc(labelled_one)
         self.masked[length].inc(len(originals))
         # Orders the examples inside their shard: a shuffle, fixed by the seed.
         max_key = np.iinfo(np.int64).max
@@ -416,7 +476,57 @@ class ExampleAssembler:
             doc_id=doc_ids,
             b_doc_id=b_doc_ids,
             dupe_index=np.repeat(np.asarray(dupes, dtype=np.int64), sizes_array),
-            pair_index=np.arange(num) - np.repeat(group_offsets[:-1], sizes_array),
+            pair_index=(
+                np.arange(num) - np.repeat(group_offsets[:-1], sizes_array)
+                if pair_index is None
+                else pair_index
+            ),
             key=keys,
             rank=np.arange(first_rank, first_rank + num),
         )
+
+    def _pairs(self, planned, pending, li, length, answers, rngs):
+        """Sentence pairs of the groups, truncated with the groups' rngs, packed; with the
+        documents of A and of B per pair."""
+        doc_position: dict[int, int] = {}
+        groups, doc_ids, b_doc_ids = [], [], []
+        for (index, dupe, plans), rng in zip(pending, rngs, strict=True):
+            doc_id = planned[index].doc.doc_id
+            random_pairs = np.flatnonzero(plans["random_doc_rank"] >= 0).tolist()
+            found = [answers[(index, li, dupe, p)] for p in random_pairs]
+            group_b_ids = [doc_id] * len(plans)
+            for p, (b_doc_id, _) in zip(random_pairs, found, strict=True):
+                group_b_ids[p] = b_doc_id
+            position = doc_position.setdefault(index, len(doc_position))
+            groups.append(PairGroup(position, plans, [segment for _, segment in found], rng))
+            doc_ids += [doc_id] * len(plans)
+            b_doc_ids += group_b_ids
+        pairs = pack_pair_groups(
+            [planned[index].doc.tokens for index in doc_position],
+            groups,
+            max_num_tokens=length - SPECIAL_TOKENS_PER_PAIR,
+            cls_id=self.cls_id,
+            sep_id=self.sep_id,
+        )
+        return pairs, doc_ids, b_doc_ids
+
+    def _packed(self, planned, pending):
+        """Packed rows of the groups (no random choice); with the documents each row starts
+        and ends in, and each row's index in its unit."""
+        # The documents the rows reach: from the first group's to the furthest row's end.
+        lo = pending[0][0]
+        hi = max(index + int(plans["docs"].max(initial=0)) for index, _, plans in pending) + 1
+        rows = np.concatenate([plans for _, _, plans in pending])
+        sizes = [len(plans) for _, _, plans in pending]
+        first_docs = np.repeat([index - lo for index, _, _ in pending], sizes)
+        packed = pack_rows(
+            [planned[i].doc.tokens for i in range(lo, hi)],
+            first_docs,
+            rows,
+            cls_id=self.cls_id,
+            sep_id=self.sep_id,
+        )
+        ids = [planned[i].doc.doc_id for i in range(lo, hi)]
+        doc_ids = [ids[d] for d in first_docs.tolist()]
+        b_doc_ids = [ids[d] for d in packed.last_docs.tolist()]
+        return packed, doc_ids, b_doc_ids, rows["unit_index"]

@@ -5,7 +5,8 @@
   order does not depend on the number of buckets or workers.
 - B of a NotNext pair is a random other document's rank; the request goes to that document's
   bucket, which answers with B's tokens, and the answer goes back to the asking bucket.
-  Sentence-order data has no NotNext pair, hence no request.
+  Sentence-order and packed data have no NotNext pair, hence no request; full-sentences
+  packing puts whole streams of documents in each bucket (packing.py).
 - Examples go to their shard (rank mod num_shards) through a GroupByKey.
 """
 
@@ -29,6 +30,7 @@ from pipelines.pretraining.common import (
     checked_num_shards,
     doc_hash,
 )
+from pipelines.pretraining.packing import bucket_of_stream, stream_of
 from pipelines.pretraining.pairs import random_next_span
 from pipelines.pretraining.records import (
     Answers,
@@ -99,11 +101,13 @@ def document_offsets(bucket_counts: Iterable[tuple[int, int]], num_buckets: int)
 
 
 class TokenizeDocuments(BulkDataStep):
-    """Document rows -> (bucket, TokenizedDocument)."""
+    """Document rows -> (bucket, TokenizedDocument). With `num_streams` (full-sentences
+    packing) a bucket holds whole streams (pipelines/pretraining/packing.py)."""
 
-    def __init__(self, vocab_dir: str, num_buckets: int, token_dtype: str):
+    def __init__(self, vocab_dir: str, num_buckets: int, token_dtype: str, num_streams: int = 0):
         self.tokenizer = DocumentTokenizer(vocab_dir, token_dtype)
         self.num_buckets = num_buckets
+        self.num_streams = num_streams
 
     def prepare(self) -> None:
         self.tokenizer.setup()
@@ -111,7 +115,10 @@ class TokenizeDocuments(BulkDataStep):
     def process(self, row: dict) -> Iterator[tuple[int, TokenizedDocument]]:
         h = doc_hash(row["doc_id"])
         doc = self.tokenizer.tokenize(row["doc_id"], h, row["sentences"])
-        if doc is not None:
+        if doc is not None and self.num_streams:
+            stream = stream_of(h, self.num_streams)
+            yield bucket_of_stream(stream, self.num_streams, self.num_buckets), doc
+        elif doc is not None:
             yield bucket_of(h, self.num_buckets), doc
 
 
@@ -135,15 +142,13 @@ class PlanPairs(beam.DoFn):
         if refused:
             raise BadInputError(refused)
         docs = sorted(docs, key=lambda d: (d.hash64, d.doc_id))
-        planned = [
-            self.planner.plan(doc, int(offsets[bucket]) + index, num_documents)
-            for index, doc in enumerate(docs)
-        ]
+        planned = self.planner.plan_bucket(docs, int(offsets[bucket]), num_documents)
         yield bucket, planned
         for li in range(self.num_lengths):
             total = sum(len(p) for doc in planned for p in doc.plans[li])
             yield beam.pvalue.TaggedOutput(self.COUNTS, (li, bucket, total))
-        rows = _requests(bucket, planned)
+        # Packed rows take nothing from other buckets: no request.
+        rows = np.zeros(0, REQUEST_DTYPE) if self.config.packed else _requests(bucket, planned)
         if len(rows):
             # Until here target_index held B's document rank: find its bucket and index.
             ranks = rows["target_index"]
@@ -306,7 +311,9 @@ class CreatePretrainingExamples(beam.PTransform):
         cfg, k = self.config, self.num_buckets
         token_type = token_id_type(len(self.vocab.tokens))
         docs = rows | "Tokenize" >> beam.ParDo(
-            TokenizeDocuments(self.vocab.directory, k, np.dtype(token_type).str)
+            TokenizeDocuments(
+                self.vocab.directory, k, np.dtype(token_type).str, cfg.packing_streams
+            )
         )
         doc_counts = (
             docs

@@ -103,8 +103,9 @@ NOT_DEFAULT = {
     "pretraining_data": {
         "max_seq_lengths": [64, 256], "max_predictions_per_seq": [9, 40], "masked_lm_prob": 0.2,
         "short_seq_prob": 0.3, "dupe_factor": 7, "whole_word_mask": True, "span_masking": True,
-        "sentence_order": True, "dynamic_masking": True, "seed": 3, "num_shards": 5,
-        "examples_per_shard": 900, "max_position_embeddings": 256,
+        # Packed rows have no sentence order: the job refuses both (sentence_order: below).
+        "sentence_order": False, "packing": "doc-sentences", "dynamic_masking": True, "seed": 3,
+        "num_shards": 5, "examples_per_shard": 900, "max_position_embeddings": 256,
     },
 }  # fmt: skip
 
@@ -161,6 +162,13 @@ def test_every_option_of_a_job_reaches_it_from_the_flow(stage):
         assert (list(got) if isinstance(got, tuple) else got) == value, name
     _, defaults = job_config(stage, {})
     assert defaults == config_class(**({"num_shards": 64} if stage == "extract" else {}))
+
+
+def test_sentence_order_reaches_the_job_and_packing_with_it_is_refused():
+    _, config = job_config("pretraining_data", {"sentence_order": True})
+    assert config.sentence_order is True and config.packing == "pairs"
+    with pytest.raises(ValueError, match="--sentence-order needs --packing pairs"):
+        PretrainingDataParams(sentence_order=True, packing="full-sentences")
 
 
 @pytest.mark.parametrize(
