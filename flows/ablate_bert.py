@@ -333,10 +333,11 @@ def ablate_bert(
             per arm, estimated) or 'gpu' (one GPU).
         workdir: Where every stage writes; default: the scale's.
         tables: Which tables: 'tasks' (no NSP, LTR), 'masking' (mixes), 'size' (L/H/A),
-            'objectives' (ALBERT, SpanBERT).
+            'objectives' (ALBERT, SpanBERT, RoBERTa).
         mask_mixes: MASK/SAME/RND percentages to compare with 80/10/10.
         sizes: Model sizes L/H/A to compare with the recipe's model.
-        objectives: Objectives after BERT for the objectives table: 'albert', 'spanbert'.
+        objectives: Objectives after BERT for the objectives table: 'albert', 'spanbert',
+            'roberta'.
         feature_based: Also score the masking arms with frozen features (paper Table 8).
         extract: Corpus options; fields you set override the scale's.
         pretrain: Pretraining recipe shared by every arm; fields you set override the scale's.

@@ -8,7 +8,7 @@ from the base arm in one thing only:
   random token (the base arm is 80/10/10), fine-tuned and feature-based;
 - Table 6, model size: layers L, hidden size H and heads A (feed-forward 4H);
 - the objectives that followed BERT (docs/objectives.md): ALBERT's shape and sentence order,
-  SpanBERT's masking. These arms change the data as well, so each writes its own pretraining
+  SpanBERT's masking, RoBERTa's packed inputs without NSP. These arms change the data as well, so each writes its own pretraining
   data (`Arm.data`) from the same documents and vocabulary.
 """
 
@@ -23,10 +23,10 @@ TABLE_TITLES = {
     "tasks": "Pretraining tasks (paper Table 5)",
     "masking": "Masking procedures (paper Table 8)",
     "size": "Model size (paper Table 6)",
-    "objectives": "Objectives after BERT (ALBERT, SpanBERT)",
+    "objectives": "Objectives after BERT (ALBERT, SpanBERT, RoBERTa)",
 }
-ObjectiveName = Literal["albert", "spanbert"]
-OBJECTIVES: tuple[ObjectiveName, ...] = ("albert", "spanbert")
+ObjectiveName = Literal["albert", "spanbert", "roberta"]
+OBJECTIVES: tuple[ObjectiveName, ...] = ("albert", "spanbert", "roberta")
 # ALBERT's embedding width E for every model size it reports (Lan et al., 2019, Table 1).
 ALBERT_EMBEDDING_SIZE = 128
 MASK_MIXES = ("100/0/0", "80/0/20", "80/20/0", "0/20/80", "0/0/100")  # Table 8 beside 80/10/10
@@ -45,7 +45,7 @@ class Arm:
     sets: tuple[str, ...] = ()  # trainer overrides (--set NAME=VALUE) that make the arm
     size: tuple[int, int, int] | None = None  # (L, H, A) when it differs from the scale's model
     # pretraining_data fields the arm's own data sets (field, value); () uses the shared data
-    data: tuple[tuple[str, bool], ...] = ()
+    data: tuple[tuple[str, bool | str], ...] = ()
 
 
 def parse_size(text: str) -> tuple[int, int, int]:
@@ -88,6 +88,17 @@ def objective_arm(name: ObjectiveName) -> Arm:
             tables=("objectives",),
             sets=("objective.nsp=false",),
             data=(("span_masking", True),),
+        )
+    if name == "roberta":
+        # RoBERTa's input and objective at this recipe's budget: FULL-SENTENCES, no NSP, masks
+        # drawn afresh each epoch, Adam's beta2 0.98 (Liu et al. 2019, sections 4 and 5).
+        # Its bigger batches and learning rate are a budget, which every arm here shares.
+        return Arm(
+            name="roberta",
+            label="RoBERTa inputs (full sentences, dynamic masks, no NSP, beta2 0.98)",
+            tables=("objectives",),
+            sets=("objective.nsp=false", "optim.betas=0.9,0.98"),
+            data=(("packing", "full-sentences"), ("dynamic_masking", True)),
         )
     raise ValueError(f"unknown objective {name!r}; known: {', '.join(OBJECTIVES)}")
 
@@ -196,7 +207,8 @@ PAPER = {
     "objectives": PaperTable(
         columns=(),
         note="Each arm writes its own pretraining data from the same documents and vocabulary "
-        "(ALBERT: sentence-order labels; SpanBERT: span masks) and is validated as the shared "
+        "(ALBERT: sentence-order labels; SpanBERT: span masks; RoBERTa: packed full sentences "
+        "without masks, masked by the trainer each epoch) and is validated as the shared "
         "data is. params: the model's parameters. SOP/NSP acc: the held-out accuracy of the "
         "binary head, on the arm's own task (chance is 0.5 for both).",
     ),

@@ -29,19 +29,24 @@ def test_each_table_adds_its_arms_and_the_base_arm_is_shared():
         "size-L2-H128-A2",
         "albert",
         "spanbert",
+        "roberta",
     ]  # fmt: skip  (80/10/10 and the recipe's own size are the base arm)
     assert arms[0].tables == TABLES and arms[0].sets == () and arms[0].data == ()
     assert build_arms(["tasks"], ["100/0/0"], ["2/128/2"], "4/256/4")[-1].name == "ltr-no-nsp"
     only = build_arms(["objectives"], [], [], "4/256/4", ["spanbert"])
     assert [a.name for a in only] == ["base", "spanbert"]
     # Only the objectives' arms write data of their own.
-    assert [a.name for a in arms if a.data] == ["albert", "spanbert"]
+    assert [a.name for a in arms if a.data] == ["albert", "spanbert", "roberta"]
 
 
 def test_objective_arms_set_what_their_papers_change():
-    albert, spanbert = (objective_arm(name) for name in ("albert", "spanbert"))
+    albert, spanbert, roberta = (objective_arm(n) for n in ("albert", "spanbert", "roberta"))
     assert dict(albert.data) == {"sentence_order": True}
     assert dict(spanbert.data) == {"span_masking": True}
+    assert dict(roberta.data) == {"packing": "full-sentences", "dynamic_masking": True}
+    config = PretrainConfig()
+    apply_overrides(config, list(roberta.sets))
+    assert config.objective.nsp is False and config.optim.betas == (0.9, 0.98)
     config = PretrainConfig(preset="bert_mini")
     apply_overrides(config, list(albert.sets))
     built = config.model_config(vocab_size=16000, pad_token_id=0)
@@ -49,7 +54,7 @@ def test_objective_arms_set_what_their_papers_change():
     config = PretrainConfig()
     apply_overrides(config, list(spanbert.sets))
     assert config.objective.nsp is False
-    for name, value in albert.data + spanbert.data:  # fields the data job has
+    for name, value in albert.data + spanbert.data + roberta.data:  # fields the data job has
         assert getattr(PretrainingDataConfig(), name) is not value
     with pytest.raises(ValueError, match="unknown objective"):
         objective_arm("xlnet")
@@ -144,6 +149,7 @@ def test_report_rows_put_each_arm_beside_the_papers_row():
     assert [r["arm"] for r in objectives] == [
         "BERT (MLM + NSP, 80/10/10)", "ALBERT (E=128, shared layers, SOP)",
         "SpanBERT masking, no NSP",
+        "RoBERTa inputs (full sentences, dynamic masks, no NSP, beta2 0.98)",
     ]  # fmt: skip
     assert "paper MNLI-m" not in objectives[0]
     size = table_rows("size", results, ["genre"], "4/256/4")

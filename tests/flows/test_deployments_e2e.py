@@ -517,7 +517,8 @@ def test_an_interval_schedule_runs_the_evaluation_on_the_worker(local, workdir, 
 
 def test_the_ablation_flow_runs_each_table_from_its_deployment(local, tmp_path):
     # The sample scale, cut to one arm per kind: base, no NSP, LTR, one mask mix, one size,
-    # and the objectives after BERT (ALBERT with its own sentence-order data, SpanBERT).
+    # and the objectives after BERT (ALBERT with its own sentence-order data, SpanBERT,
+    # RoBERTa with packed inputs).
     workdir = tmp_path / "ablate"
     params = {
         "workdir": str(workdir),
@@ -529,7 +530,7 @@ def test_the_ablation_flow_runs_each_table_from_its_deployment(local, tmp_path):
     rc, output, run_id = create_run(local, "ablate-bert/sample", params)
     assert rc == 0, output
     arms = ["base", "no-nsp", "ltr-no-nsp", "mask-0-0-100", "size-L1-H128-A2", "albert",
-            "spanbert"]  # fmt: skip
+            "spanbert", "roberta"]  # fmt: skip
     states = task_states(local, run_id)
     for arm in arms:
         assert states[f"pretrain-phase2-{arm}"] == "Completed"
@@ -537,17 +538,17 @@ def test_the_ablation_flow_runs_each_table_from_its_deployment(local, tmp_path):
     assert states["finetune-sentence-order-random-base"] == "Completed"
     assert states["feature-based-sentence-order-mask-0-0-100"] == "Completed"
     assert "feature-based-sentence-order-no-nsp" not in states  # masking arms only
-    for arm in ("albert", "spanbert"):  # data of their own, validated
+    for arm in ("albert", "spanbert", "roberta"):  # data of their own, validated
         assert states[f"pretraining-data-{arm}"] == "Completed"
         assert states[f"validate-seq128-{arm}"] == "Completed"
-    sop = json.loads((workdir / "pretraining-albert" / "seq128" / "manifest.json").read_text())
-    assert (
-        sop["config"]["sentence_order"] is True
-        and "sentence_order"
-        not in json.loads((workdir / "pretraining" / "seq128" / "manifest.json").read_text())[
-            "config"
-        ]
-    )
+
+    def data_config(name: str) -> dict:
+        return json.loads((workdir / name / "seq128" / "manifest.json").read_text())["config"]
+
+    assert data_config("pretraining-albert")["sentence_order"] is True
+    assert "sentence_order" not in data_config("pretraining")
+    packed = data_config("pretraining-roberta")
+    assert packed["packing"] == "full-sentences" and packed["dynamic_masking"] is True
 
     # Each arm trained what it claims: its exported model and its logged losses.
     root = workdir / "ablations"
@@ -564,6 +565,7 @@ def test_the_ablation_flow_runs_each_table_from_its_deployment(local, tmp_path):
     assert [r["arm"] for r in objectives] == [
         "BERT (MLM + NSP, 80/10/10)", "ALBERT (E=128, shared layers, SOP)",
         "SpanBERT masking, no NSP",
+        "RoBERTa inputs (full sentences, dynamic masks, no NSP, beta2 0.98)",
     ]  # fmt: skip
     assert objectives[0]["SOP/NSP acc"].startswith("NSP ")
     assert objectives[1]["SOP/NSP acc"].startswith("SOP ") and objectives[2]["SOP/NSP acc"] == ""
