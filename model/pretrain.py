@@ -1178,10 +1178,13 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("RANK", "0") != "0":
         return 0
     if train_metrics:
+        task = summary["sentence_task"]  # "none": packed data has no sentence labels
+        sentences = (
+            "" if task == "none" else f", {task} accuracy {train_metrics['nsp_accuracy']:.3f}"
+        )
         print(
             f"step {summary['step']}: loss {train_metrics['loss']:.4f}, "
-            f"mlm accuracy {train_metrics['mlm_accuracy']:.3f}, "
-            f"{summary['sentence_task']} accuracy {train_metrics['nsp_accuracy']:.3f}; "
+            f"mlm accuracy {train_metrics['mlm_accuracy']:.3f}{sentences}; "
             f"last checkpoint {summary['checkpoint']}"
         )
     else:
