@@ -18,7 +18,7 @@ from model.hf_checkpoint import (
     save_electra_checkpoint,
 )
 from tests.model.test_albert import LOADED_CLEANLY
-from tests.model.test_hf_checkpoint import RecordWarnings, tiny_inputs
+from tests.model.test_hf_checkpoint import RecordWarnings, random_model, tiny_inputs
 
 
 @pytest.fixture(params=["E=H", "E<H"])
@@ -29,12 +29,7 @@ def electra_config(tiny_config, request) -> BertConfig:
 
 
 def random_electra(config: BertConfig, seed: int = 0) -> ElectraForPreTraining:
-    torch.manual_seed(seed)
-    model = ElectraForPreTraining(config).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(0.0, 0.2)
-    return model
+    return random_model(config, ElectraForPreTraining, seed)
 
 
 def test_the_generator_is_a_quarter_as_wide_and_shares_the_embeddings(electra_config):
