@@ -337,7 +337,7 @@ def ablate_bert(
         mask_mixes: MASK/SAME/RND percentages to compare with 80/10/10.
         sizes: Model sizes L/H/A to compare with the recipe's model.
         objectives: Objectives after BERT for the objectives table: 'albert', 'spanbert',
-            'roberta'.
+            'roberta', 'electra'.
         feature_based: Also score the masking arms with frozen features (paper Table 8).
         extract: Corpus options; fields you set override the scale's.
         pretrain: Pretraining recipe shared by every arm; fields you set override the scale's.

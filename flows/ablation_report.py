@@ -50,6 +50,22 @@ def _mlm(result: StageResult) -> Any:
     return round(value, 4) if isinstance(value, float) else value
 
 
+def _binary_task(r: ArmResult) -> str:
+    """The arm's binary task and its held-out accuracy: NSP or SOP (none when the arm turns
+    the sentence loss off), or ELECTRA's replaced-token detection with the base rate."""
+    summary = r.pretrain.summary
+    rtd = summary.get("eval_rtd_accuracy", summary.get("rtd_accuracy"))
+    if isinstance(rtd, float):
+        replaced = summary.get("eval_replaced_share", summary.get("replaced_share"))
+        base = f" (base {1 - replaced:.3f})" if isinstance(replaced, float) else ""
+        return f"RTD {rtd:.3f}{base}"
+    task = str(summary.get("sentence_task", "nsp")).upper()
+    accuracy = summary.get("eval_nsp_accuracy", summary.get("nsp_accuracy"))
+    if isinstance(accuracy, float) and "nsp=false" not in " ".join(r.arm.sets):
+        return f"{task} {accuracy:.3f}"
+    return ""
+
+
 def _perplexity(result: StageResult) -> Any:
     value = result.summary.get("eval_mlm_loss", result.summary.get("mlm_loss"))
     return round(math.exp(value), 2) if isinstance(value, float) else None
@@ -87,13 +103,7 @@ def table_rows(
         row["MLM acc"] = _mlm(r.pretrain)
         if table == "objectives":
             summary = r.pretrain.summary
-            task = str(summary.get("sentence_task", "nsp")).upper()
-            accuracy = summary.get("eval_nsp_accuracy", summary.get("nsp_accuracy"))
-            row["SOP/NSP acc"] = (
-                f"{task} {accuracy:.3f}"
-                if isinstance(accuracy, float) and "nsp=false" not in " ".join(r.arm.sets)
-                else ""
-            )
+            row["binary task acc"] = _binary_task(r)
             row["params"] = summary.get("parameters")
         if table == "size":
             row["MLM ppl"] = _perplexity(r.pretrain)

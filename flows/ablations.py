@@ -8,8 +8,9 @@ from the base arm in one thing only:
   random token (the base arm is 80/10/10), fine-tuned and feature-based;
 - Table 6, model size: layers L, hidden size H and heads A (feed-forward 4H);
 - the objectives that followed BERT (docs/objectives.md): ALBERT's shape and sentence order,
-  SpanBERT's masking, RoBERTa's packed inputs without NSP. These arms change the data as well, so each writes its own pretraining
-  data (`Arm.data`) from the same documents and vocabulary.
+  SpanBERT's masking, RoBERTa's packed inputs without NSP, ELECTRA's replaced-token
+  detection. The first three change the data as well, so each writes its own pretraining
+  data (`Arm.data`) from the same documents and vocabulary; ELECTRA trains on the shared data.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ TABLE_TITLES = {
     "tasks": "Pretraining tasks (paper Table 5)",
     "masking": "Masking procedures (paper Table 8)",
     "size": "Model size (paper Table 6)",
-    "objectives": "Objectives after BERT (ALBERT, SpanBERT, RoBERTa)",
+    "objectives": "Objectives after BERT (ALBERT, SpanBERT, RoBERTa, ELECTRA)",
 }
-ObjectiveName = Literal["albert", "spanbert", "roberta"]
-OBJECTIVES: tuple[ObjectiveName, ...] = ("albert", "spanbert", "roberta")
+ObjectiveName = Literal["albert", "spanbert", "roberta", "electra"]
+OBJECTIVES: tuple[ObjectiveName, ...] = ("albert", "spanbert", "roberta", "electra")
 # ALBERT's embedding width E for every model size it reports (Lan et al., 2019, Table 1).
 ALBERT_EMBEDDING_SIZE = 128
 MASK_MIXES = ("100/0/0", "80/0/20", "80/20/0", "0/20/80", "0/0/100")  # Table 8 beside 80/10/10
@@ -99,6 +100,16 @@ def objective_arm(name: ObjectiveName) -> Arm:
             tables=("objectives",),
             sets=("objective.nsp=false", "optim.betas=0.9,0.98"),
             data=(("packing", "full-sentences"), ("dynamic_masking", True)),
+        )
+    if name == "electra":
+        # ELECTRA (Clark et al. 2020): a generator 1/4 as wide (its Small model's) fills the
+        # masked slots, which the paper masks with [MASK] alone; the discriminator, the model
+        # that is fine-tuned, tells every token whether it was replaced; loss MLM + 50 x RTD.
+        return Arm(
+            name="electra",
+            label="ELECTRA (generator 1/4 wide, replaced-token detection, no NSP)",
+            tables=("objectives",),
+            sets=("objective.name=electra", "objective.nsp=false", "objective.mask_mix=100/0/0"),
         )
     raise ValueError(f"unknown objective {name!r}; known: {', '.join(OBJECTIVES)}")
 
@@ -209,8 +220,11 @@ PAPER = {
         note="Each arm writes its own pretraining data from the same documents and vocabulary "
         "(ALBERT: sentence-order labels; SpanBERT: span masks; RoBERTa: packed full sentences "
         "without masks, masked by the trainer each epoch) and is validated as the shared "
-        "data is. params: the model's parameters. SOP/NSP acc: the held-out accuracy of the "
-        "binary head, on the arm's own task (chance is 0.5 for both).",
+        "data is; ELECTRA trains on the shared data. params: the parameters trained (ELECTRA's "
+        "generator and discriminator). MLM acc: ELECTRA's is its generator's. binary task "
+        "acc: the held-out accuracy of the arm's binary task: NSP or SOP (chance 0.5), or "
+        "ELECTRA's replaced-token detection over every real token (answering 'original' "
+        "everywhere scores 1 minus the replaced share, given beside it).",
     ),
 }
 

@@ -55,6 +55,7 @@ from flows.stages import (
     validate_call,
     vocab_call,
 )
+from model.hf_checkpoint import GENERATOR_DIR
 
 STAGE_KINDS = {  # flow stage -> kind of stage it runs (its entry point)
     "extract": "extract",
@@ -88,14 +89,20 @@ def export_model(checkpoint: StageResult, vocab: StageResult, target: str) -> st
     stamp = storage.join(target, "source.json")
     if storage.exists(stamp) and json.loads(storage.read_bytes(stamp)) == source:
         return target
-    for name in MODEL_FILES:
-        storage.write_atomic(
-            storage.join(target, name), storage.read_bytes(storage.join(phase_dir, name))
-        )
-    for name in TOKENIZER_FILES:
-        path = storage.join(vocab.output, name)
-        if storage.exists(path):
-            storage.write_atomic(storage.join(target, name), storage.read_bytes(path))
+    # ELECTRA's export holds its generator in generator/, with a tokenizer of its own.
+    parts = [""]
+    if storage.exists(storage.join(phase_dir, GENERATOR_DIR, MODEL_FILES[0])):
+        parts.append(GENERATOR_DIR)
+    for part in parts:
+        source_dir, target_dir = storage.join(phase_dir, part), storage.join(target, part)
+        for name in MODEL_FILES:
+            storage.write_atomic(
+                storage.join(target_dir, name), storage.read_bytes(storage.join(source_dir, name))
+            )
+        for name in TOKENIZER_FILES:
+            path = storage.join(vocab.output, name)
+            if storage.exists(path):
+                storage.write_atomic(storage.join(target_dir, name), storage.read_bytes(path))
     storage.write_atomic(stamp, json.dumps(source, indent=2).encode())
     return target
 

@@ -278,7 +278,7 @@ class BertModel(nn.Module):
         x = self.embeddings(input_ids, token_type_ids, unpadding)  # (B, T, H) or (R, H)
         x, hidden_states = self.encoder(x, key_mask, output_hidden_states, unpadding)
         if unpadding is None:
-            pooled = _gather_positions(x, pooled_position)  # (B, 1, H)
+            pooled = gather_positions(x, pooled_position)  # (B, 1, H)
         else:
             pooled = unpadding.gather(x, pooled_position)  # (B, 1, H)
         return BertOutput(x, self.pooler(pooled), hidden_states)
@@ -368,7 +368,7 @@ class BertForPreTraining(nn.Module):
         if masked_lm_positions is None:
             hidden = sequence_output  # (B, T, H)
         else:
-            hidden = _gather_positions(sequence_output, masked_lm_positions)  # (B, P, H)
+            hidden = gather_positions(sequence_output, masked_lm_positions)  # (B, P, H)
         word_embeddings = self.bert.embeddings.word_embeddings.weight  # (V, E), the tied decoder
 
         mlm_loss = mlm_correct = mlm_count = None
@@ -420,7 +420,7 @@ class BertForPreTraining(nn.Module):
             input_ids, token_type_ids, attention_mask, unpadding=unpadding
         )
         if unpadding is None:
-            hidden = _gather_positions(sequence_output, masked_lm_positions)  # (B, P, H)
+            hidden = gather_positions(sequence_output, masked_lm_positions)  # (B, P, H)
         else:
             hidden = unpadding.gather(sequence_output, masked_lm_positions)  # (B, P, H)
         word_embeddings = self.bert.embeddings.word_embeddings.weight  # (V, E), the tied decoder
@@ -439,7 +439,7 @@ class BertForPreTraining(nn.Module):
         return PreTrainingLoss(loss, mlm_loss, nsp_loss, mlm_correct, mlm_count, nsp_correct)
 
 
-def _gather_positions(sequence_output: Tensor, positions: Tensor) -> Tensor:
+def gather_positions(sequence_output: Tensor, positions: Tensor) -> Tensor:
     """(B, T, H) vectors at (B, P) positions -> (B, P, H)."""
     index = positions.unsqueeze(-1).expand(-1, -1, sequence_output.size(-1))  # (B, P, H)
     return torch.gather(sequence_output, 1, index)

@@ -23,8 +23,7 @@ from typing import Any
 
 import torch
 
-from model.bert import BertForPreTraining
-from model.hf_checkpoint import save_hf_checkpoint
+from model.pretraining_model import PretrainingModel, save_pretraining_model
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ def save_checkpoint(
     directory: str | os.PathLike[str],
     *,
     step: int,
-    model: BertForPreTraining,
+    model: PretrainingModel,
     trainer_state: dict[str, Any],
     info: dict[str, Any],
 ) -> Path:
@@ -81,11 +80,14 @@ def save_checkpoint(
     final = directory / checkpoint_name(step)
     staging = directory / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     try:
-        save_hf_checkpoint(model, staging)
+        save_pretraining_model(model, staging)
         torch.save(trainer_state, staging / STATE_NAME)
-        for name in os.listdir(staging):
-            with open(staging / name, "rb") as f:
-                os.fsync(f.fileno())
+        for path in sorted(staging.rglob("*")):  # ELECTRA's generator/ too
+            if path.is_file():
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+            else:
+                _fsync_dir(path)
         body = {"step": step, **info}
         _write_synced(staging / INFO_NAME, (json.dumps(body, indent=2) + "\n").encode())
         _fsync_dir(staging)

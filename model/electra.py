@@ -24,7 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.bert import ACTIVATIONS, IGNORE_INDEX, BertModel, init_weights
+from model.bert import (
+    ACTIVATIONS,
+    IGNORE_INDEX,
+    BertModel,
+    Unpadding,
+    gather_positions,
+    init_weights,
+)
 from model.config import BertConfig
 
 # The paper's weight of the discriminator's loss (lambda, section 3).
@@ -88,23 +95,42 @@ class DiscriminatorHead(nn.Module):
 
 
 class ElectraLoss(NamedTuple):
-    """What ElectraForPreTraining.pretraining_loss returns: () tensors."""
+    """What ElectraForPreTraining.pretraining_loss returns: () tensors. The first six fields
+    are BERT's PreTrainingLoss's, so that the trainer sums either: mlm_* are the generator's,
+    and nsp_* are zero (ELECTRA has no sentence task); rtd_* are the discriminator's
+    replaced-token detection."""
 
-    loss: Tensor  # generator_loss + DISCRIMINATOR_WEIGHT * discriminator_loss
-    generator_loss: Tensor  # mean cross-entropy over the real masked slots
-    discriminator_loss: Tensor  # mean binary cross-entropy over the real tokens
-    generator_correct: Tensor  # long: masked tokens the generator predicted right
-    masked_count: Tensor  # long: real masked slots
+    loss: Tensor  # mlm_loss + discriminator_weight * rtd_loss
+    mlm_loss: Tensor  # the generator's mean cross-entropy over the real masked slots
+    nsp_loss: Tensor  # zero
+    mlm_correct: Tensor  # long: masked tokens the generator predicted right
+    mlm_count: Tensor  # long: real masked slots
+    nsp_correct: Tensor  # long zero
+    rtd_loss: Tensor  # the discriminator's mean binary cross-entropy over the real tokens
+    rtd_correct: Tensor  # long: real tokens the discriminator classified right
+    rtd_count: Tensor  # long: real tokens
     replaced_count: Tensor  # long: tokens the samples changed
-    discriminator_correct: Tensor  # long: real tokens the discriminator classified right
-    token_count: Tensor  # long: real tokens
+
+
+class ElectraOutput(NamedTuple):
+    """What ElectraForPreTraining returns for fill-mask and inspection (no sampling)."""
+
+    mlm_logits: Tensor  # the generator's (B, P, V) at masked_lm_positions, else (B, T, V)
+    replaced_logits: Tensor  # the discriminator's (B, T) on the input as given
 
 
 class ElectraForPreTraining(nn.Module):
     """Generator and discriminator with shared embeddings, and ELECTRA's loss."""
 
-    def __init__(self, config: BertConfig, generator: BertConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: BertConfig,
+        generator: BertConfig | None = None,
+        *,
+        discriminator_weight: float = DISCRIMINATOR_WEIGHT,
+    ) -> None:
         super().__init__()
+        self.discriminator_weight = discriminator_weight
         generator = generator_config(config) if generator is None else generator
         if generator.embedding_width != config.embedding_width:
             raise ValueError(
@@ -123,6 +149,10 @@ class ElectraForPreTraining(nn.Module):
         for name in ("word_embeddings", "position_embeddings", "token_type_embeddings",
                      "layer_norm"):  # fmt: skip
             setattr(own, name, getattr(shared, name))
+        # ELECTRA has no pooler: ours are frozen, so that they count in no parameter total,
+        # no optimizer and no DDP bucket (which would wait for their gradients).
+        for bert in (self.discriminator, self.generator):
+            bert.pooler.requires_grad_(False)
 
     @property
     def word_embeddings(self) -> Tensor:
@@ -148,6 +178,23 @@ class ElectraForPreTraining(nn.Module):
         hidden = self.discriminator(input_ids, token_type_ids, attention_mask).last_hidden_state
         return self.discriminator_head(hidden)
 
+    def forward(
+        self,
+        input_ids: Tensor,
+        token_type_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        masked_lm_positions: Tensor | None = None,
+    ) -> ElectraOutput:
+        """The generator's logits (at the masked positions, when given) and the
+        discriminator's on the same input: what fill-mask probes and inspection read."""
+        g_hidden = self.generator(input_ids, token_type_ids, attention_mask).last_hidden_state
+        if masked_lm_positions is not None:
+            g_hidden = gather_positions(g_hidden, masked_lm_positions)  # (B, P, Hg)
+        return ElectraOutput(
+            self.generator_head(g_hidden, self.word_embeddings),
+            self.discriminator_logits(input_ids, token_type_ids, attention_mask),
+        )
+
     def pretraining_loss(
         self,
         input_ids: Tensor,
@@ -155,53 +202,75 @@ class ElectraForPreTraining(nn.Module):
         attention_mask: Tensor,
         masked_lm_positions: Tensor,
         masked_lm_labels: Tensor,
+        next_sentence_label: Tensor | None = None,
+        unpadding: Unpadding | None = None,
+        nsp: bool = False,
         generator: torch.Generator | None = None,
     ) -> ElectraLoss:
-        """ELECTRA's loss on a masked batch (B, T) with (B, P) masked slots.
+        """ELECTRA's loss on a masked batch (B, T) with (B, P) masked slots; static shapes
+        (no host sync, compilable), with BertForPreTraining.pretraining_loss's arguments.
 
-        `generator` (a torch.Generator on the batch's device) makes the samples reproducible.
+        Slots labelled IGNORE_INDEX must point at a position no real slot uses (the data's
+        point at 0, [CLS]). `next_sentence_label` is not used and `nsp` must be False.
+        `generator` (a torch.Generator on the batch's device) draws the samples; without
+        it, torch's global generator does, which the trainer seeds per micro-batch.
+        With `unpadding` both encoders skip the padding tokens, as BERT's does.
         """
+        if nsp:
+            raise ValueError("ELECTRA has no sentence task: call with nsp=False")
         real_slot = masked_lm_labels != IGNORE_INDEX  # (B, P)
-        g_hidden = self.generator(input_ids, token_type_ids, attention_mask).last_hidden_state
-        index = masked_lm_positions.unsqueeze(-1).expand(-1, -1, g_hidden.size(-1))
-        at_slots = torch.gather(g_hidden, 1, index)  # (B, P, Hg)
+        g_hidden = self.generator(
+            input_ids, token_type_ids, attention_mask, unpadding=unpadding
+        ).last_hidden_state  # (B, T, Hg) or (R, Hg)
+        if unpadding is None:
+            at_slots = gather_positions(g_hidden, masked_lm_positions)  # (B, P, Hg)
+        else:
+            at_slots = unpadding.gather(g_hidden, masked_lm_positions)  # (B, P, Hg)
         logits = self.generator_head(at_slots, self.word_embeddings).float()  # (B, P, V)
-        masked_count = real_slot.sum()
-        generator_loss = F.cross_entropy(
+        mlm_count = real_slot.sum()
+        mlm_loss = F.cross_entropy(
             logits.flatten(0, 1), masked_lm_labels.flatten(), ignore_index=IGNORE_INDEX,
             reduction="sum",
-        ) / masked_count.clamp(min=1)  # fmt: skip
-        generator_correct = ((logits.argmax(-1) == masked_lm_labels) & real_slot).sum()
+        ) / mlm_count.clamp(min=1)  # fmt: skip
+        mlm_correct = ((logits.argmax(-1) == masked_lm_labels) & real_slot).sum()
 
         with torch.no_grad():  # sample from the generator: the discriminator's input
-            gumbel = -torch.log(-torch.log(
-                torch.rand(logits.shape, generator=generator, device=logits.device)
-                .clamp(1e-9, 1 - 1e-9)
-            ))  # fmt: skip
+            uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
+            gumbel = -torch.log(-torch.log(uniform.clamp(1e-9, 1 - 1e-9)))
             sampled = (logits + gumbel).argmax(-1)  # (B, P)
-            original = input_ids.clone()
-            rows = torch.arange(input_ids.size(0), device=input_ids.device)
-            rows = rows.unsqueeze(1).expand_as(masked_lm_positions)
-            labels = torch.where(real_slot, masked_lm_labels, 0)
-            original[rows[real_slot], masked_lm_positions[real_slot]] = labels[real_slot]
-            corrupted = input_ids.clone()
-            corrupted[rows[real_slot], masked_lm_positions[real_slot]] = sampled[real_slot]
+            at_positions = input_ids.gather(1, masked_lm_positions)  # (B, P)
+            labels = torch.where(real_slot, masked_lm_labels, at_positions)
+            original = input_ids.scatter(1, masked_lm_positions, labels)  # (B, T)
+            corrupted = input_ids.scatter(
+                1, masked_lm_positions, torch.where(real_slot, sampled, at_positions)
+            )
             replaced = (corrupted != original) & attention_mask.bool()  # (B, T)
 
-        d_logits = self.discriminator_logits(corrupted, token_type_ids, attention_mask).float()
-        real = attention_mask.bool()
-        token_count = real.sum()
-        discriminator_loss = (
-            F.binary_cross_entropy_with_logits(d_logits, replaced.float(), reduction="none") * real
-        ).sum() / token_count.clamp(min=1)
-        discriminator_correct = (((d_logits > 0) == replaced) & real).sum()
+        d_hidden = self.discriminator(
+            corrupted, token_type_ids, attention_mask, unpadding=unpadding
+        ).last_hidden_state
+        d_logits = self.discriminator_head(d_hidden).float()  # (B, T) or (R,)
+        if unpadding is None:
+            real = attention_mask.bool()  # (B, T)
+            target = replaced
+        else:  # every row is a real token
+            target = unpadding.unpad(replaced)  # (R,)
+            real = torch.ones_like(target)
+        rtd_count = real.sum()
+        rtd_loss = (
+            F.binary_cross_entropy_with_logits(d_logits, target.float(), reduction="none") * real
+        ).sum() / rtd_count.clamp(min=1)
+        rtd_correct = (((d_logits > 0) == target) & real).sum()
+        zero = mlm_loss.new_zeros(())
         return ElectraLoss(
-            generator_loss + DISCRIMINATOR_WEIGHT * discriminator_loss,
-            generator_loss,
-            discriminator_loss,
-            generator_correct,
-            masked_count,
+            mlm_loss + self.discriminator_weight * rtd_loss,
+            mlm_loss,
+            zero,
+            mlm_correct,
+            mlm_count,
+            torch.zeros_like(mlm_count),
+            rtd_loss,
+            rtd_correct,
+            rtd_count,
             replaced.sum(),
-            discriminator_correct,
-            token_count,
         )

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model.bert import IGNORE_INDEX, BertForPreTraining
+from model.bert import IGNORE_INDEX, BertModel
 from model.pretraining_batch import PretrainingBatch
 from model.train_config import HealthConfig
 
@@ -107,14 +107,14 @@ def mean_token_cosine(hidden: Tensor, token_ids: Tensor, max_tokens: int) -> flo
 
 
 @torch.no_grad()
-def probe_cosine(model: BertForPreTraining, batch: PretrainingBatch, max_tokens: int) -> float:
+def probe_cosine(encoder: BertModel, batch: PretrainingBatch, max_tokens: int) -> float:
     """Mean cosine between different tokens' final hidden states on one batch (eval mode)."""
-    was_training = model.training
-    model.eval()
+    was_training = encoder.training
+    encoder.eval()
     try:
-        out = model.bert(batch.input_ids, batch.token_type_ids, batch.attention_mask)
+        out = encoder(batch.input_ids, batch.token_type_ids, batch.attention_mask)
     finally:
-        model.train(was_training)
+        encoder.train(was_training)
     real = batch.attention_mask.bool()  # (B, T)
     return mean_token_cosine(out.last_hidden_state[real], batch.input_ids[real], max_tokens)
 
@@ -247,13 +247,12 @@ class HealthMonitor:
         self.probe = first[0].to(device)
         return self.baseline
 
-    def check(
-        self, model: BertForPreTraining, step: int, metrics: dict[str, float]
-    ) -> HealthReport:
-        """One report for the metrics of this step (an evaluation, or the last train means)."""
+    def check(self, encoder: BertModel, step: int, metrics: dict[str, float]) -> HealthReport:
+        """One report for the metrics of this step (an evaluation, or the last train means);
+        `encoder` is the model's (BERT's, or ELECTRA's discriminator), probed for collapse."""
         if self.baseline is None or self.probe is None:
             raise RuntimeError("start_phase() must measure the baseline first")
-        cosine = probe_cosine(model, self.probe, self.config.probe_tokens)
+        cosine = probe_cosine(encoder, self.probe, self.config.probe_tokens)
         report = diagnose(
             step,
             metrics,

@@ -122,11 +122,27 @@ class LoadedCheckpoint(NamedTuple):
 
 
 def config_from_hf(hf_config: dict[str, Any]) -> BertConfig:
-    """Our BertConfig from a Hugging Face BERT or ALBERT config.json dict; unsupported variants
-    (other model types, ALBERT with layer groups of more than one layer) raise."""
+    """Our BertConfig from a Hugging Face BERT, ALBERT or ELECTRA config.json dict; unsupported
+    variants (other model types, ALBERT with layer groups of more than one layer, ELECTRA with
+    embeddings narrower than its layers) raise.
+
+    An ELECTRA discriminator (or generator) whose embeddings are as wide as its layers is a
+    BERT encoder without a pooler: it loads as one, the pooler freshly initialised, and
+    fine-tunes and saves as BERT."""
     model_type = hf_config.get("model_type", "bert")
-    if model_type not in ("bert", "albert"):
-        raise ValueError(f"config model_type must be 'bert' or 'albert', got {model_type!r}")
+    if model_type not in ("bert", "albert", "electra"):
+        raise ValueError(
+            f"config model_type must be 'bert', 'albert' or 'electra', got {model_type!r}"
+        )
+    if model_type == "electra" and hf_config.get("embedding_size") not in (
+        None,
+        hf_config.get("hidden_size", 768),
+    ):
+        raise ValueError(
+            f"ELECTRA config with embedding_size {hf_config['embedding_size']} < hidden_size "
+            f"{hf_config.get('hidden_size')} (ELECTRA-Small's shape): only ELECTRA encoders "
+            "whose embeddings are as wide as their layers load as BERT encoders here"
+        )
     position_type = hf_config.get("position_embedding_type", "absolute")
     if position_type != "absolute":
         raise ValueError(
@@ -139,7 +155,7 @@ def config_from_hf(hf_config: dict[str, Any]) -> BertConfig:
         for field in dataclasses.fields(BertConfig)
         if hf_config.get(field.name) is not None and field.name != "share_layers"
     }
-    if model_type == "bert":
+    if model_type in ("bert", "electra"):
         values.pop("embedding_size", None)
         return BertConfig(**values)
     layers = hf_config.get("num_hidden_layers", 12)
@@ -254,7 +270,7 @@ def copied(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
 def _normalise_hf_key(key: str) -> str:
     key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
     key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
-    return key.removeprefix("bert.").removeprefix("albert.")
+    return key.removeprefix("bert.").removeprefix("albert.").removeprefix("electra.")
 
 
 def load_hf_state_dict(

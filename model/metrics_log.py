@@ -125,7 +125,10 @@ class MetricsLog:
     def _report(self, record: dict[str, Any]) -> None:
         parts = [f"{record['event']}", f"loss {record['loss']:.4f}"]
         parts.append(f"mlm acc {record['mlm_accuracy']:.3f}")
-        parts.append(f"nsp acc {record['nsp_accuracy']:.3f}")
+        if "nsp_accuracy" in record:  # absent when the run asks no sentence task
+            parts.append(f"nsp acc {record['nsp_accuracy']:.3f}")
+        if "rtd_accuracy" in record:  # ELECTRA's discriminator
+            parts.append(f"rtd acc {record['rtd_accuracy']:.3f}")
         if record["event"] == "train":
             parts.append(f"{record['tokens_per_s']:,.0f} tok/s")
             parts.append(f"lr {record['lr']:.2e}")

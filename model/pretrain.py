@@ -35,7 +35,7 @@ import torch
 from bertdata.output_lock import OutputError, output_lock
 from bertdata.paths import join
 from bertdata.tokens import TOKENIZER_FILES
-from model.bert import BertForPreTraining, PreTrainingLoss, Unpadding
+from model.bert import PreTrainingLoss, Unpadding
 from model.checkpointing import (
     CheckpointError,
     checkpoint_name,
@@ -47,9 +47,9 @@ from model.checkpointing import (
 )
 from model.command_line import command_line
 from model.config import PRESETS, BertConfig
+from model.electra import ElectraLoss
 from model.fill_mask import probe_records
 from model.health import HealthMonitor, HealthReport
-from model.hf_checkpoint import load_hf_weights, save_hf_checkpoint
 from model.memory_estimate import (
     MemoryEstimate,
     estimate_phase,
@@ -72,6 +72,14 @@ from model.parallelize import (
     resolve_precision,
 )
 from model.pretraining_batch import PretrainingDataError, PretrainingShards
+from model.pretraining_model import (
+    PretrainingModel,
+    build_pretraining_model,
+    encoder_of,
+    load_pretraining_weights,
+    model_configs,
+    save_pretraining_model,
+)
 from model.shard_loader import (
     LoadedBatch,
     StreamSpec,
@@ -238,7 +246,7 @@ def check_memory(
     config: PretrainConfig,
     phases: list[Phase],
     datas: dict[int, PhaseData],
-    model_config: BertConfig,
+    model_configs: list[BertConfig],
     device: torch.device,
     precision: str,
 ) -> list[dict[str, Any]]:
@@ -251,13 +259,22 @@ def check_memory(
     for phase in phases:
 
         def estimate(micro: int, phase: Phase = phase) -> MemoryEstimate:
-            return estimate_phase(
-                model_config,
-                micro_batch_size=micro,
-                seq_length=phase.seq_length,
-                max_predictions=datas[phase.index].train.max_predictions_per_seq,
-                optimizer=config.optim.name,
-                half_precision=precision == "bf16",
+            # ELECTRA's two encoders: the sum (its shared embeddings counted twice)
+            parts = [
+                estimate_phase(
+                    model_config,
+                    micro_batch_size=micro,
+                    seq_length=phase.seq_length,
+                    max_predictions=datas[phase.index].train.max_predictions_per_seq,
+                    optimizer=config.optim.name,
+                    half_precision=precision == "bf16",
+                )
+                for model_config in model_configs
+            ]
+            return MemoryEstimate(
+                parameters=sum(part.parameters for part in parts),
+                states=sum(part.states for part in parts),
+                activations=sum(part.activations for part in parts),
             )
 
         needed = estimate(phase.micro_batch_size)
@@ -318,7 +335,7 @@ def loader_workers(configured: int, ranks_here: int) -> int:
 
 
 def log_fill_mask(
-    model: BertForPreTraining,
+    model: PretrainingModel,
     export: Path,
     probes: list[str],
     metrics: MetricsLog,
@@ -481,7 +498,7 @@ def _memory_advice(phase: Phase, dist: Distributed, last_checkpoint: str) -> str
 
 @torch.no_grad()
 def evaluate(
-    model: BertForPreTraining,
+    model: PretrainingModel,
     data: PhaseData,
     *,
     config: PretrainConfig,
@@ -495,8 +512,9 @@ def evaluate(
     objective = objective or Objective(config.objective)
     was_training = model.training
     model.eval()
-    # loss sums: mlm loss x count, nsp loss x sequences; then counts
-    sums = torch.zeros(6, dtype=torch.float64, device=dist.device)
+    # loss sums: mlm loss x count, nsp loss x sequences; then counts; then ELECTRA's
+    # replaced-token detection: loss x tokens, correct, tokens, replaced
+    sums = torch.zeros(10, dtype=torch.float64, device=dist.device)
     batches = validation_batches(
         data.validation,
         data.validation_shards,
@@ -516,7 +534,7 @@ def evaluate(
         with autocast(dist.device, precision):
             out = model.pretraining_loss(**batch.as_dict(), unpadding=unpadding, nsp=objective.nsp)
         sequences = batch.input_ids.size(0)
-        sums += torch.stack(
+        sums[:6] += torch.stack(
             [
                 out.mlm_loss.double() * out.mlm_count,
                 out.nsp_loss.double() * sequences,
@@ -526,19 +544,43 @@ def evaluate(
                 torch.tensor(float(sequences), dtype=torch.float64, device=dist.device),
             ]
         )
-    mlm_sum, nsp_sum, mlm_correct, mlm_count, nsp_correct, sequences = all_reduce_sum(
-        sums, dist
-    ).tolist()
+        if isinstance(out, ElectraLoss):
+            sums[6:] += torch.stack(
+                [out.rtd_loss.double() * out.rtd_count, out.rtd_correct, out.rtd_count,
+                 out.replaced_count]
+            ).double()  # fmt: skip
+    figures = all_reduce_sum(sums, dist).tolist()
+    mlm_sum, nsp_sum, mlm_correct, mlm_count, nsp_correct, sequences = figures[:6]
     model.train(was_training)
     mlm_loss = mlm_sum / max(mlm_count, 1)
     nsp_loss = nsp_sum / max(sequences, 1)
-    return {
+    evaluation = {
         "loss": mlm_loss + nsp_loss if objective.nsp else mlm_loss,
         "mlm_loss": mlm_loss,
         "nsp_loss": nsp_loss,
         "mlm_accuracy": mlm_correct / max(mlm_count, 1),
         "nsp_accuracy": nsp_correct / max(sequences, 1),
         "examples": int(sequences),
+    }
+    rtd_sum, rtd_correct, rtd_count, replaced = figures[6:]
+    if rtd_count:  # ELECTRA: its loss weighs the discriminator's in
+        evaluation |= electra_figures(rtd_sum / rtd_count, rtd_correct, rtd_count, replaced)
+        evaluation["loss"] = (
+            mlm_loss + objective.config.discriminator_weight * evaluation["rtd_loss"]
+        )
+    return evaluation
+
+
+def electra_figures(
+    rtd_loss: float, rtd_correct: float, rtd_count: float, replaced: float
+) -> dict[str, float]:
+    """The discriminator's figures: its loss, its accuracy over the real tokens, and the
+    share of them the generator's samples replaced (what always answering "original"
+    would get wrong: the accuracy to beat)."""
+    return {
+        "rtd_loss": rtd_loss,
+        "rtd_accuracy": rtd_correct / rtd_count,
+        "replaced_share": replaced / rtd_count,
     }
 
 
@@ -606,8 +648,9 @@ class TrainStats:
 
     def reset(self) -> None:
         # loss, mlm loss, nsp loss (sums of micro-batch means), mlm correct, mlm count,
-        # nsp correct, steps whose gradient norm was not finite
-        self.sums = torch.zeros(7, dtype=torch.float64, device=self.device)
+        # nsp correct, steps whose gradient norm was not finite; then ELECTRA's rtd loss (sum
+        # of means), rtd correct, rtd count, replaced
+        self.sums = torch.zeros(11, dtype=torch.float64, device=self.device)
         self.micro_batches = self.sequences = self.tokens = 0
         self.started = time.perf_counter()
 
@@ -615,6 +658,9 @@ class TrainStats:
         values = [out.loss.detach(), out.mlm_loss.detach(), out.nsp_loss.detach()]
         values += [out.mlm_correct, out.mlm_count, out.nsp_correct]
         self.sums[:6] += torch.stack(values).double()
+        if isinstance(out, ElectraLoss):
+            extra = [out.rtd_loss.detach(), out.rtd_correct, out.rtd_count, out.replaced_count]
+            self.sums[7:] += torch.stack(extra).double()
         self.micro_batches += 1
         self.sequences += sequences
         self.tokens += tokens
@@ -627,14 +673,19 @@ class TrainStats:
         counts = [self.micro_batches, self.sequences, self.tokens]
         counts = torch.tensor(counts, dtype=torch.float64, device=self.device)
         reduced = all_reduce_sum(torch.cat([self.sums, counts]), dist).tolist()
-        loss, mlm_loss, nsp_loss, mlm_ok, mlm_n, nsp_ok, bad_grads, n, sequences, tokens = reduced
+        loss, mlm_loss, nsp_loss, mlm_ok, mlm_n, nsp_ok, bad_grads = reduced[:7]
+        rtd_loss, rtd_correct, rtd_count, replaced, n, sequences, tokens = reduced[7:]
         elapsed = time.perf_counter() - self.started
+        electra = (
+            electra_figures(rtd_loss / n, rtd_correct, rtd_count, replaced) if rtd_count else {}
+        )
         return {
             "loss": loss / n,
             "mlm_loss": mlm_loss / n,
             "nsp_loss": nsp_loss / n,
             "mlm_accuracy": mlm_ok / max(mlm_n, 1),
             "nsp_accuracy": nsp_ok / sequences,
+            **electra,
             "non_finite_grad_steps": bad_grads,
             "sequences_per_s": sequences / elapsed,
             "tokens_per_s": tokens / elapsed,
@@ -656,7 +707,7 @@ def restore(
     dist: Distributed,
     phases: list[Phase],
     vocab_hash: str | None,
-    model: BertForPreTraining,
+    model: PretrainingModel,
     optimizer: torch.optim.Optimizer,
     scheduler: WarmupLinearDecay,
 ) -> Restored:
@@ -670,7 +721,7 @@ def restore(
     if resume is None:
         if config.init_from:
             try:
-                load_hf_weights(model, config.init_from)
+                load_pretraining_weights(model, config.init_from)
             except (ValueError, FileNotFoundError) as err:
                 raise PretrainError(f"--init-from {config.init_from}: {err}") from err
             scheduler.load_state_dict({"step_count": first_step})  # the schedule goes on
@@ -695,7 +746,7 @@ def restore(
             f"{phases[0].index} starts (step {first_step}); run phase 1 first"
         )
     try:
-        load_hf_weights(model, resume.path)
+        load_pretraining_weights(model, resume.path)
     except (ValueError, FileNotFoundError) as err:
         raise PretrainError(
             f"cannot resume from {resume.path}: {err}. This run's model config differs from "
@@ -760,6 +811,8 @@ class Trainer:
         self.objective = Objective(config.objective, vocab_text.rstrip("\n").split("\n"))
         check_same_vocabulary(list(self.datas.values()))
         self.sentence_task = sentence_task(list(self.datas.values()), nsp=config.objective.nsp)
+        if config.objective.name == "electra":
+            self.sentence_task = "none"  # ELECTRA's data may hold pairs: it asks no sentence task
         self.vocab_hash = first_data.vocab_hash
         self.model_config = model_config_for(config, first_data.train)
         longest = max(phase.seq_length for phase in self.phases)
@@ -769,10 +822,15 @@ class Trainer:
                 f"{self.model_config.max_position_embeddings}"
             )
         torch.manual_seed(self.seed)  # the same initial weights on every rank
-        self.model = BertForPreTraining(self.model_config).to(self.device)
+        try:
+            self.model = build_pretraining_model(self.model_config, config.objective)
+        except ValueError as err:
+            raise PretrainError(str(err)) from err
+        self.model.to(self.device)
         memory = check_memory(
-            config, self.phases, self.datas, self.model_config, self.device, self.precision
-        )
+            config, self.phases, self.datas, model_configs(self.model), self.device,
+            self.precision,
+        )  # fmt: skip
         self.optimizer = build_optimizer(self.model, config.optim, self.device)
         total_steps = config.schedule.total_steps
         warmup_steps = round(total_steps * config.optim.warmup_fraction)
@@ -987,6 +1045,7 @@ class Trainer:
                 + (" or runtime.precision=fp32" if self.precision == "bf16" else "")
             )
         del summary["non_finite_grad_steps"]
+        summary = self.asked(summary)
         self.last_train = {"event": "train", "step": self.step, "phase": phase.index}
         self.last_train |= {"seq_length": phase.seq_length, "lr": lr}
         self.last_train |= {"grad_norm": float(grad_norm)} | summary
@@ -1005,19 +1064,27 @@ class Trainer:
             objective=self.objective,
         )
         self.last_eval = {"event": "eval", "step": self.step, "phase": phase.index}
+        evaluation = self.asked(evaluation)
         self.last_eval |= {"seq_length": phase.seq_length, **evaluation}
         self.metrics.write(self.last_eval)
         self.check_health(phase, evaluation)
         return evaluation["loss"]
 
+    def asked(self, figures: dict[str, Any]) -> dict[str, Any]:
+        """The figures without the sentence head's when the run asks no sentence task (packed
+        data, ELECTRA): its head sees labels that are all 0, or none."""
+        if self.sentence_task != "none":
+            return figures
+        return {k: v for k, v in figures.items() if k not in ("nsp_loss", "nsp_accuracy")}
+
     def check_health(self, phase: Phase, figures: dict[str, Any]) -> None:
         checked = figures if self.objective.nsp else _without_nsp(figures)
-        report = self.health.check(self.model, self.step, checked)
+        report = self.health.check(encoder_of(self.model), self.step, checked)
         report_health(report, self.metrics, self.config, phase)
 
     def export(self, phase: Phase) -> None:
         """The phase's model in Hugging Face's layout, its fill-mask probes, and <output>/model."""
-        export = save_hf_checkpoint(
+        export = save_pretraining_model(
             self.model,
             self.output / f"phase{phase.index}",
             export_tokenizer_files(self.export_files, phase.seq_length),
@@ -1182,6 +1249,8 @@ def main(argv: list[str] | None = None) -> int:
         sentences = (
             "" if task == "none" else f", {task} accuracy {train_metrics['nsp_accuracy']:.3f}"
         )
+        if "rtd_accuracy" in train_metrics:  # ELECTRA: mlm is the generator's
+            sentences += f", replaced-token accuracy {train_metrics['rtd_accuracy']:.3f}"
         print(
             f"step {summary['step']}: loss {train_metrics['loss']:.4f}, "
             f"mlm accuracy {train_metrics['mlm_accuracy']:.3f}{sentences}; "

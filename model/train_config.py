@@ -196,17 +196,28 @@ class HealthConfig:
     )
 
 
+# objective.name's choices (see ObjectiveConfig).
+OBJECTIVES = ("mlm", "ltr", "electra")
+
+
 @dataclass(kw_only=True)
 class ObjectiveConfig:
     """What the model learns to predict: the paper's MLM + NSP, or one of its ablations."""
 
     # "mlm": masked LM on the slots the data chose; "ltr": left-to-right LM (causal attention,
-    # every next token predicted), the paper's "LTR & No NSP" arm of Table 5.
+    # every next token predicted), the paper's "LTR & No NSP" arm of Table 5; "electra":
+    # replaced-token detection (Clark et al. 2020), a generator filling the masked slots and a
+    # discriminator, the model one fine-tunes, judging every token (needs nsp=false).
     name: str = "mlm"
     nsp: bool = True  # add the next-sentence loss; False: the "No NSP" arms of Table 5
     # Replacement of the chosen tokens as "MASK/SAME/RND" percentages, redrawn every step
     # (Table 8: 80/10/10, 100/0/0, 80/0/20, 80/20/0, 0/20/80, 0/0/100); "": as the data has it.
     mask_mix: str = ""
+    # ELECTRA: the generator's hidden size, heads and feed-forward size as a share of the
+    # discriminator's (the paper: 1/4 for Small, 1/3 for Base and Large), and the weight of
+    # the discriminator's loss (lambda = 50).
+    generator_width: float = 0.25
+    discriminator_weight: float = 50.0
 
 
 @dataclass(kw_only=True)
@@ -268,8 +279,23 @@ class PretrainConfig:
             raise ValueError(
                 "health.entropy_margin must be in [0, 1), health.nsp_margin in [0, 0.5)"
             )
-        if self.objective.name not in ("mlm", "ltr"):
-            raise ValueError(f"objective.name must be 'mlm' or 'ltr', got {self.objective.name!r}")
+        if self.objective.name not in OBJECTIVES:
+            raise ValueError(
+                f"objective.name must be one of {', '.join(OBJECTIVES)}, got "
+                f"{self.objective.name!r}"
+            )
+        if self.objective.name == "electra":
+            if self.objective.nsp:
+                raise ValueError(
+                    "objective.name=electra trains no sentence task: set objective.nsp=false"
+                )
+            if not 0.0 < self.objective.generator_width <= 1.0:
+                raise ValueError(
+                    "objective.generator_width must be in (0, 1], got "
+                    f"{self.objective.generator_width}"
+                )
+            if self.objective.discriminator_weight <= 0:
+                raise ValueError("objective.discriminator_weight must be > 0")
         if self.objective.mask_mix:
             if self.objective.name == "ltr":
                 raise ValueError("objective.mask_mix applies to 'mlm' only: 'ltr' masks nothing")

@@ -30,6 +30,7 @@ def test_each_table_adds_its_arms_and_the_base_arm_is_shared():
         "albert",
         "spanbert",
         "roberta",
+        "electra",
     ]  # fmt: skip  (80/10/10 and the recipe's own size are the base arm)
     assert arms[0].tables == TABLES and arms[0].sets == () and arms[0].data == ()
     assert build_arms(["tasks"], ["100/0/0"], ["2/128/2"], "4/256/4")[-1].name == "ltr-no-nsp"
@@ -56,6 +57,15 @@ def test_objective_arms_set_what_their_papers_change():
     assert config.objective.nsp is False
     for name, value in albert.data + spanbert.data + roberta.data:  # fields the data job has
         assert getattr(PretrainingDataConfig(), name) is not value
+    # ELECTRA trains on the shared data; its trainer settings pass the trainer's checks.
+    electra = objective_arm("electra")
+    assert electra.data == ()
+    config = PretrainConfig(output="o")
+    config.data.dir = "d"
+    apply_overrides(config, list(electra.sets))
+    config.validate()
+    assert (config.objective.name, config.objective.nsp) == ("electra", False)
+    assert config.objective.mask_mix == "100/0/0"  # the paper masks with [MASK] only
     with pytest.raises(ValueError, match="unknown objective"):
         objective_arm("xlnet")
 
@@ -150,8 +160,17 @@ def test_report_rows_put_each_arm_beside_the_papers_row():
         "BERT (MLM + NSP, 80/10/10)", "ALBERT (E=128, shared layers, SOP)",
         "SpanBERT masking, no NSP",
         "RoBERTa inputs (full sentences, dynamic masks, no NSP, beta2 0.98)",
+        "ELECTRA (generator 1/4 wide, replaced-token detection, no NSP)",
     ]  # fmt: skip
     assert "paper MNLI-m" not in objectives[0]
+    # The binary task's accuracy is named by its task; ELECTRA's with the rate to beat.
+    electra = next(r for r in results if r.arm.name == "electra")
+    electra.pretrain.summary |= {"eval_rtd_accuracy": 0.912, "eval_replaced_share": 0.141}
+    base = results[0].pretrain.summary
+    base |= {"sentence_task": "nsp", "eval_nsp_accuracy": 0.66}
+    rows = table_rows("objectives", results, ["genre"], "4/256/4")
+    assert [r["binary task acc"] for r in rows] == ["NSP 0.660", "", "", "",
+                                                    "RTD 0.912 (base 0.859)"]  # fmt: skip
     size = table_rows("size", results, ["genre"], "4/256/4")
     assert [r["arm"] for r in size] == ["L=4 H=256 A=4", "L=2 H=128 A=2"]
     assert size[0]["MLM ppl"] == pytest.approx(7.39, abs=0.01)

@@ -11,6 +11,7 @@ schedule creates is executed by the worker.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -518,7 +519,7 @@ def test_an_interval_schedule_runs_the_evaluation_on_the_worker(local, workdir, 
 def test_the_ablation_flow_runs_each_table_from_its_deployment(local, tmp_path):
     # The sample scale, cut to one arm per kind: base, no NSP, LTR, one mask mix, one size,
     # and the objectives after BERT (ALBERT with its own sentence-order data, SpanBERT,
-    # RoBERTa with packed inputs).
+    # RoBERTa with packed inputs, ELECTRA on the shared data).
     workdir = tmp_path / "ablate"
     params = {
         "workdir": str(workdir),
@@ -530,7 +531,7 @@ def test_the_ablation_flow_runs_each_table_from_its_deployment(local, tmp_path):
     rc, output, run_id = create_run(local, "ablate-bert/sample", params)
     assert rc == 0, output
     arms = ["base", "no-nsp", "ltr-no-nsp", "mask-0-0-100", "size-L1-H128-A2", "albert",
-            "spanbert", "roberta"]  # fmt: skip
+            "spanbert", "roberta", "electra"]  # fmt: skip
     states = task_states(local, run_id)
     for arm in arms:
         assert states[f"pretrain-phase2-{arm}"] == "Completed"
@@ -558,6 +559,11 @@ def test_the_ablation_flow_runs_each_table_from_its_deployment(local, tmp_path):
     assert configs["base"]["num_hidden_layers"] == 2
     assert configs["albert"]["architectures"] == ["AlbertForPreTraining"]
     assert (configs["albert"]["embedding_size"], configs["albert"]["num_hidden_groups"]) == (128, 1)
+    # ELECTRA: the discriminator is what fine-tuning took, its generator beside it.
+    assert configs["electra"]["architectures"] == ["ElectraForPreTraining"]
+    generator = json.loads((root / "electra" / "model" / "generator" / "config.json").read_text())
+    assert generator["hidden_size"] * 4 == configs["electra"]["hidden_size"]
+    assert "pretraining-data-electra" not in states  # the shared data
 
     report = json.loads((root / "report.json").read_text())
     assert set(report["tables"]) == {"tasks", "masking", "size", "objectives"}
@@ -566,10 +572,12 @@ def test_the_ablation_flow_runs_each_table_from_its_deployment(local, tmp_path):
         "BERT (MLM + NSP, 80/10/10)", "ALBERT (E=128, shared layers, SOP)",
         "SpanBERT masking, no NSP",
         "RoBERTa inputs (full sentences, dynamic masks, no NSP, beta2 0.98)",
+        "ELECTRA (generator 1/4 wide, replaced-token detection, no NSP)",
     ]  # fmt: skip
-    assert objectives[0]["SOP/NSP acc"].startswith("NSP ")
-    assert objectives[1]["SOP/NSP acc"].startswith("SOP ") and objectives[2]["SOP/NSP acc"] == ""
-    assert objectives[1]["params"] < objectives[0]["params"]
+    binary = [r["binary task acc"] for r in objectives]
+    assert binary[0].startswith("NSP ") and binary[1].startswith("SOP ") and binary[2] == ""
+    assert re.fullmatch(r"RTD 0\.\d{3} \(base 0\.\d{3}\)", binary[4]), binary[4]
+    assert objectives[1]["params"] < objectives[0]["params"] < objectives[4]["params"]
     tasks = report["tables"]["tasks"]["rows"]
     assert [r["arm"] for r in tasks] == [
         "BERT (MLM + NSP, 80/10/10)", "No NSP", "LTR & No NSP", "no pretraining (random init)",

@@ -129,18 +129,55 @@ def test_the_loss_is_mlm_plus_fifty_times_replaced_token_detection(tiny_config):
     again = model.pretraining_loss(**batch, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out.loss, again.loss)  # the samples follow the generator's seed
     real = batch["masked_lm_labels"] != IGNORE_INDEX
-    assert out.masked_count == real.sum() == 38
-    assert out.token_count == batch["attention_mask"].sum()
-    assert 0 < out.replaced_count <= out.masked_count  # only masked slots can change
-    torch.testing.assert_close(
-        out.loss, out.generator_loss + DISCRIMINATOR_WEIGHT * out.discriminator_loss
-    )
+    assert out.mlm_count == real.sum() == 38
+    assert out.rtd_count == batch["attention_mask"].sum()
+    assert 0 < out.replaced_count <= out.mlm_count  # only masked slots can change
+    torch.testing.assert_close(out.loss, out.mlm_loss + DISCRIMINATOR_WEIGHT * out.rtd_loss)
     # The generator's loss is cross-entropy at the real slots, against the original tokens.
     logits = model.generator_logits(batch["input_ids"], batch["token_type_ids"],
                                     batch["attention_mask"])  # fmt: skip
     at = torch.gather(logits, 1, batch["masked_lm_positions"].unsqueeze(-1).expand(-1, -1, 99))
     want = torch.nn.functional.cross_entropy(at[real], batch["masked_lm_labels"][real])
-    torch.testing.assert_close(out.generator_loss, want)
+    torch.testing.assert_close(out.mlm_loss, want)
     out.loss.backward()  # both models learn; the samples carry no gradient
     assert model.generator.encoder.layers[0].output.weight.grad.abs().sum() > 0
     assert model.discriminator_head.prediction.weight.grad.abs().sum() > 0
+
+
+def test_the_loss_skipping_padding_equals_the_padded_one(electra_config):
+    """With Unpadding (the trainer's default) both encoders run on the real tokens only: the
+    same samples, losses and counts as the padded batch, and the same gradients."""
+    from model.bert import Unpadding
+
+    batch = masked_batch(electra_config)
+    unpadding = Unpadding.from_attention_mask(batch["attention_mask"])
+    outs, grads = [], []
+    for pad in (None, unpadding):
+        model = random_electra(electra_config)
+        out = model.pretraining_loss(**batch, unpadding=pad,
+                                     generator=torch.Generator().manual_seed(1))  # fmt: skip
+        out.loss.backward()
+        outs.append(out)
+        grads.append(model.discriminator.encoder.layers[0].intermediate.weight.grad)
+    padded, unpadded = outs
+    for name in ("mlm_count", "rtd_count", "replaced_count", "mlm_correct", "rtd_correct"):
+        assert torch.equal(getattr(padded, name), getattr(unpadded, name)), name
+    torch.testing.assert_close(padded.loss, unpadded.loss, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+    assert padded.rtd_count == batch["attention_mask"].sum()
+
+
+def test_fill_mask_reads_the_generator(tiny_config):
+    """ElectraForPreTraining(ids, masked_lm_positions=...) gives the generator's predictions
+    there (what model.fill_mask and the trainer's probes read) and the discriminator's view."""
+    model = random_electra(tiny_config).eval()
+    batch = masked_batch(tiny_config)
+    ids, positions = batch["input_ids"], batch["masked_lm_positions"]
+    with torch.no_grad():
+        out = model(ids, masked_lm_positions=positions)
+        every = model.generator_logits(ids)
+    at = torch.gather(every, 1, positions.unsqueeze(-1).expand(-1, -1, every.size(-1)))
+    torch.testing.assert_close(out.mlm_logits, at)
+    assert out.replaced_logits.shape == ids.shape
+    with pytest.raises(ValueError, match="no sentence task"):
+        model.pretraining_loss(**batch, nsp=True)

@@ -872,9 +872,9 @@ def test_electra_learns_replaced_token_detection_on_the_sample(sample_data):
         with torch.no_grad():
             outs = [model.pretraining_loss(**electra_inputs(b), generator=sampler) for b in held]
         model.train()
-        rate = sum(float(o.replaced_count) for o in outs) / sum(float(o.token_count) for o in outs)
+        rate = sum(float(o.replaced_count) for o in outs) / sum(float(o.rtd_count) for o in outs)
         mean = lambda name: sum(float(getattr(o, name)) for o in outs) / len(outs)  # noqa: E731
-        return mean("generator_loss"), mean("discriminator_loss"), rate
+        return mean("mlm_loss"), mean("rtd_loss"), rate
 
     first_generator, _, _ = evaluate()
     for step, batch in enumerate(train_batches * 3):
@@ -889,6 +889,95 @@ def test_electra_learns_replaced_token_detection_on_the_sample(sample_data):
     base_rate_entropy = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
     assert 0.1 < rate < 0.16  # about 15% masked, nearly all of them changed by a young generator
     assert discriminator_loss < base_rate_entropy + 0.005 < math.log(2) - 0.25, discriminator_loss
+
+
+ELECTRA = ["--set=objective.name=electra", "--set=objective.nsp=false", "--set=phase=1",
+           "--set=log.every=10", "--set=eval.every=90", "--set=checkpoint.every=90",
+           "--set=checkpoint.keep_last=5"]  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+def test_electra_trains_through_pretrain_resumes_exactly_and_exports_both_models(
+    sample_data, tmp_path
+):
+    """objective.name=electra: the trainer's loss is the generator's MLM plus 50 x the
+    discriminator's; both learn on real text; the checkpoints resume to the same bytes; the
+    export is transformers' ElectraForPreTraining (the generator beside it) with our outputs,
+    and fine-tuning reads it as a BERT encoder."""
+    import transformers
+
+    from model.hf_checkpoint import GENERATOR_DIR, load_electra_checkpoint
+    from tests.model.test_hf_checkpoint import RecordWarnings
+
+    output = tmp_path / "electra"
+    summary = train(tiny_config(sample_data.pretraining, output, 200, *ELECTRA))  # 180 steps
+    assert summary["step"] == 180 and summary["sentence_task"] == "none"
+    records = read_metrics(output / "metrics.jsonl")
+    start = next(r for r in records if r["event"] == "start")
+    saved = load_electra_checkpoint(output / "phase1")
+    trained = sum(p.numel() for p in saved.parameters() if p.requires_grad)
+    assert start["sentence_task"] == "none" and start["parameters"] == trained
+    steps = [r for r in records if r["event"] == "train"]
+    evals = [r for r in records if r["event"] == "eval"]
+    for r in steps + evals:
+        assert "nsp_accuracy" not in r and "nsp_loss" not in r
+        assert r["loss"] == pytest.approx(r["mlm_loss"] + 50 * r["rtd_loss"], rel=1e-6), r
+        assert 0.08 < r["replaced_share"] < 0.16, r  # 15% masked, nearly all replaced
+    assert steps[0]["mlm_loss"] > 7.3 and steps[-1]["mlm_loss"] < steps[0]["mlm_loss"] - 1.0
+    assert steps[0]["rtd_loss"] > steps[-1]["rtd_loss"] + 0.2  # from about ln 2
+    last = evals[-1]  # at least the base rate: "original" for every token
+    assert last["rtd_accuracy"] >= 1 - last["replaced_share"] - 0.005, last
+
+    export = output / "model"
+    with RecordWarnings() as warnings:
+        discriminator, info = transformers.ElectraForPreTraining.from_pretrained(
+            export, output_loading_info=True
+        )
+        generator, g_info = transformers.ElectraForMaskedLM.from_pretrained(
+            export / GENERATOR_DIR, output_loading_info=True
+        )
+    assert all(not v for v in info.values()) and all(not v for v in g_info.values())
+    assert warnings.messages == []
+    ids = torch.randint(5, 2000, (3, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = saved.eval()(ids)
+        torch.testing.assert_close(ours.replaced_logits, discriminator.eval()(ids).logits,
+                                   atol=1e-4, rtol=0)  # fmt: skip
+        torch.testing.assert_close(ours.mlm_logits, generator.eval()(ids).logits, atol=1e-4,
+                                   rtol=0)  # fmt: skip
+        # Fine-tuning reads the discriminator as a BERT encoder, its pooler fresh.
+        encoder, report = load_hf_checkpoint(export, for_pretraining=False)
+        assert set(report.missing_keys) == {"pooler.dense.weight", "pooler.dense.bias"}
+        reference = transformers.ElectraModel.from_pretrained(export).eval()
+        torch.testing.assert_close(encoder.eval()(ids).last_hidden_state,
+                                   reference(ids).last_hidden_state, atol=1e-4, rtol=0)  # fmt: skip
+    for name in ("vocab.txt", "tokenizer.json"):
+        assert (export / name).is_file() and (export / GENERATOR_DIR / name).is_file()
+
+    # Resumed from the step-90 checkpoint: the same bytes at the end as the run without a stop.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(output / "checkpoints" / "step-000000090",
+                    resumed / "checkpoints" / "step-000000090")  # fmt: skip
+    train(tiny_config(sample_data.pretraining, resumed, 200, *ELECTRA))
+    for part in ("model.safetensors", f"{GENERATOR_DIR}/model.safetensors"):
+        a, b = output / "phase1" / part, resumed / "phase1" / part
+        assert a.read_bytes() == b.read_bytes(), part
+
+
+def test_electra_settings_are_checked_before_the_run(sample_data, tmp_path, capsys):
+    def config(*overrides: str) -> PretrainConfig:
+        return tiny_config(sample_data.pretraining, tmp_path / "x", 10, *overrides)
+
+    for wrong, message in (
+        (["--set=objective.name=electra"], "set objective.nsp=false"),
+        ([*ELECTRA, "--set=objective.generator_width=0"], "generator_width must be in"),
+    ):
+        with pytest.raises(SystemExit):
+            config(*wrong)
+        assert message in capsys.readouterr().err
+    with pytest.raises(PretrainError, match="neither shared layers"):
+        train(config(*ELECTRA, "--set=model.embedding_size=16", "--set=model.share_layers=true"))
+    assert not (tmp_path / "x" / "checkpoints").exists()
 
 
 def tiny_model_config(vocab_size: int):
