@@ -9,7 +9,11 @@ pretraining shards by our loader (model/shard_loader.py) and kept on the device,
   torch.compile on GPU (model/parallelize.py, model/optim.py): the trainer's own step;
 - ours-padded: the same with runtime.unpad off (every layer also runs on the padding);
 - hf: transformers.BertForPreTraining (SDPA attention), bf16 autocast, fused AdamW;
-- hf-compiled: the same model, torch.compile'd.
+- hf-compiled: the same model, torch.compile'd;
+- the objectives after BERT (docs/objectives.md), each our step with its model: albert (E=128,
+  one shared layer), spanbert (the span-boundary head beside MLM, no NSP) and electra (a
+  generator 1/4 as wide and the discriminator, no NSP). Their ratio to `ours` is the
+  objective's cost per step; their TFLOP/s and MFU count BERT's work only.
 A timed step is forward, backward, gradient clipping and the optimizer step. Model FLOPs count
 the useful work only, the same for every contestant: the encoder on the real tokens, attention
 over the real lengths, the MLM head on the masked tokens and the NSP head, times 3 for forward
@@ -21,6 +25,7 @@ written to a temporary directory (model/synthetic_data.py).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import platform
@@ -35,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from model.bert import IGNORE_INDEX, BertForPreTraining  # noqa: E402
+from model.bert import IGNORE_INDEX  # noqa: E402
 from model.config import PRESETS, BertConfig  # noqa: E402
 from model.hf_checkpoint import config_to_hf  # noqa: E402
 from model.optim import build_optimizer, clip_gradients  # noqa: E402
@@ -46,9 +51,10 @@ from model.parallelize import (  # noqa: E402
     parallelize,
 )
 from model.pretraining_batch import PretrainingShards  # noqa: E402
+from model.pretraining_model import build_pretraining_model  # noqa: E402
 from model.shard_loader import LoadedBatch, PretrainingStream, StreamSpec, train_loader  # noqa: E402
 from model.synthetic_data import write_synthetic_pretraining_data  # noqa: E402
-from model.train_config import OptimConfig  # noqa: E402
+from model.train_config import ObjectiveConfig, OptimConfig  # noqa: E402
 
 # name: (preset, sequence length, micro-batch); the GPU batches of the design's HF anchors.
 CASES = {
@@ -149,13 +155,19 @@ def loader_rate(directory: str, batch_size: int, workers: int, count: int) -> fl
 
 
 def our_step(
-    config: BertConfig, device: torch.device, precision: str, compile: bool, unpad: bool = True
+    config: BertConfig,
+    device: torch.device,
+    precision: str,
+    compile: bool,
+    unpad: bool = True,
+    objective: ObjectiveConfig | None = None,
 ):
     torch.manual_seed(0)
-    model = BertForPreTraining(config).to(device)
+    objective = objective or ObjectiveConfig()
+    model = build_pretraining_model(config, objective).to(device)
     optimizer = build_optimizer(model, OptimConfig(), device)
-    trained = parallelize(model, Distributed(0, 1, 0, device), compile=compile)
-    parameters = list(model.parameters())
+    trained = parallelize(model, Distributed(0, 1, 0, device), compile=compile, nsp=objective.nsp)
+    parameters = [p for p in model.parameters() if p.requires_grad]
 
     def step(loaded: LoadedBatch) -> None:
         token_index = loaded.token_index if unpad else None
@@ -247,7 +259,19 @@ def run_case(name: str, args, device: torch.device, precision: str, peak: float)
         # trainer's runtime.precision=fast picks (the small recipe, docs/recipes.md)
         "ours-bf16": lambda: our_step(config, device, "bf16", compile_ours),
         "hf-bf16": lambda: hf_step(config, device, "bf16", False),
-    }
+        "albert": lambda: our_step(
+            dataclasses.replace(config, embedding_size=128, share_layers=True),
+            device, precision, compile_ours,
+        ),
+        "spanbert": lambda: our_step(
+            config, device, precision, compile_ours,
+            objective=ObjectiveConfig(nsp=False, span_boundary=True),
+        ),
+        "electra": lambda: our_step(
+            config, device, precision, compile_ours,
+            objective=ObjectiveConfig(name="electra", nsp=False),
+        ),
+    }  # fmt: skip
     results = []
     for contestant in args.contestants:
         try:
@@ -298,7 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--contestants",
         default="ours,ours-padded,hf,hf-compiled",
-        help="of ours, ours-padded, hf, hf-compiled, ours-bf16, hf-bf16 (default: %(default)s)",
+        help="of ours, ours-padded, hf, hf-compiled, ours-bf16, hf-bf16, and the objectives "
+        "albert, spanbert, electra (default: %(default)s)",
     )
     parser.add_argument("--batch-size", type=int, default=0, help="micro-batch of every case")
     parser.add_argument("--batches", type=int, default=8, help="distinct batches, cycled")

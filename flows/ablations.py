@@ -81,14 +81,14 @@ def objective_arm(name: ObjectiveName) -> Arm:
             data=(("sentence_order", True),),
         )
     if name == "spanbert":
-        # SpanBERT trains on single segments without NSP; the pairs here are BERT's, with the
-        # NSP loss off (docs/objectives.md). The span-boundary objective is not built.
+        # SpanBERT (Joshi et al. 2019): span masks, the span-boundary objective beside MLM, and
+        # single segments of contiguous text without NSP (FULL-SENTENCES rows here).
         return Arm(
             name="spanbert",
-            label="SpanBERT masking, no NSP",
+            label="SpanBERT (span masks, span boundaries, single segments)",
             tables=("objectives",),
-            sets=("objective.nsp=false",),
-            data=(("span_masking", True),),
+            sets=("objective.nsp=false", "objective.span_boundary=true"),
+            data=(("span_masking", True), ("packing", "full-sentences")),
         )
     if name == "roberta":
         # RoBERTa's input and objective at this recipe's budget: FULL-SENTENCES, no NSP, masks
@@ -218,7 +218,8 @@ PAPER = {
     "objectives": PaperTable(
         columns=(),
         note="Each arm writes its own pretraining data from the same documents and vocabulary "
-        "(ALBERT: sentence-order labels; SpanBERT: span masks; RoBERTa: packed full sentences "
+        "(ALBERT: sentence-order labels; SpanBERT: span masks on packed full sentences; RoBERTa: "
+        "packed full sentences "
         "without masks, masked by the trainer each epoch) and is validated as the shared "
         "data is; ELECTRA trains on the shared data. params: the parameters trained (ELECTRA's "
         "generator and discriminator). MLM acc: ELECTRA's is its generator's. binary task "

@@ -262,6 +262,7 @@ def summarize_training(call: StageCall) -> dict[str, Any]:
         last = train[-1]
         keys = ("step", "loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy", "lr")
         keys += ("rtd_loss", "rtd_accuracy", "replaced_share")  # ELECTRA's discriminator
+        keys += ("sbo_loss", "sbo_accuracy")  # SpanBERT's span-boundary head
         figures.update({k: last[k] for k in keys if k in last})
         for k in ("sequences_per_s", "tokens_per_s"):
             values = [r[k] for r in train if isinstance(r.get(k), int | float)]

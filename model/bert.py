@@ -419,6 +419,21 @@ class BertForPreTraining(nn.Module):
         sequence_output, pooled_output, _ = self.bert(
             input_ids, token_type_ids, attention_mask, unpadding=unpadding
         )
+        return self.heads_loss(sequence_output, pooled_output, masked_lm_positions,
+                               masked_lm_labels, next_sentence_label, unpadding, nsp)  # fmt: skip
+
+    def heads_loss(
+        self,
+        sequence_output: Tensor,
+        pooled_output: Tensor,
+        masked_lm_positions: Tensor,
+        masked_lm_labels: Tensor,
+        next_sentence_label: Tensor,
+        unpadding: Unpadding | None = None,
+        nsp: bool = True,
+    ) -> PreTrainingLoss:
+        """pretraining_loss's heads on the encoder's outputs: (B, T, H), or (R, H) with
+        `unpadding`, and the pooled (B, H)."""
         if unpadding is None:
             hidden = gather_positions(sequence_output, masked_lm_positions)  # (B, P, H)
         else:

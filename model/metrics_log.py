@@ -129,6 +129,8 @@ class MetricsLog:
             parts.append(f"nsp acc {record['nsp_accuracy']:.3f}")
         if "rtd_accuracy" in record:  # ELECTRA's discriminator
             parts.append(f"rtd acc {record['rtd_accuracy']:.3f}")
+        if "sbo_accuracy" in record:  # SpanBERT's span-boundary head
+            parts.append(f"sbo acc {record['sbo_accuracy']:.3f}")
         if record["event"] == "train":
             parts.append(f"{record['tokens_per_s']:,.0f} tok/s")
             parts.append(f"lr {record['lr']:.2e}")

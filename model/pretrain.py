@@ -47,7 +47,6 @@ from model.checkpointing import (
 )
 from model.command_line import command_line
 from model.config import PRESETS, BertConfig
-from model.electra import ElectraLoss
 from model.fill_mask import probe_records
 from model.health import HealthMonitor, HealthReport
 from model.memory_estimate import (
@@ -512,9 +511,9 @@ def evaluate(
     objective = objective or Objective(config.objective)
     was_training = model.training
     model.eval()
-    # loss sums: mlm loss x count, nsp loss x sequences; then counts; then ELECTRA's
-    # replaced-token detection: loss x tokens, correct, tokens, replaced
-    sums = torch.zeros(10, dtype=torch.float64, device=dist.device)
+    # loss sums: mlm loss x count, nsp loss x sequences; then counts
+    sums = torch.zeros(6, dtype=torch.float64, device=dist.device)
+    extra: dict[str, torch.Tensor] = {}  # the objective's own figures (loss x count, counts)
     batches = validation_batches(
         data.validation,
         data.validation_shards,
@@ -534,7 +533,7 @@ def evaluate(
         with autocast(dist.device, precision):
             out = model.pretraining_loss(**batch.as_dict(), unpadding=unpadding, nsp=objective.nsp)
         sequences = batch.input_ids.size(0)
-        sums[:6] += torch.stack(
+        sums += torch.stack(
             [
                 out.mlm_loss.double() * out.mlm_count,
                 out.nsp_loss.double() * sequences,
@@ -544,12 +543,10 @@ def evaluate(
                 torch.tensor(float(sequences), dtype=torch.float64, device=dist.device),
             ]
         )
-        if isinstance(out, ElectraLoss):
-            sums[6:] += torch.stack(
-                [out.rtd_loss.double() * out.rtd_count, out.rtd_correct, out.rtd_count,
-                 out.replaced_count]
-            ).double()  # fmt: skip
-    figures = all_reduce_sum(sums, dist).tolist()
+        for name, value in objective_sums(out, weighted=True).items():
+            extra[name] = extra[name] + value if name in extra else value
+    names = list(extra)  # the same on every rank: the model's loss fields
+    figures = all_reduce_sum(torch.cat([sums, stack(extra, names, dist.device)]), dist).tolist()
     mlm_sum, nsp_sum, mlm_correct, mlm_count, nsp_correct, sequences = figures[:6]
     model.train(was_training)
     mlm_loss = mlm_sum / max(mlm_count, 1)
@@ -562,26 +559,54 @@ def evaluate(
         "nsp_accuracy": nsp_correct / max(sequences, 1),
         "examples": int(sequences),
     }
-    rtd_sum, rtd_correct, rtd_count, replaced = figures[6:]
-    if rtd_count:  # ELECTRA: its loss weighs the discriminator's in
-        evaluation |= electra_figures(rtd_sum / rtd_count, rtd_correct, rtd_count, replaced)
-        evaluation["loss"] = (
-            mlm_loss + objective.config.discriminator_weight * evaluation["rtd_loss"]
-        )
-    return evaluation
+    own = objective_figures(dict(zip(names, figures[6:], strict=True)))
+    weights = {"rtd": objective.config.discriminator_weight, "sbo": 1.0}
+    for task in sorted(name.removesuffix("_loss") for name in own if name.endswith("_loss")):
+        evaluation["loss"] += weights[task] * own[f"{task}_loss"]  # as the training loss
+    return evaluation | own
 
 
-def electra_figures(
-    rtd_loss: float, rtd_correct: float, rtd_count: float, replaced: float
-) -> dict[str, float]:
-    """The discriminator's figures: its loss, its accuracy over the real tokens, and the
-    share of them the generator's samples replaced (what always answering "original"
-    would get wrong: the accuracy to beat)."""
-    return {
-        "rtd_loss": rtd_loss,
-        "rtd_accuracy": rtd_correct / rtd_count,
-        "replaced_share": replaced / rtd_count,
-    }
+# The figures of an objective beyond BERT's, after BERT's six in its loss tuple: per task
+# (rtd: ELECTRA's replaced-token detection, sbo: SpanBERT's span boundaries), <task>_loss
+# (a mean), <task>_correct and <task>_count; and ELECTRA's replaced_count.
+_BERT_FIELDS = len(PreTrainingLoss._fields)
+
+
+def objective_sums(out: PreTrainingLoss, *, weighted: bool) -> dict[str, torch.Tensor]:
+    """The objective's own figures of one micro-batch, to be summed: each <task>_loss as it is
+    (a mean per micro-batch) or, `weighted`, times its count (token-weighted means)."""
+    sums = {}
+    for name in out._fields[_BERT_FIELDS:]:
+        value = getattr(out, name).detach().double()
+        if weighted and name.endswith("_loss"):
+            value = value * getattr(out, name.removesuffix("_loss") + "_count")
+        sums[name] = value
+    return sums
+
+
+def objective_figures(sums: dict[str, float], micro_batches: float = 0) -> dict[str, float]:
+    """<task>_loss and <task>_accuracy from objective_sums' sums; the losses are divided by
+    `micro_batches` when given (means of means), else by their counts. ELECTRA's
+    replaced_share is the share of real tokens the generator's samples changed, so that
+    1 - replaced_share is what answering "original" everywhere scores."""
+    figures = {}
+    for name in sums:
+        if not name.endswith("_loss"):
+            continue
+        task = name.removesuffix("_loss")
+        count = max(sums[f"{task}_count"], 1)
+        figures[name] = sums[name] / (micro_batches or count)
+        figures[f"{task}_accuracy"] = sums[f"{task}_correct"] / count
+    if "replaced_count" in sums:
+        figures["replaced_share"] = sums["replaced_count"] / max(sums["rtd_count"], 1)
+    return figures
+
+
+def stack(values: dict[str, torch.Tensor], names: list[str], device: torch.device) -> torch.Tensor:
+    """values[name] for the names in order, as one float64 tensor (empty without names)."""
+    if not names:
+        return torch.zeros(0, dtype=torch.float64, device=device)
+    return torch.stack([values[name].to(device, torch.float64) for name in names])
 
 
 def health_batches(
@@ -648,9 +673,9 @@ class TrainStats:
 
     def reset(self) -> None:
         # loss, mlm loss, nsp loss (sums of micro-batch means), mlm correct, mlm count,
-        # nsp correct, steps whose gradient norm was not finite; then ELECTRA's rtd loss (sum
-        # of means), rtd correct, rtd count, replaced
-        self.sums = torch.zeros(11, dtype=torch.float64, device=self.device)
+        # nsp correct, steps whose gradient norm was not finite
+        self.sums = torch.zeros(7, dtype=torch.float64, device=self.device)
+        self.extra: dict[str, torch.Tensor] = {}  # the objective's own (objective_sums)
         self.micro_batches = self.sequences = self.tokens = 0
         self.started = time.perf_counter()
 
@@ -658,9 +683,8 @@ class TrainStats:
         values = [out.loss.detach(), out.mlm_loss.detach(), out.nsp_loss.detach()]
         values += [out.mlm_correct, out.mlm_count, out.nsp_correct]
         self.sums[:6] += torch.stack(values).double()
-        if isinstance(out, ElectraLoss):
-            extra = [out.rtd_loss.detach(), out.rtd_correct, out.rtd_count, out.replaced_count]
-            self.sums[7:] += torch.stack(extra).double()
+        for name, value in objective_sums(out, weighted=False).items():
+            self.extra[name] = self.extra[name] + value if name in self.extra else value
         self.micro_batches += 1
         self.sequences += sequences
         self.tokens += tokens
@@ -672,20 +696,20 @@ class TrainStats:
         """Means over every rank's micro-batches since the last reset (waits for the device)."""
         counts = [self.micro_batches, self.sequences, self.tokens]
         counts = torch.tensor(counts, dtype=torch.float64, device=self.device)
-        reduced = all_reduce_sum(torch.cat([self.sums, counts]), dist).tolist()
+        names = list(self.extra)
+        extra = stack(self.extra, names, self.device)
+        reduced = all_reduce_sum(torch.cat([self.sums, extra, counts]), dist).tolist()
         loss, mlm_loss, nsp_loss, mlm_ok, mlm_n, nsp_ok, bad_grads = reduced[:7]
-        rtd_loss, rtd_correct, rtd_count, replaced, n, sequences, tokens = reduced[7:]
+        n, sequences, tokens = reduced[-3:]
+        own = objective_figures(dict(zip(names, reduced[7:-3], strict=True)), n)
         elapsed = time.perf_counter() - self.started
-        electra = (
-            electra_figures(rtd_loss / n, rtd_correct, rtd_count, replaced) if rtd_count else {}
-        )
         return {
             "loss": loss / n,
             "mlm_loss": mlm_loss / n,
             "nsp_loss": nsp_loss / n,
             "mlm_accuracy": mlm_ok / max(mlm_n, 1),
             "nsp_accuracy": nsp_ok / sequences,
-            **electra,
+            **own,
             "non_finite_grad_steps": bad_grads,
             "sequences_per_s": sequences / elapsed,
             "tokens_per_s": tokens / elapsed,
@@ -721,9 +745,11 @@ def restore(
     if resume is None:
         if config.init_from:
             try:
-                load_pretraining_weights(model, config.init_from)
+                fresh = load_pretraining_weights(model, config.init_from)
             except (ValueError, FileNotFoundError) as err:
                 raise PretrainError(f"--init-from {config.init_from}: {err}") from err
+            for part in fresh:  # e.g. a BERT export to go on from with the span-boundary head
+                log.warning("--init-from %s has no %s: it starts fresh", config.init_from, part)
             scheduler.load_state_dict({"step_count": first_step})  # the schedule goes on
         elif phases[0].index == 2:
             raise PretrainError(
@@ -746,7 +772,9 @@ def restore(
             f"{phases[0].index} starts (step {first_step}); run phase 1 first"
         )
     try:
-        load_pretraining_weights(model, resume.path)
+        fresh = load_pretraining_weights(model, resume.path)
+        if fresh:
+            raise ValueError(f"it has no {', '.join(fresh)}")
     except (ValueError, FileNotFoundError) as err:
         raise PretrainError(
             f"cannot resume from {resume.path}: {err}. This run's model config differs from "
@@ -813,6 +841,13 @@ class Trainer:
         self.sentence_task = sentence_task(list(self.datas.values()), nsp=config.objective.nsp)
         if config.objective.name == "electra":
             self.sentence_task = "none"  # ELECTRA's data may hold pairs: it asks no sentence task
+        if config.objective.span_boundary and not first_data.train.config.get("span_masking"):
+            log.warning(
+                "objective.span_boundary on %s, which is not span-masked: most masked runs "
+                "are one token long; SpanBERT's data is pipelines.pretraining_data "
+                "--span-masking",
+                first_data.train.directory,
+            )
         self.vocab_hash = first_data.vocab_hash
         self.model_config = model_config_for(config, first_data.train)
         longest = max(phase.seq_length for phase in self.phases)
@@ -1251,6 +1286,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if "rtd_accuracy" in train_metrics:  # ELECTRA: mlm is the generator's
             sentences += f", replaced-token accuracy {train_metrics['rtd_accuracy']:.3f}"
+        if "sbo_accuracy" in train_metrics:  # SpanBERT's span-boundary head
+            sentences += f", span-boundary accuracy {train_metrics['sbo_accuracy']:.3f}"
         print(
             f"step {summary['step']}: loss {train_metrics['loss']:.4f}, "
             f"mlm accuracy {train_metrics['mlm_accuracy']:.3f}{sentences}; "

@@ -1,10 +1,13 @@
-"""The model a pretraining run trains: BERT's (masked LM and a sentence head) or ELECTRA's
-(a generator and the discriminator one fine-tunes), chosen by objective.name; and the few
+"""The model a pretraining run trains: BERT's (masked LM and a sentence head), with SpanBERT's
+span-boundary head when asked, or ELECTRA's (a generator and the discriminator one
+fine-tunes), chosen by the objective; and the few
 things the trainer does that differ between the two: build, save, load, the encoder the
 health checks probe, and the model sizes the memory check adds up.
 
-Both models' pretraining_loss take the same batch and return the same first six figures
-(model/electra.py, ElectraLoss), so that the training step, evaluation and logs serve both.
+Every model's pretraining_loss takes the same batch and returns BERT's six figures first
+(model/electra.py ElectraLoss, model/span_boundary.py SpanBertLoss), then its own as
+<task>_loss, <task>_correct, <task>_count, so that the training step, evaluation and logs serve
+all of them (model/pretrain.py, objective_figures).
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ from model.hf_checkpoint import (
     save_electra_checkpoint,
     save_hf_checkpoint,
 )
+from model.span_boundary import (
+    SPAN_BOUNDARY_FILE,
+    SpanBertForPreTraining,
+    load_span_boundary,
+    span_boundary_bytes,
+)
 from model.train_config import ObjectiveConfig
 
 PretrainingModel = BertForPreTraining | ElectraForPreTraining
@@ -30,7 +39,11 @@ PretrainingModel = BertForPreTraining | ElectraForPreTraining
 def build_pretraining_model(config: BertConfig, objective: ObjectiveConfig) -> PretrainingModel:
     """The objective's model with fresh weights (from torch's global generator)."""
     if objective.name != "electra":
-        return BertForPreTraining(config)
+        return (
+            SpanBertForPreTraining(config)
+            if objective.span_boundary
+            else BertForPreTraining(config)
+        )
     if config.share_layers or config.is_decoder:
         raise ValueError(
             "objective.name=electra: ELECTRA's discriminator has neither shared layers nor "
@@ -63,18 +76,26 @@ def save_pretraining_model(
     extra_files: dict[str, bytes] | None = None,
 ) -> Path:
     """The model in transformers' layout: BertForPreTraining (AlbertForPreTraining), or the
-    discriminator as ElectraForPreTraining with the generator in generator/."""
+    discriminator as ElectraForPreTraining with the generator in generator/; SpanBERT's
+    span-boundary head in SPAN_BOUNDARY_FILE beside the BERT files."""
     if isinstance(model, ElectraForPreTraining):
         return save_electra_checkpoint(model, directory, extra_files)
+    if isinstance(model, SpanBertForPreTraining):
+        extra_files = dict(extra_files or {}) | {SPAN_BOUNDARY_FILE: span_boundary_bytes(model)}
     return save_hf_checkpoint(model, directory, extra_files)
 
 
-def load_pretraining_weights(model: PretrainingModel, directory: str | os.PathLike[str]) -> None:
+def load_pretraining_weights(
+    model: PretrainingModel, directory: str | os.PathLike[str]
+) -> list[str]:
     """Load what save_pretraining_model wrote into a model of the same shape; ValueError (or
-    FileNotFoundError) naming what differs."""
+    FileNotFoundError) naming what differs. Returns the parts the directory lacked, left as
+    they were: SpanBERT's head when the directory is a BERT model's."""
     if not isinstance(model, ElectraForPreTraining):
         load_hf_weights(model, directory)
-        return
+        if isinstance(model, SpanBertForPreTraining) and not load_span_boundary(model, directory):
+            return [f"span-boundary head ({SPAN_BOUNDARY_FILE})"]
+        return []
     try:
         saved = load_electra_checkpoint(directory)
     except FileNotFoundError as err:
@@ -95,3 +116,4 @@ def load_pretraining_weights(model: PretrainingModel, directory: str | os.PathLi
     state = {k: v for k, v in saved.state_dict().items() if ".pooler." not in k}
     missing, _ = model.load_state_dict(state, strict=False)
     assert all(".pooler." in name for name in missing), missing
+    return []

@@ -218,6 +218,9 @@ class ObjectiveConfig:
     # the discriminator's loss (lambda = 50).
     generator_width: float = 0.25
     discriminator_weight: float = 50.0
+    # SpanBERT's span-boundary objective: each masked token also predicted from its span's
+    # two boundary tokens and its place in the span (model/span_boundary.py), for "mlm".
+    span_boundary: bool = False
 
 
 @dataclass(kw_only=True)
@@ -283,6 +286,10 @@ class PretrainConfig:
             raise ValueError(
                 f"objective.name must be one of {', '.join(OBJECTIVES)}, got "
                 f"{self.objective.name!r}"
+            )
+        if self.objective.span_boundary and self.objective.name != "mlm":
+            raise ValueError(
+                "objective.span_boundary adds to the masked LM: it needs objective.name=mlm"
             )
         if self.objective.name == "electra":
             if self.objective.nsp:

@@ -80,6 +80,8 @@ RUN_ORDER = [
     Rule("docs/pretraining_data.md", r"pipelines.validate --data runs/sample", "run"),
     Rule("docs/pretrain.md", r"objective.name=ltr", "run"),
     Rule("docs/objectives.md", r"--output runs/albert", "run"),
+    Rule("docs/objectives.md", r"--output runs/electra", "run"),
+    Rule("docs/objectives.md", r"--output runs/spanbert", "run"),
     Rule("docs/tasks.md", r"sample_tasks --documents runs/sample/documents", "run"),
     Rule("docs/tasks.md", r"MINILM=", "run"),
     Rule("docs/tasks.md", r"tasks/article", "run"),

@@ -43,7 +43,7 @@ def test_each_table_adds_its_arms_and_the_base_arm_is_shared():
 def test_objective_arms_set_what_their_papers_change():
     albert, spanbert, roberta = (objective_arm(n) for n in ("albert", "spanbert", "roberta"))
     assert dict(albert.data) == {"sentence_order": True}
-    assert dict(spanbert.data) == {"span_masking": True}
+    assert dict(spanbert.data) == {"span_masking": True, "packing": "full-sentences"}
     assert dict(roberta.data) == {"packing": "full-sentences", "dynamic_masking": True}
     config = PretrainConfig()
     apply_overrides(config, list(roberta.sets))
@@ -54,7 +54,7 @@ def test_objective_arms_set_what_their_papers_change():
     assert built.embedding_size == 128 and built.share_layers and built.is_albert
     config = PretrainConfig()
     apply_overrides(config, list(spanbert.sets))
-    assert config.objective.nsp is False
+    assert config.objective.nsp is False and config.objective.span_boundary is True
     for name, value in albert.data + spanbert.data + roberta.data:  # fields the data job has
         assert getattr(PretrainingDataConfig(), name) is not value
     # ELECTRA trains on the shared data; its trainer settings pass the trainer's checks.
@@ -158,7 +158,7 @@ def test_report_rows_put_each_arm_beside_the_papers_row():
     objectives = table_rows("objectives", results, ["genre"], "4/256/4")
     assert [r["arm"] for r in objectives] == [
         "BERT (MLM + NSP, 80/10/10)", "ALBERT (E=128, shared layers, SOP)",
-        "SpanBERT masking, no NSP",
+        "SpanBERT (span masks, span boundaries, single segments)",
         "RoBERTa inputs (full sentences, dynamic masks, no NSP, beta2 0.98)",
         "ELECTRA (generator 1/4 wide, replaced-token detection, no NSP)",
     ]  # fmt: skip

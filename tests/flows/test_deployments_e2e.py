@@ -550,6 +550,8 @@ def test_the_ablation_flow_runs_each_table_from_its_deployment(local, tmp_path):
     assert "sentence_order" not in data_config("pretraining")
     packed = data_config("pretraining-roberta")
     assert packed["packing"] == "full-sentences" and packed["dynamic_masking"] is True
+    spans = data_config("pretraining-spanbert")
+    assert spans["packing"] == "full-sentences" and spans["span_masking"] is True
 
     # Each arm trained what it claims: its exported model and its logged losses.
     root = workdir / "ablations"
@@ -570,7 +572,7 @@ def test_the_ablation_flow_runs_each_table_from_its_deployment(local, tmp_path):
     objectives = report["tables"]["objectives"]["rows"]
     assert [r["arm"] for r in objectives] == [
         "BERT (MLM + NSP, 80/10/10)", "ALBERT (E=128, shared layers, SOP)",
-        "SpanBERT masking, no NSP",
+        "SpanBERT (span masks, span boundaries, single segments)",
         "RoBERTa inputs (full sentences, dynamic masks, no NSP, beta2 0.98)",
         "ELECTRA (generator 1/4 wide, replaced-token detection, no NSP)",
     ]  # fmt: skip
@@ -587,6 +589,10 @@ def test_the_ablation_flow_runs_each_table_from_its_deployment(local, tmp_path):
     masking = report["tables"]["masking"]["rows"]
     assert [r["arm"] for r in masking] == ["80/10/10", "0/0/100"]
     assert all(" ± " in r["sentence-order (feature-based)"] for r in masking)
+    trained = {a: report["arms"][a]["pretrain"]["summary"] for a in ("spanbert", "electra")}
+    # The sample scale holds no documents out: the last training means.
+    assert 0 <= trained["spanbert"]["sbo_accuracy"] <= 1  # the span-boundary head trained
+    assert 0.5 < trained["electra"]["rtd_accuracy"] <= 1
     scored = report["arms"]["mask-0-0-100"]["feature_based"]["sentence-order"]["summary"]
     assert 0 <= scored["score"] <= 100
     size = report["tables"]["size"]["rows"]

@@ -980,6 +980,70 @@ def test_electra_settings_are_checked_before_the_run(sample_data, tmp_path, caps
     assert not (tmp_path / "x" / "checkpoints").exists()
 
 
+SBO = ["--set=objective.span_boundary=true", "--set=objective.nsp=false", "--set=phase=1",
+       "--set=log.every=10", "--set=eval.every=90", "--set=checkpoint.every=90",
+       "--set=checkpoint.keep_last=5"]  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+def test_span_boundary_objective_learns_exports_as_bert_and_resumes_exactly(
+    sample_data, trained_run, tmp_path, caplog
+):
+    """objective.span_boundary on SpanBERT's data (span masks): the loss is MLM + SBO, the
+    SBO's falls on real text, the export is BERT's with the head in a file beside it, and a
+    resumed run ends with the same bytes. A BERT export goes on with a fresh head."""
+    import transformers
+
+    from model.span_boundary import SPAN_BOUNDARY_FILE
+    from tests.model.test_albert import LOADED_CLEANLY
+
+    data = tmp_path / "span"
+    run_module("pipelines.pretraining_data", "--documents", str(sample_data.vocab.parent / "documents"),
+               "--vocab", str(sample_data.vocab), "--output", str(data), "--max-seq-lengths", "64",
+               "--dupe-factor", "1", "--num-shards", "2", "--span-masking")  # fmt: skip
+    output = tmp_path / "spanbert"
+    with caplog.at_level("WARNING", logger="model.pretrain"):
+        train(tiny_config(data, output, 200, *SBO))  # 180 steps at 64 tokens
+    assert "not span-masked" not in caplog.text
+    records = read_metrics(output / "metrics.jsonl")
+    steps = [r for r in records if r["event"] == "train"]
+    evals = [r for r in records if r["event"] == "eval"]
+    for r in steps + evals:
+        assert r["loss"] == pytest.approx(r["mlm_loss"] + r["sbo_loss"], rel=1e-6), r
+        assert 0 <= r["sbo_accuracy"] <= 1
+    assert steps[0]["sbo_loss"] > 7.3 and steps[-1]["sbo_loss"] < steps[0]["sbo_loss"] - 1.0
+    assert evals[-1]["sbo_loss"] < evals[0]["sbo_loss"]
+
+    export = output / "model"
+    assert (export / SPAN_BOUNDARY_FILE).is_file()
+    _, info = transformers.BertForPreTraining.from_pretrained(export, output_loading_info=True)
+    assert info == LOADED_CLEANLY
+    ours, report = load_hf_checkpoint(export, for_pretraining=True)
+    assert report.missing_keys == () and report.unexpected_keys == ()
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(output / "checkpoints" / "step-000000090",
+                    resumed / "checkpoints" / "step-000000090")  # fmt: skip
+    train(tiny_config(data, resumed, 200, *SBO))
+    for part in ("model.safetensors", SPAN_BOUNDARY_FILE):
+        assert (output / "phase1" / part).read_bytes() == (resumed / "phase1" / part).read_bytes()
+
+    # From a BERT model (no head file) the head starts fresh, said so; a checkpoint without
+    # it cannot be resumed with the SBO on; pairs data that is not span-masked is warned of.
+    caplog.clear()
+    onward = tmp_path / "onward"
+    with caplog.at_level("WARNING", logger="model.pretrain"):
+        train(tiny_config(sample_data.pretraining, onward, 20, *SBO,
+                          f"--init-from={trained_run / 'phase1'}"))  # fmt: skip
+    assert "has no span-boundary head (span_boundary.safetensors): it starts fresh" in caplog.text
+    assert "is not span-masked" in caplog.text
+    plain = tmp_path / "plain"
+    shutil.copytree(trained_run / "checkpoints" / "step-000000250",
+                    plain / "checkpoints" / "step-000000250")  # fmt: skip
+    with pytest.raises(PretrainError, match="has no span-boundary head"):
+        train(tiny_config(sample_data.pretraining, plain, 300, *SBO[:2]))
+
+
 def tiny_model_config(vocab_size: int):
     from model.config import bert_tiny
 
