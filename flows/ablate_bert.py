@@ -26,6 +26,8 @@ from flows.ablations import (
     Arm,
     ObjectiveName,
     TableName,
+    arm_data_params,
+    arm_pretrain_params,
     build_arms,
     parse_size,
 )
@@ -189,12 +191,6 @@ def resolve_ablation_params(
     return AblateBertParams.model_validate(body)
 
 
-def arm_pretrain_params(pretrain: PretrainParams, arm: Arm) -> PretrainParams:
-    """The recipe's pretraining with the arm's trainer settings added."""
-    extra = [part for setting in arm.sets for part in ("--set", setting)]
-    return pretrain.model_copy(update={"extra_args": [*pretrain.extra_args, *extra]})
-
-
 def prepare_arm_data(
     params: AblateBertParams, arm: Arm, prepared: PreparedData, *, record: Any
 ) -> PreparedData:
@@ -205,7 +201,7 @@ def prepare_arm_data(
     recipe = params.recipe
     workdir = storage.absolute(recipe.workdir)
     assert prepared.vocab is not None
-    data_params = recipe.pretraining_data.model_copy(update=dict(arm.data))
+    data_params = arm_data_params(recipe.pretraining_data, arm)
     own = {"beam": recipe.beam, "workdir": workdir, "vocab": prepared.vocab, "variant": arm.name}
     data = run_stage(pretraining_data_call(data_params, documents=prepared.documents, **own))
     record(data)

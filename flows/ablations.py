@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from flows.params import PretrainingDataParams, PretrainParams
+
 TableName = Literal["tasks", "masking", "size", "objectives"]
 TABLES: tuple[TableName, ...] = ("tasks", "masking", "size", "objectives")
 TABLE_TITLES = {
@@ -112,6 +114,18 @@ def objective_arm(name: ObjectiveName) -> Arm:
             sets=("objective.name=electra", "objective.nsp=false", "objective.mask_mix=100/0/0"),
         )
     raise ValueError(f"unknown objective {name!r}; known: {', '.join(OBJECTIVES)}")
+
+
+def arm_pretrain_params(pretrain: PretrainParams, arm: Arm) -> PretrainParams:
+    """The recipe's pretraining with the arm's trainer settings added (after the recipe's
+    own extra_args: the last word wins)."""
+    extra = [part for setting in arm.sets for part in ("--set", setting)]
+    return pretrain.model_copy(update={"extra_args": [*pretrain.extra_args, *extra]})
+
+
+def arm_data_params(data: PretrainingDataParams, arm: Arm) -> PretrainingDataParams:
+    """The recipe's pretraining data with the fields the arm's data sets, checked together."""
+    return type(data).model_validate(data.model_dump() | dict(arm.data))
 
 
 def build_arms(

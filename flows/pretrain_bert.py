@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from collections.abc import Callable
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -21,6 +21,7 @@ from pydantic import Field
 
 from bertdata.tokens import TOKENIZER_FILES
 from flows import storage
+from flows.ablations import ObjectiveName, arm_data_params, arm_pretrain_params, objective_arm
 from flows.finetune_bert import finetune_checkpoint
 from flows.params import (
     DATAFLOW_RULE,
@@ -105,6 +106,20 @@ def export_model(checkpoint: StageResult, vocab: StageResult, target: str) -> st
                 storage.write_atomic(storage.join(target_dir, name), storage.read_bytes(path))
     storage.write_atomic(stamp, json.dumps(source, indent=2).encode())
     return target
+
+
+def with_objective(params: PretrainBertParams, objective: str) -> PretrainBertParams:
+    """The run's parameters with an objective after BERT switched on: the pretraining data's
+    fields and the trainer's settings of the ablation flow's arm of that name."""
+    if objective == "bert":
+        return params
+    arm = objective_arm(objective)
+    return params.model_copy(
+        update={
+            "pretraining_data": arm_data_params(params.pretraining_data, arm),
+            "pretrain": arm_pretrain_params(params.pretrain, arm),
+        }
+    )
 
 
 def planned_stages(params: PretrainBertParams) -> list[str]:
@@ -340,6 +355,7 @@ def pretrain_bert(
     pretrain: PretrainParams | None = None,
     finetune: FinetuneParams | None = None,
     beam: Annotated[BeamParams | None, Field(json_schema_extra=DATAFLOW_RULE)] = None,
+    objective: Literal["bert", ObjectiveName] = "bert",
 ) -> dict[str, Any]:
     """Pretrain BERT from a corpus and fine-tune it on downstream tasks, stage by stage.
 
@@ -358,6 +374,12 @@ def pretrain_bert(
         finetune: Fine-tuning tasks, grid and inits (from the pretrained weights, random ones
             or both); fields you set override the preset's.
         beam: Where the Beam stages run; fields you set override the preset's.
+        objective: 'bert' (MLM + NSP, the paper's), or an objective after BERT
+            (docs/objectives.md): 'albert' (E=128, shared layers, sentence order), 'spanbert'
+            (span masks, span boundaries, single segments), 'roberta' (full sentences,
+            dynamic masks, no NSP, beta2 0.98), 'electra' (replaced-token detection). It sets
+            the data fields and trainer settings of the ablation flow's arm of that name, over
+            the sections.
     """
     sections = with_deployment_sections(
         extract=extract,
@@ -368,7 +390,10 @@ def pretrain_bert(
         finetune=finetune,
         beam=beam,
     )
-    params = resolve_pretrain_params(preset, workdir=workdir, stop_after=stop_after, **sections)
+    params = with_objective(
+        resolve_pretrain_params(preset, workdir=workdir, stop_after=stop_after, **sections),
+        objective,
+    )
     try:
         return run_chain(params)
     finally:

@@ -24,6 +24,7 @@ from flows.params import (
     with_deployment_sections,
 )
 from flows.pretrain_bert import planned_stages, pretrain_bert
+from model.train_config import PretrainConfig, apply_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = {"inputs": ["gs://bucket/dumps/*.xml.bz2"]}
@@ -103,6 +104,7 @@ def test_dataflow_needs_a_project_and_gives_the_runner_flags():
         ({"finetune": {"inits": ["scratch"]}}, "finetune.inits[0]", "is not one of"),
         ({"finetune": {"inits": ["random", "random"]}}, "finetune.inits", "non-unique"),
         ({"finetune": {"inits": []}}, "finetune.inits", "should be non-empty"),
+        ({"objective": "xlnet"}, "objective", "is not one of"),
     ],
 )
 def test_the_server_refuses_bad_parameters_and_names_the_field(params, field, reason):
@@ -120,6 +122,36 @@ def test_good_parameters_pass_the_server_check():
     both = {"finetune": {"inits": ["pretrained", "random"]}}
     server_check(finetune_bert, {"checkpoint": "runs/sample/model", **both})
     server_check(pretrain_bert, both)
+    server_check(pretrain_bert, {"preset": "small", "objective": "electra"})
+
+
+def test_an_objective_sets_its_arms_data_and_trainer_settings_over_the_preset():
+    """pretrain-bert's `objective`: one switch, the same fields as the ablation flow's arm,
+    after the preset's own trainer settings (which it keeps)."""
+    from flows.pretrain_bert import with_objective
+
+    small = resolve_pretrain_params("small")
+    assert with_objective(small, "bert") is small
+    albert = with_objective(small, "albert")
+    assert albert.pretraining_data.sentence_order is True
+    preset_args = small.pretrain.extra_args
+    assert albert.pretrain.extra_args == [*preset_args, "--set", "model.embedding_size=128",
+                                          "--set", "model.share_layers=true"]  # fmt: skip
+    spanbert = with_objective(small, "spanbert")
+    assert spanbert.pretraining_data.span_masking is True
+    assert spanbert.pretraining_data.packing == "full-sentences"
+    assert "objective.span_boundary=true" in spanbert.pretrain.extra_args
+    electra = with_objective(small, "electra")
+    assert electra.pretraining_data == small.pretraining_data  # the MLM data as it is
+    config = PretrainConfig(output="o")
+    config.data.dir = "d"
+    apply_overrides(config, electra.pretrain.extra_args[1::2])
+    config.validate()
+    assert config.objective.name == "electra" and config.model["hidden_dropout_prob"] == 0
+    # A section that contradicts the objective's data is refused, naming both.
+    ordered = resolve_pretrain_params("small", pretraining_data={"sentence_order": True})
+    with pytest.raises(PydanticError, match="--sentence-order needs --packing pairs"):
+        with_objective(ordered, "roberta")
 
 
 def test_fine_tuning_starts_from_the_pretrained_weights_unless_inits_say_otherwise():
