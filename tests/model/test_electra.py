@@ -181,3 +181,37 @@ def test_fill_mask_reads_the_generator(tiny_config):
     assert out.replaced_logits.shape == ids.shape
     with pytest.raises(ValueError, match="no sentence task"):
         model.pretraining_loss(**batch, nsp=True)
+
+
+def test_the_discriminator_learns_replacements_it_can_tell_apart(tiny_config):
+    """A generator held to ids the text never uses (a frozen head whose bias rules out the
+    others): the discriminator must find every replaced token, far above the rate of
+    answering "original" everywhere. Wrong labels, positions or inputs would keep it at that
+    rate (at this size, ordinary samples keep it there for hundreds of steps: docs)."""
+    torch.manual_seed(0)
+    model = ElectraForPreTraining(tiny_config)
+    with torch.no_grad():
+        model.generator_head.decoder_bias.fill_(-1e4)
+        model.generator_head.decoder_bias[90:] = 0  # samples from ids 90..98 only
+    model.generator_head.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+
+    def batch() -> dict[str, torch.Tensor]:
+        ids = torch.randint(5, 80, (16, 24), generator=g)  # the text: ids 5..79
+        positions = torch.stack([torch.randperm(23, generator=g)[:4] + 1 for _ in range(16)])
+        labels = torch.gather(ids, 1, positions)
+        return {"input_ids": ids.scatter(1, positions, 3), "token_type_ids": torch.zeros_like(ids),
+                "attention_mask": torch.ones_like(ids), "masked_lm_positions": positions,
+                "masked_lm_labels": labels}  # fmt: skip
+
+    for _ in range(150):
+        out = model.pretraining_loss(**batch(), generator=g)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        out = model.pretraining_loss(**batch(), generator=g)
+    accuracy = float(out.rtd_correct) / float(out.rtd_count)
+    original = 1 - float(out.replaced_count) / float(out.rtd_count)  # 20 of 24 tokens
+    assert original < 0.85 and accuracy > 0.98, (accuracy, original)
