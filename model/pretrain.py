@@ -824,12 +824,12 @@ class Trainer:
         for url in (config.data.dir, config.data.validation_dir, config.data.vocab):
             set_storage_options(url, config.data.storage_options)
         self.phases = plan_phases(config, dist.world_size)
-        self.datas = {phase.index: open_phase_data(config, phase) for phase in self.phases}
-        first_data = self.datas[self.phases[0].index]
-        if not config.data.vocab:
-            config.data.vocab = data_vocabulary(first_data)
+        if not config.data.vocab:  # the data's own, opened with it (dynamic masking needs it)
+            config.data.vocab = data_vocabulary(open_phase_data(config, self.phases[0]))
             if config.data.vocab and dist.is_main:
                 log.info("vocabulary: %s (named by the data's manifest)", config.data.vocab)
+        self.datas = {phase.index: open_phase_data(config, phase) for phase in self.phases}
+        first_data = self.datas[self.phases[0].index]
         self.export_files = tokenizer_files(config.data.vocab)  # read once, written each export
         if config.objective.mask_mix and "vocab.txt" not in self.export_files:
             raise PretrainError(

@@ -980,6 +980,31 @@ def test_electra_settings_are_checked_before_the_run(sample_data, tmp_path, caps
     assert not (tmp_path / "x" / "checkpoints").exists()
 
 
+@pytest.mark.timeout(600)
+def test_roberta_recipe_learns_on_packed_full_sentences(sample_data, tmp_path):
+    """RoBERTa's recipe through the trainer: FULL-SENTENCES rows stored unmasked and masked
+    afresh by the trainer, no NSP, Adam's beta2 0.98. The MLM loss falls on real text, and no
+    sentence-task figure is logged (the rows have no second segment)."""
+    data = tmp_path / "packed"
+    run_module("pipelines.pretraining_data", "--documents", str(sample_data.vocab.parent / "documents"),
+               "--vocab", str(sample_data.vocab), "--output", str(data), "--max-seq-lengths", "64",
+               "--dupe-factor", "1", "--num-shards", "2", "--packing", "full-sentences",
+               "--dynamic-masking")  # fmt: skip
+    output = tmp_path / "roberta"
+    roberta = ["--set=objective.nsp=false", "--set=optim.betas=0.9,0.98", "--set=phase=1",
+               "--set=log.every=10", "--set=checkpoint.every=0"]  # fmt: skip
+    summary = train(tiny_config(data, output, 200, *roberta))  # 180 steps at 64 tokens
+    assert summary["sentence_task"] == "none"
+    records = read_metrics(output / "metrics.jsonl")
+    start = next(r for r in records if r["event"] == "start")
+    assert start["config"]["optim"]["betas"] == [0.9, 0.98]
+    steps = [r for r in records if r["event"] == "train"]
+    assert all("nsp_accuracy" not in r and r["loss"] == r["mlm_loss"] for r in steps)
+    assert steps[0]["mlm_loss"] > 7.3 and steps[-1]["mlm_loss"] < steps[0]["mlm_loss"] - 1.0
+    with pytest.raises(PretrainError, match="packed data .* objective.nsp=false"):
+        train(tiny_config(data, tmp_path / "with-nsp", 10, "--set=phase=1"))
+
+
 SBO = ["--set=objective.span_boundary=true", "--set=objective.nsp=false", "--set=phase=1",
        "--set=log.every=10", "--set=eval.every=90", "--set=checkpoint.every=90",
        "--set=checkpoint.keep_last=5"]  # fmt: skip
