@@ -343,6 +343,10 @@ class PreTrainingOutput(NamedTuple):
 class BertForPreTraining(nn.Module):
     """BERT with the masked-LM and next-sentence-prediction heads and the paper's loss."""
 
+    # The weight of each objective its loss adds to BERT's, by task name (<task>_loss):
+    # none here; SpanBERT's and ELECTRA's models name theirs.
+    objective_weights: dict[str, float] = {}  # read only
+
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.config = config

@@ -155,6 +155,11 @@ class ElectraForPreTraining(nn.Module):
             bert.pooler.requires_grad_(False)
 
     @property
+    def objective_weights(self) -> dict[str, float]:
+        """The weight of the discriminator's loss, as model.pretrain's evaluation reads it."""
+        return {"rtd": self.discriminator_weight}
+
+    @property
     def word_embeddings(self) -> Tensor:
         return self.discriminator.embeddings.word_embeddings.weight  # (V, E)
 

@@ -368,19 +368,18 @@ def export_tokenizer_files(files: dict[str, bytes], seq_length: int) -> dict[str
     return files | {"tokenizer_config.json": (json.dumps(body, indent=2) + "\n").encode()}
 
 
-def data_vocabulary(data: PhaseData) -> str:
+def data_vocabulary(shards: PretrainingShards) -> str:
     """The vocab stage output that the data was built from, as its manifest names it ('' when
     it names none, as synthetic data). The export needs its tokenizer: without it
     transformers' AutoTokenizer silently falls back to a vocabulary that maps words to [UNK]."""
-    if data.vocab_hash is not None:
-        return next(
-            r.path for r in data.train.manifest.inputs if r.manifest_hash == data.vocab_hash
-        )
-    named = [r.path for r in data.train.manifest.inputs if r.manifest_hash]
+    vocab_hash = find_vocab_hash(shards)
+    if vocab_hash is not None:
+        return next(r.path for r in shards.manifest.inputs if r.manifest_hash == vocab_hash)
+    named = [r.path for r in shards.manifest.inputs if r.manifest_hash]
     if not named:
         return ""
     raise PretrainingDataError(
-        f"{data.train.directory}: its manifest names its inputs {named}, but none of them is "
+        f"{shards.directory}: its manifest names its inputs {named}, but none of them is "
         "a readable vocabulary with the same manifest (moved, or relative to another directory); "
         "pass --vocab with the vocab stage's output"
     )
@@ -560,9 +559,8 @@ def evaluate(
         "examples": int(sequences),
     }
     own = objective_figures(dict(zip(names, figures[6:], strict=True)))
-    weights = {"rtd": objective.config.discriminator_weight, "sbo": 1.0}
-    for task in sorted(name.removesuffix("_loss") for name in own if name.endswith("_loss")):
-        evaluation["loss"] += weights[task] * own[f"{task}_loss"]  # as the training loss
+    for task, weight in model.objective_weights.items():  # as the training loss weighs them
+        evaluation["loss"] += weight * own[f"{task}_loss"]
     return evaluation | own
 
 
@@ -825,7 +823,8 @@ class Trainer:
             set_storage_options(url, config.data.storage_options)
         self.phases = plan_phases(config, dist.world_size)
         if not config.data.vocab:  # the data's own, opened with it (dynamic masking needs it)
-            config.data.vocab = data_vocabulary(open_phase_data(config, self.phases[0]))
+            first = join(config.data.dir, f"seq{self.phases[0].seq_length}")
+            config.data.vocab = data_vocabulary(PretrainingShards(first))
             if config.data.vocab and dist.is_main:
                 log.info("vocabulary: %s (named by the data's manifest)", config.data.vocab)
         self.datas = {phase.index: open_phase_data(config, phase) for phase in self.phases}

@@ -12,7 +12,6 @@ all of them (model/pretrain.py, objective_figures).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from model.bert import BertForPreTraining, BertModel
 from model.config import BertConfig
 from model.electra import ElectraForPreTraining, generator_config
 from model.hf_checkpoint import (
+    ARCHITECTURE_FIELDS,
     load_electra_checkpoint,
     load_hf_weights,
     save_electra_checkpoint,
@@ -103,14 +103,12 @@ def load_pretraining_weights(
     pairs = (("discriminator", saved.config, model.config),
              ("generator", saved.generator_config, model.generator_config))  # fmt: skip
     for which, theirs, ours in pairs:
-        for field in dataclasses.fields(BertConfig):
-            if field.name.endswith("dropout_prob"):
-                continue
-            a, b = getattr(theirs, field.name), getattr(ours, field.name)
+        for name in ARCHITECTURE_FIELDS:  # what load_hf_weights compares for BERT
+            a, b = getattr(theirs, name), getattr(ours, name)
             if a != b:
                 raise ValueError(
-                    f"{directory}: config mismatch: the {which}'s {field.name} is {a!r} in "
-                    f"the checkpoint but {b!r} in the model"
+                    f"{directory}: config mismatch: the {which}'s {name} is {a!r} in the "
+                    f"checkpoint but {b!r} in the model"
                 )
     # ELECTRA has no pooler: ours keep their (unused, frozen) weights.
     state = {k: v for k, v in saved.state_dict().items() if ".pooler." not in k}

@@ -195,6 +195,8 @@ class SpanBertForPreTraining(BertForPreTraining):
     """BERT's pretraining model with SpanBERT's span-boundary head beside the MLM head: the
     encoder, heads and export are BERT's; the head only trains."""
 
+    objective_weights = {"sbo": 1.0}  # read only: loss = BERT's + SBO's
+
     def __init__(self, config: BertConfig) -> None:
         super().__init__(config)
         self.span_boundary_head = SpanBoundaryHead(config)
